@@ -1,0 +1,1 @@
+//! autoneural-daemon (see ARCHITECTURE.md).

@@ -1,0 +1,1 @@
+//! autoneural-inference (see ARCHITECTURE.md).

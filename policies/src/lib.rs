@@ -1,0 +1,1 @@
+//! autoneural-policies (see ARCHITECTURE.md).
