@@ -1,6 +1,15 @@
 //! autoneural-camera: frame sources (V4L2, replay, synthetic cabin scenes) and conversion of frames
-//! into the model's input. See ARCHITECTURE.md.
+//! into the model's input. See ARCHITECTURE.md and the README's "Camera" section.
+//!
+//! - [`FrameSource`]: the blocking pull abstraction every source implements.
+//! - [`Capture`] / [`LatestFrame`]: the latest-frame-wins hand-off with reconnect and health events.
 
+pub mod error;
 pub mod frame;
+pub mod handoff;
+pub mod source;
 
-pub use frame::{Frame, PixelFormat};
+pub use error::{CameraError, Recovery};
+pub use frame::{Frame, PixelFormat, monotonic_now};
+pub use handoff::{Capture, CaptureOptions, CaptureStats, LatestFrame, TakeError};
+pub use source::{FrameSource, Health, HealthEvent};
