@@ -1,0 +1,127 @@
+"""python -m forge {export,compile-qnn,golden,check,parity} ... (see forge/README.md)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+
+def _export(a) -> int:
+    import torch
+
+    from .bundle import BuildOptions, build_bundle
+    from .config import get_config
+    from .model import build_model
+
+    torch.set_num_threads(a.threads)
+    cfg = get_config(a.config)
+    quant = () if a.quant in ("", "none") else tuple(q.strip() for q in a.quant.split(","))
+    for q in quant:
+        if q not in ("w8a16", "w4a16"):
+            raise SystemExit(f"unknown quantization {q!r} (want w8a16, w4a16 or none)")
+    state = None
+    if a.state_dict:
+        from safetensors.torch import load_file
+
+        state = load_file(a.state_dict)
+    tokenizer = None
+    if a.tokenizer:
+        from tokenizers import Tokenizer
+
+        tokenizer = Tokenizer.from_file(a.tokenizer)
+    t = time.time()
+    model = build_model(cfg, state)
+    print(f"built {cfg.name}: {sum(p.numel() for p in model.parameters()):,} parameters in {time.time() - t:.1f} s")
+    opts = BuildOptions(quant=quant, qnn=not a.no_qnn and bool(quant), htp_arch=a.htp_arch, soc_model=a.soc_model,
+                        golden=not a.no_golden)
+    rep = build_bundle(model, Path(a.out), opts, tokenizer)
+    print(json.dumps(rep, indent=1))
+    return 0
+
+
+def _compile_qnn(a) -> int:
+    from .bundle import compile_qnn, load_manifest, save_manifest
+
+    out = Path(a.dir)
+    man = load_manifest(out)
+    rep = compile_qnn(out, man, a.htp_arch, a.soc_model)
+    save_manifest(out, man, checksums=True)
+    print(json.dumps(rep, indent=1))
+    return 0
+
+
+def _golden(a) -> int:
+    from .bundle import load_manifest, save_manifest
+    from .golden import write_golden
+    from .probes import DEFAULT_PROBES
+
+    out = Path(a.dir)
+    man = load_manifest(out)
+    write_golden(out, man, a.cases, DEFAULT_PROBES)
+    save_manifest(out, man, checksums=True)
+    print(f"wrote {out / 'golden.json'}")
+    return 0
+
+
+def _check(a) -> int:
+    from .check_bundles import check_bundle
+
+    errors = check_bundle(Path(a.dir))
+    for e in errors:
+        print(e, file=sys.stderr)
+    return 1 if errors else 0
+
+
+def _parity(a) -> int:
+    from .parity import parity_report
+
+    print(json.dumps(parity_report(Path(a.dir), a.config), indent=1))
+    return 0
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m forge", description=__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    e = sub.add_parser("export", help="build a bundle from a named config (random weights or --state-dict)")
+    e.add_argument("--config", required=True)
+    e.add_argument("--out", required=True)
+    e.add_argument("--quant", default="w8a16,w4a16", help="comma list of w8a16,w4a16, or none")
+    e.add_argument("--no-qnn", action="store_true", help="skip the HTP offload check and context binaries")
+    e.add_argument("--no-golden", action="store_true")
+    e.add_argument("--state-dict", help="safetensors file with AutoNeural weights (else random from the config seed)")
+    e.add_argument("--tokenizer", help="tokenizer.json to use (else BPE trained by forge)")
+    e.add_argument("--htp-arch", type=int, default=68)
+    e.add_argument("--soc-model", type=int, default=39)
+    e.add_argument("--threads", type=int, default=2)
+    e.set_defaults(fn=_export)
+
+    c = sub.add_parser("compile-qnn", help="HTP offload check + EP context binaries for a bundle's quantized variants")
+    c.add_argument("dir")
+    c.add_argument("--htp-arch", type=int, default=68)
+    c.add_argument("--soc-model", type=int, default=39)
+    c.set_defaults(fn=_compile_qnn)
+
+    g = sub.add_parser("golden", help="(re)write golden.json + golden/*.png for every variant")
+    g.add_argument("dir")
+    g.add_argument("--cases", type=int, default=3)
+    g.set_defaults(fn=_golden)
+
+    k = sub.add_parser("check", help="verify a bundle's manifest schema and checksums (no torch)")
+    k.add_argument("dir")
+    k.set_defaults(fn=_check)
+
+    r = sub.add_parser("parity", help="ORT CPU vs PyTorch over a 64-token greedy generation")
+    r.add_argument("dir")
+    r.add_argument("--config", required=True)
+    r.set_defaults(fn=_parity)
+
+    a = p.parse_args(argv)
+    return a.fn(a)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,284 @@
+"""Torch-free check of committed model bundles (ARCHITECTURE.md contract 1).
+
+    /work/main/.venv/bin/python -m forge.check_bundles [BUNDLE_DIR ...]   (default: models/*/)
+
+Needs only the runtime venv (onnx, onnxruntime, numpy; Python >= 3.11 for tomllib). Checks:
+manifest schema and types; [files] lists exactly the bundle's other files with matching SHA-256;
+probes.toml and golden.json schemas; every graph's IR version, opset, static I/O names, shapes and
+dtypes; and replays golden case 0's greedy tokens on ONNX Runtime CPU for every variant (prompt ids
+come from golden.json, so no tokenizer library is needed). Exit status 1 on any error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+import sys
+import tomllib
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+GRAPHS = ("vision", "embed", "decoder_prefill", "decoder_step")
+FORMAT = "autoneural-bundle/1"
+
+SCHEMA = {
+    "": {"format": str, "name": str, "description": str},
+    "image": {"size": int, "channels": int, "mean": list, "std": list, "tokens": int},
+    "text": {
+        "tokenizer": str, "vocab_size": int, "bos_id": int, "eos_id": int, "pad_id": int, "image_token": str,
+        "image_token_id": int, "stop_tokens": list, "system_prompt": str, "template": str,
+    },
+    "decoder": {
+        "hidden": int, "layer_types": list, "num_heads": int, "num_kv_heads": int, "head_dim": int,
+        "conv_kernel": int, "kv_capacity": int, "prefill_chunk": int, "mask_value": float, "rope_theta": float,
+    },
+}
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def read_png(path: Path) -> np.ndarray:
+    """8-bit RGB/RGBA/grey non-interlaced PNG -> uint8 [H,W,3] (enough for golden images)."""
+    data = path.read_bytes()
+    if data[:8] != b"\x89PNG\r\n\x1a\n":
+        raise ValueError("not a PNG")
+    pos, idat, hdr = 8, b"", None
+    while pos < len(data):
+        (n,) = struct.unpack(">I", data[pos : pos + 4])
+        kind, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + n]
+        pos += 12 + n
+        if kind == b"IHDR":
+            hdr = struct.unpack(">IIBBBBB", body)
+        elif kind == b"IDAT":
+            idat += body
+    w, h, depth, ctype, _, _, interlace = hdr
+    if depth != 8 or interlace or ctype not in (0, 2, 6):
+        raise ValueError(f"unsupported PNG (depth {depth}, colour type {ctype}, interlace {interlace})")
+    ch = {0: 1, 2: 3, 6: 4}[ctype]
+    raw = np.frombuffer(zlib.decompress(idat), np.uint8).reshape(h, 1 + w * ch)
+    out = np.zeros((h, w * ch), np.int32)
+    prev = np.zeros(w * ch, np.int32)
+    for y in range(h):
+        f, line = raw[y, 0], raw[y, 1:].astype(np.int32)
+        cur = np.zeros(w * ch, np.int32)
+        for x in range(w * ch):
+            a = cur[x - ch] if x >= ch else 0
+            b = prev[x]
+            c = prev[x - ch] if x >= ch else 0
+            if f == 0:
+                p = 0
+            elif f == 1:
+                p = a
+            elif f == 2:
+                p = b
+            elif f == 3:
+                p = (a + b) // 2
+            else:
+                pa, pb, pc = abs(b - c), abs(a - c), abs(a + b - 2 * c)
+                p = a if pa <= pb and pa <= pc else (b if pb <= pc else c)
+            cur[x] = (line[x] + p) & 0xFF
+        out[y] = cur
+        prev = cur
+    img = out.reshape(h, w, ch).astype(np.uint8)
+    return np.repeat(img, 3, axis=2) if ch == 1 else img[..., :3]
+
+
+def check_manifest(b: Path, man: dict, errors: list[str]) -> None:
+    for section, keys in SCHEMA.items():
+        table = man if section == "" else man.get(section)
+        if not isinstance(table, dict):
+            errors.append(f"manifest.toml: missing [{section}]")
+            continue
+        for k, ty in keys.items():
+            if k not in table:
+                errors.append(f"manifest.toml: missing {section or 'top-level'} key {k!r}")
+            elif not isinstance(table[k], ty) or (ty is int and isinstance(table[k], bool)):
+                errors.append(f"manifest.toml: {section}.{k} should be {ty.__name__}")
+    if man.get("format") != FORMAT:
+        errors.append(f"manifest.toml: format {man.get('format')!r} != {FORMAT!r}")
+    d = man.get("decoder", {})
+    if any(t not in ("conv", "full_attention") for t in d.get("layer_types", [])):
+        errors.append("manifest.toml: layer_types entries must be conv or full_attention")
+    variants = man.get("variants", {})
+    if "fp32" not in variants:
+        errors.append("manifest.toml: no [variants.fp32]")
+    for name, v in variants.items():
+        if not isinstance(v.get("quantization"), str):
+            errors.append(f"manifest.toml: variants.{name}.quantization missing")
+        paths = [v.get(g) for g in GRAPHS]
+        ctx = v.get("qnn_context", {})
+        if ctx:
+            if not isinstance(ctx.get("htp_arch"), int) or not isinstance(ctx.get("soc_model"), int):
+                errors.append(f"manifest.toml: variants.{name}.qnn_context needs htp_arch and soc_model")
+            paths += [ctx.get(g) for g in GRAPHS if g in ctx]
+        for g, p in zip(GRAPHS, paths):
+            if not isinstance(p, str):
+                errors.append(f"manifest.toml: variants.{name}.{g} missing")
+        for p in paths:
+            if isinstance(p, str) and (p.startswith("/") or ".." in Path(p).parts or not (b / p).is_file()):
+                errors.append(f"manifest.toml: variants.{name}: {p} is not a file inside the bundle")
+        for k, x in v.get("sqnr_db", {}).items():
+            if k not in GRAPHS or not isinstance(x, float):
+                errors.append(f"manifest.toml: variants.{name}.sqnr_db.{k} is not a graph SQNR")
+    files = man.get("files", {})
+    actual = {p.relative_to(b).as_posix() for p in b.rglob("*") if p.is_file() and p.name != "manifest.toml"}
+    for p in sorted(actual - set(files)):
+        errors.append(f"manifest.toml: [files] does not list {p}")
+    for p in sorted(set(files) - actual):
+        errors.append(f"manifest.toml: [files] lists {p}, which does not exist")
+    for p in sorted(set(files) & actual):
+        if sha256(b / p) != files[p]:
+            errors.append(f"{p}: SHA-256 does not match the manifest")
+
+
+def check_probes(b: Path, errors: list[str]) -> dict:
+    try:
+        probes = tomllib.loads((b / "probes.toml").read_text())["probe"]
+    except (OSError, KeyError, tomllib.TOMLDecodeError) as e:
+        errors.append(f"probes.toml: {e}")
+        return {}
+    out = {}
+    for p in probes:
+        if not all(isinstance(p.get(k), str) for k in ("id", "question", "field")):
+            errors.append(f"probes.toml: probe {p.get('id')!r} lacks id/question/field")
+            continue
+        if p["id"] in out:
+            errors.append(f"probes.toml: duplicate id {p['id']}")
+        ans = p.get("answers", [])
+        if not ans or not set(p.get("positive", [])) <= set(ans):
+            errors.append(f"probes.toml: {p['id']}: positive answers must be among the answers")
+        out[p["id"]] = ans
+    return out
+
+
+def _dims(vi) -> list[int]:
+    return [d.dim_value if d.HasField("dim_value") else -1 for d in vi.type.tensor_type.shape.dim]
+
+
+def expected_io(man: dict, graph: str) -> tuple[dict, dict]:
+    """{name: (elem type, shape)} for inputs and outputs per the contract (1 = float, 6 = int32)."""
+    d, img = man["decoder"], man["image"]
+    h, c, p = d["hidden"], d["kv_capacity"], d["prefill_chunk"]
+    kv, hd = d["num_kv_heads"], d["head_dim"]
+    if graph == "vision":
+        return {"pixel_values": (1, [1, 3, img["size"], img["size"]])}, {"image_embeds": (1, [1, img["tokens"], h])}
+    if graph == "embed":
+        return {"input_ids": (6, [1, p])}, {"inputs_embeds": (1, [1, p, h])}
+    t = p if graph == "decoder_prefill" else 1
+    ins = {"inputs_embeds": (1, [1, t, h]), "position_ids": (6, [1, t]), "attention_mask": (1, [1, 1, t, c + t])}
+    outs = {"logits": (1, [1, t, man["text"]["vocab_size"]])}
+    for i, ty in enumerate(d["layer_types"]):
+        if ty == "conv":
+            ins[f"past_conv.{i}"] = (1, [1, h, d["conv_kernel"]])
+            outs[f"present_conv.{i}"] = (1, [1, h, d["conv_kernel"]])
+        else:
+            for k in ("key", "value"):
+                ins[f"past_key_values.{i}.{k}"] = (1, [1, kv, c, hd])
+                outs[f"present.{i}.{k}"] = (1, [1, kv, t, hd])
+    return ins, outs
+
+
+def check_graphs(b: Path, man: dict, errors: list[str]) -> None:
+    import onnx
+
+    for name, v in man.get("variants", {}).items():
+        ctx = v.get("qnn_context", {})
+        for g, rel in [(g, v[g]) for g in GRAPHS] + [(g, ctx[g]) for g in GRAPHS if g in ctx]:
+            m = onnx.load(str(b / rel), load_external_data=False)
+            if m.ir_version > 10:
+                errors.append(f"{rel}: IR version {m.ir_version} > 10")
+            ins, outs = expected_io(man, g)
+            got_in = {i.name: (i.type.tensor_type.elem_type, _dims(i)) for i in m.graph.input}
+            got_out = {o.name: (o.type.tensor_type.elem_type, _dims(o)) for o in m.graph.output}
+            if got_in != ins:
+                errors.append(f"{rel}: inputs {got_in} != contract {ins}")
+            if got_out != outs:
+                errors.append(f"{rel}: outputs {got_out} != contract {outs}")
+
+
+def check_golden(b: Path, man: dict, probes: dict, errors: list[str], replay: bool) -> None:
+    try:
+        golden = json.loads((b / "golden.json").read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        errors.append(f"golden.json: {e}")
+        return
+    vocab = man["text"]["vocab_size"]
+    for variant, g in golden.items():
+        if variant not in man.get("variants", {}):
+            errors.append(f"golden.json: variant {variant} is not in the manifest")
+            continue
+        for i, case in enumerate(g.get("cases", [])):
+            where = f"golden.json: {variant} case {i}"
+            if not (b / case.get("image", "")).is_file():
+                errors.append(f"{where}: image {case.get('image')} missing")
+            toks = case.get("greedy_tokens", [])
+            if len(toks) != 64 or not all(isinstance(t, int) and 0 <= t < vocab for t in toks):
+                errors.append(f"{where}: greedy_tokens must be 64 ids < {vocab}")
+            for pid, dist in case.get("probes", {}).items():
+                if pid not in probes or list(dist) != list(probes[pid]):
+                    errors.append(f"{where}: probe {pid} does not match probes.toml")
+                elif abs(sum(dist.values()) - 1) > 1e-4:
+                    errors.append(f"{where}: probe {pid} probabilities do not sum to 1")
+        if replay and g.get("cases"):
+            replay_case(b, man, variant, g["cases"][0], errors)
+
+
+def replay_case(b: Path, man: dict, variant: str, case: dict, errors: list[str]) -> None:
+    """Greedy tokens of one golden case on ONNX Runtime CPU, from the stored prompt ids."""
+    from .runtime import Runner
+
+    img = man["image"]
+    x = read_png(b / case["image"]).astype(np.float32) / 255.0
+    if x.shape[:2] != (img["size"], img["size"]):
+        errors.append(f"{case['image']}: not {img['size']}x{img['size']}")
+        return
+    x = (x - np.asarray(img["mean"], np.float32)) / np.asarray(img["std"], np.float32)
+    pv = x.transpose(2, 0, 1)[None].copy()
+    r = Runner(b, variant, threads=1)
+    ids = case["prompt_ids"]
+    k = ids.index(man["text"]["image_token_id"]) + 1
+    tokens, _ = r.generate(r.prefix_state(pv, ids[:k]), ids[k:], max_new=len(case["greedy_tokens"]))
+    if tokens != case["greedy_tokens"]:
+        errors.append(f"golden.json: {variant}: replayed greedy tokens differ from the golden ones")
+
+
+def check_bundle(b: Path, replay: bool = True) -> list[str]:
+    errors: list[str] = []
+    try:
+        man = tomllib.loads((b / "manifest.toml").read_text())
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        return [f"{b}/manifest.toml: {e}"]
+    check_manifest(b, man, errors)
+    probes = check_probes(b, errors)
+    if errors:
+        return [f"{b}: {e}" for e in errors]
+    check_graphs(b, man, errors)
+    if (b / "golden.json").exists():
+        check_golden(b, man, probes, errors, replay and not errors)
+    return [f"{b}: {e}" for e in errors]
+
+
+def main(argv: list[str]) -> int:
+    root = Path(__file__).resolve().parent.parent
+    dirs = [Path(a) for a in argv] or sorted(p.parent for p in (root / "models").glob("*/manifest.toml"))
+    if not dirs:
+        print("check_bundles: no bundles found", file=sys.stderr)
+        return 1
+    failed = 0
+    for d in dirs:
+        errors = check_bundle(d)
+        for e in errors:
+            print(e, file=sys.stderr)
+        failed += bool(errors)
+        print(f"{d}: {'FAILED' if errors else 'ok'}")
+    print(f"{len(dirs) - failed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,189 @@
+"""ONNX export of the bundle's float graphs (ARCHITECTURE.md contract 1): vision, embed,
+decoder_prefill (T = prefill_chunk) and decoder_step (T = 1), static shapes, opset 17, IR <= 10."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import onnx
+import torch
+import torch.nn as nn
+
+from .model import AutoNeural
+
+OPSET = 17
+MAX_IR = 10
+# protobuf's 2 GiB limit: bigger graphs keep their weights in `<graph>.onnx.data` beside them
+EXTERNAL_DATA_BYTES = 1 << 30
+
+
+class VisionGraph(nn.Module):
+    def __init__(self, model: AutoNeural):
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixel_values):
+        return self.model.image_embeds(pixel_values)
+
+
+class EmbedGraph(nn.Module):
+    def __init__(self, model: AutoNeural):
+        super().__init__()
+        self.embed = model.language.embed_tokens
+
+    def forward(self, input_ids):
+        return self.embed(input_ids)
+
+
+class DecoderGraph(nn.Module):
+    """The static decoder step with flat, named inputs/outputs (see `Lfm2Decoder.step`)."""
+
+    def __init__(self, model: AutoNeural):
+        super().__init__()
+        self.lm = model.language
+        self.n_conv = len(self.lm.cfg.conv_layers)
+
+    def forward(self, inputs_embeds, position_ids, attention_mask, *state):
+        conv = state[: self.n_conv]
+        kv = [(state[self.n_conv + 2 * i], state[self.n_conv + 2 * i + 1]) for i in range(len(self.lm.cfg.attention_layers))]
+        logits, new_conv, new_kv = self.lm.step(inputs_embeds, position_ids, attention_mask, conv, kv)
+        return (logits, *new_conv, *[t for pair in new_kv for t in pair])
+
+
+def decoder_io(model: AutoNeural, t: int) -> tuple[list[str], list[str], list[torch.Tensor]]:
+    """Input names, output names and example inputs (zeros, mask all-visible) of a decoder graph."""
+    cfg = model.cfg
+    d = cfg.decoder
+    c = cfg.kv_capacity
+    names = ["inputs_embeds", "position_ids", "attention_mask"]
+    example = [
+        torch.zeros(1, t, d.hidden),
+        torch.arange(t, dtype=torch.int32)[None],
+        torch.zeros(1, 1, t, c + t),
+    ]
+    outs = ["logits"]
+    for i in d.conv_layers:
+        names.append(f"past_conv.{i}")
+        example.append(torch.zeros(1, d.hidden, d.conv_kernel))
+        outs.append(f"present_conv.{i}")
+    for i in d.attention_layers:
+        for kind in ("key", "value"):
+            names.append(f"past_key_values.{i}.{kind}")
+            example.append(torch.zeros(1, d.num_kv_heads, c, d.head_dim))
+            outs.append(f"present.{i}.{kind}")
+    return names, outs, example
+
+
+def _export(module: nn.Module, args: tuple, path: Path, inputs: list[str], outputs: list[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbytes = sum(p.numel() * p.element_size() for p in module.parameters())
+    with torch.no_grad():
+        result = module(*args)
+    result = result if isinstance(result, tuple) else (result,)
+    shapes = {n: list(t.shape) for n, t in zip(outputs, result)}
+    # Export into a scratch directory: above 2 GiB the exporter spills one file per tensor there.
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+        raw = Path(tmp) / path.name
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # TracerWarnings: shapes are static on purpose
+            torch.onnx.export(
+                module,
+                args,
+                str(raw),
+                input_names=inputs,
+                output_names=outputs,
+                opset_version=OPSET,
+                dynamo=False,
+                do_constant_folding=True,
+            )
+        finalize(raw, path, shapes, external=nbytes > EXTERNAL_DATA_BYTES)
+
+
+def finalize(src: Path, dst: Path, output_shapes: dict[str, list[int]], external: bool = False) -> None:
+    """Cap the IR version, write the outputs' static shapes (the tracer leaves some unknown), check
+    every graph input/output is fully static, save to dst (weights in one `<name>.data` file beside
+    it for big graphs)."""
+    m = onnx.load(str(src))
+    m.ir_version = min(m.ir_version, MAX_IR)
+    compact_names(m.graph)
+    for vi in m.graph.output:
+        shape = vi.type.tensor_type.shape
+        shape.ClearField("dim")
+        for n in output_shapes[vi.name]:
+            shape.dim.add().dim_value = n
+    for vi in list(m.graph.input) + list(m.graph.output):
+        dims = vi.type.tensor_type.shape.dim
+        if not dims or any(not x.HasField("dim_value") for x in dims):
+            raise RuntimeError(f"{dst.name}: {vi.name} has a symbolic or unknown dimension")
+    data = dst.parent / (dst.name + ".data")
+    if data.exists():
+        data.unlink()
+    if external:
+        onnx.save(m, str(dst), save_as_external_data=True, all_tensors_to_one_file=True, location=data.name)
+    else:
+        onnx.save(m, str(dst))
+
+
+def compact_names(g: onnx.GraphProto) -> None:
+    """Short node and tensor names (n0.., t0..): the tracer's module paths take more bytes than the
+    weights of a tiny graph. Graph input and output names (the contract) are kept."""
+    keep = {v.name for v in g.input} | {v.name for v in g.output}
+    rename: dict[str, str] = {}
+
+    def new(name: str) -> str:
+        if not name or name in keep:
+            return name
+        if name not in rename:
+            rename[name] = f"t{len(rename)}"
+        return rename[name]
+
+    for t in g.initializer:
+        t.name = new(t.name)
+    for i, n in enumerate(g.node):
+        n.name = f"n{i}"
+        for j, x in enumerate(n.input):
+            n.input[j] = new(x)
+        for j, x in enumerate(n.output):
+            n.output[j] = new(x)
+        if any(a.type == onnx.AttributeProto.GRAPH for a in n.attribute):
+            raise RuntimeError("subgraphs are not expected in exported graphs")
+    for vi in g.value_info:
+        vi.name = new(vi.name)
+    del g.value_info[:]  # shapes are re-inferred by ONNX Runtime; stale entries only cost bytes
+
+
+def export_float_graphs(model: AutoNeural, out: Path) -> dict[str, Path]:
+    """Writes out/{vision,embed,decoder_prefill,decoder_step}.onnx; returns their paths by graph."""
+    cfg = model.cfg
+    s = cfg.vision.image_size
+    model.eval()
+    paths = {}
+    paths["vision"] = out / "vision.onnx"
+    _export(VisionGraph(model), (torch.zeros(1, 3, s, s),), paths["vision"], ["pixel_values"], ["image_embeds"])
+    paths["embed"] = out / "embed.onnx"
+    _export(
+        EmbedGraph(model),
+        (torch.zeros(1, cfg.prefill_chunk, dtype=torch.int32),),
+        paths["embed"],
+        ["input_ids"],
+        ["inputs_embeds"],
+    )
+    for name, t in (("decoder_prefill", cfg.prefill_chunk), ("decoder_step", 1)):
+        ins, outs, example = decoder_io(model, t)
+        paths[name] = out / f"{name}.onnx"
+        _export(DecoderGraph(model), tuple(example), paths[name], ins, outs)
+    return paths
+
+
+def external_data_files(path: Path) -> list[Path]:
+    """The external data files an ONNX file references (for checksums and copying)."""
+    m = onnx.load(str(path), load_external_data=False)
+    locs = set()
+    for t in m.graph.initializer:
+        for e in t.external_data:
+            if e.key == "location":
+                locs.add(e.value)
+    return [path.parent / os.path.normpath(loc) for loc in sorted(locs)]

@@ -1,0 +1,252 @@
+"""A reference runtime over a bundle's ONNX graphs (numpy + onnxruntime, no torch): what the Rust
+runtime does, in the same order, so its outputs are the golden ones.
+
+Sequence handling (forge/README.md, "decoder contract"):
+- every `feed` of n embedding rows goes through decoder_prefill in full chunks of prefill_chunk rows,
+  the remainder through decoder_step one row at a time;
+- the caller's KV buffers have kv_capacity slots; each graph returns the T new K/V rows, written into
+  slots [pos, pos+T); conv states are replaced by the graph's present_conv outputs;
+- attention_mask [1,1,T,C+T]: columns < C are buffer slots (0 if slot < pos, else mask_value), the
+  last T columns are the chunk itself (causal: 0 where column <= row).
+"""
+
+from __future__ import annotations
+
+import copy
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from .config import TextConfig
+
+
+class ContextFull(Exception):
+    pass
+
+
+@dataclass
+class DecoderSpec:
+    hidden: int
+    layer_types: list[str]
+    num_kv_heads: int
+    head_dim: int
+    conv_kernel: int
+    kv_capacity: int
+    prefill_chunk: int
+    mask_value: float
+
+    @property
+    def conv_layers(self):
+        return [i for i, t in enumerate(self.layer_types) if t == "conv"]
+
+    @property
+    def attention_layers(self):
+        return [i for i, t in enumerate(self.layer_types) if t == "full_attention"]
+
+
+@dataclass
+class State:
+    """The decoder state the runtime owns: conv states, KV buffers, the next position."""
+
+    conv: dict[int, np.ndarray]
+    kv: dict[int, tuple[np.ndarray, np.ndarray]]
+    pos: int = 0
+
+    def clone(self) -> "State":
+        return copy.deepcopy(self)
+
+
+def cpu_session(path: Path, threads: int = 2) -> ort.InferenceSession:
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.log_severity_level = 3
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def causal_mask(spec: DecoderSpec, pos: int, t: int) -> np.ndarray:
+    c, neg = spec.kv_capacity, np.float32(spec.mask_value)
+    m = np.full((1, 1, t, c + t), neg, np.float32)
+    m[..., :pos] = 0
+    m[..., c:] = np.triu(np.full((t, t), neg, np.float32), 1)
+    return m
+
+
+@dataclass
+class Recorder:
+    """Collects the exact feeds each graph received (calibration / held-out data for quantization)."""
+
+    feeds: dict[str, list[dict[str, np.ndarray]]] = field(default_factory=dict)
+
+    def add(self, graph: str, feed: dict[str, np.ndarray]) -> None:
+        self.feeds.setdefault(graph, []).append({k: v.copy() for k, v in feed.items()})
+
+
+class Runner:
+    """Runs a bundle variant. `sessions` maps graph name -> anything with onnxruntime's
+    `run(None, feed)` (CPU sessions by default; QNN sessions for the HTP checks)."""
+
+    def __init__(
+        self,
+        bundle: Path,
+        variant: str = "fp32",
+        sessions: dict | None = None,
+        recorder: Recorder | None = None,
+        threads: int = 2,
+    ):
+        self.bundle = Path(bundle)
+        self.manifest = tomllib.loads((self.bundle / "manifest.toml").read_text())
+        man = self.manifest
+        self.variant = man["variants"][variant]
+        d = man["decoder"]
+        self.spec = DecoderSpec(
+            d["hidden"], d["layer_types"], d["num_kv_heads"], d["head_dim"], d["conv_kernel"], d["kv_capacity"],
+            d["prefill_chunk"], d["mask_value"],
+        )
+        t = man["text"]
+        self.text = TextConfig(system_prompt=t["system_prompt"], template=t["template"])
+        try:  # optional: the torch-free bundle check replays token ids without it
+            from tokenizers import Tokenizer
+
+            self.tok = Tokenizer.from_file(str(self.bundle / t["tokenizer"]))
+        except ImportError:
+            self.tok = None
+        self.eos_id = t["eos_id"]
+        self.pad_id, self.image_id = t["pad_id"], t["image_token_id"]
+        self.image = man["image"]
+        self.sessions = sessions or {
+            g: cpu_session(self.bundle / self.variant[g], threads) for g in ("vision", "embed", "decoder_prefill", "decoder_step")
+        }
+        self.recorder = recorder
+
+    def _run(self, graph: str, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        if self.recorder is not None:
+            self.recorder.add(graph, feed)
+        return self.sessions[graph].run(None, feed)
+
+    # --- graphs ---------------------------------------------------------------------------------
+    def image_embeds(self, pixel_values: np.ndarray) -> np.ndarray:
+        return self._run("vision", {"pixel_values": pixel_values.astype(np.float32)})[0][0]
+
+    def embed(self, ids: list[int]) -> np.ndarray:
+        p = self.spec.prefill_chunk
+        rows = []
+        for i in range(0, len(ids), p):
+            chunk = ids[i : i + p]
+            padded = np.full((1, p), self.pad_id, np.int32)
+            padded[0, : len(chunk)] = chunk
+            rows.append(self._run("embed", {"input_ids": padded})[0][0, : len(chunk)])
+        return np.concatenate(rows, 0) if rows else np.zeros((0, self.spec.hidden), np.float32)
+
+    def new_state(self) -> State:
+        s = self.spec
+        return State(
+            conv={i: np.zeros((1, s.hidden, s.conv_kernel), np.float32) for i in s.conv_layers},
+            kv={
+                i: (
+                    np.zeros((1, s.num_kv_heads, s.kv_capacity, s.head_dim), np.float32),
+                    np.zeros((1, s.num_kv_heads, s.kv_capacity, s.head_dim), np.float32),
+                )
+                for i in s.attention_layers
+            },
+        )
+
+    def _step(self, state: State, rows: np.ndarray, graph: str) -> np.ndarray:
+        s, t = self.spec, rows.shape[0]
+        if state.pos + t > s.kv_capacity:
+            raise ContextFull(f"{state.pos + t} positions > kv_capacity {s.kv_capacity}")
+        feed = {
+            "inputs_embeds": rows[None].astype(np.float32),
+            "position_ids": np.arange(state.pos, state.pos + t, dtype=np.int32)[None],
+            "attention_mask": causal_mask(s, state.pos, t),
+        }
+        for i in s.conv_layers:
+            feed[f"past_conv.{i}"] = state.conv[i]
+        for i in s.attention_layers:
+            feed[f"past_key_values.{i}.key"], feed[f"past_key_values.{i}.value"] = state.kv[i]
+        out = self._run(graph, feed)
+        j = 1
+        for i in s.conv_layers:
+            state.conv[i] = out[j]
+            j += 1
+        for i in s.attention_layers:
+            k, v = state.kv[i]
+            k[:, :, state.pos : state.pos + t] = out[j]
+            v[:, :, state.pos : state.pos + t] = out[j + 1]
+            j += 2
+        state.pos += t
+        return out[0][0]
+
+    def feed(self, state: State, rows: np.ndarray) -> np.ndarray:
+        """Feeds embedding rows [n,H]; returns the logits of every row [n,V]."""
+        p, n = self.spec.prefill_chunk, rows.shape[0]
+        logits = []
+        full = n - n % p
+        for i in range(0, full, p):
+            logits.append(self._step(state, rows[i : i + p], "decoder_prefill"))
+        for i in range(full, n):
+            logits.append(self._step(state, rows[i : i + 1], "decoder_step"))
+        return np.concatenate(logits, 0)
+
+    # --- pipeline -------------------------------------------------------------------------------
+    def prompt(self, question: str):
+        from .tokenizer import render_prompt
+
+        return render_prompt(self.tok, self.text, question)
+
+    def prefix_state(self, pixel_values: np.ndarray, prefix_ids: list[int] | None = None) -> State:
+        """The per-frame shared prefix (system turn + image) fed once."""
+        ids = prefix_ids if prefix_ids is not None else self.prompt("").prefix_ids
+        if ids[-1] != self.image_id:
+            raise ValueError("the prefix must end with the image token")
+        rows = np.concatenate([self.embed(ids[:-1]), self.image_embeds(pixel_values)], 0)
+        state = self.new_state()
+        self.feed(state, rows)
+        return state
+
+    def generate(
+        self, prefix: State, question: str | list[int], max_new: int = 64, stop: bool = False
+    ) -> tuple[list[int], np.ndarray]:
+        """Greedy decoding after the question (text, or its ids incl. the assistant header).
+        Returns (tokens, logits of each decision [n,V])."""
+        state = prefix.clone()
+        ids = self.prompt(question).question_ids if isinstance(question, str) else question
+        logits = self.feed(state, self.embed(ids))[-1:]
+        eos = self.eos_id
+        tokens, all_logits = [], []
+        for _ in range(max_new):
+            nxt = int(np.argmax(logits[-1]))
+            tokens.append(nxt)
+            all_logits.append(logits[-1])
+            if stop and nxt == eos:
+                break
+            if len(tokens) == max_new:
+                break
+            logits = self.feed(state, self.embed([nxt]))
+        return tokens, np.stack(all_logits)
+
+    def probe(self, prefix: State, question: str, answers: list[str]) -> dict[str, float]:
+        """P(answer) for each answer: softmax over answers of the summed log-probabilities of the
+        answer's tokens followed by <|im_end|>, scored after the question's assistant header."""
+        from .tokenizer import answer_ids
+
+        state = prefix.clone()
+        first = self.feed(state, self.embed(self.prompt(question).question_ids))[-1]
+        scores = []
+        for a in answers:
+            ids = answer_ids(self.tok, self.text, a)
+            st = state.clone()
+            rows = self.feed(st, self.embed(ids[:-1])) if len(ids) > 1 else np.zeros((0, first.shape[0]), np.float32)
+            logits = np.concatenate([first[None], rows], 0)
+            scores.append(sum(float(log_softmax(logits[j])[tok]) for j, tok in enumerate(ids)))
+        p = np.exp(np.asarray(scores) - max(scores))
+        p /= p.sum()
+        return {a: float(x) for a, x in zip(answers, p)}
+
+
+def log_softmax(x: np.ndarray) -> np.ndarray:
+    x = x.astype(np.float64)
+    m = x.max()
+    return x - m - np.log(np.exp(x - m).sum())
