@@ -145,11 +145,12 @@ TINY_STAGES = (
 # timm mobilenetv5_300m_enc (Gemma 3n): the same stage/block layout.
 MOBILENETV5_300M_STAGES = (
     ("er_r1_k3_s2_e4_c128", "er_r1_k3_s1_e4_c128", "er_r1_k3_s1_e4_c128"),
-    ("uir_r1_a3_k5_s2_e6_c256", "uir_r1_a5_k0_s1_e4_c256", "uir_r1_a3_k0_s1_e4_c256", "uir_r1_a5_k0_s1_e4_c256"),
+    ("uir_r1_a3_k5_s2_e6_c256", "uir_r1_a5_k0_s1_e4_c256", "uir_r1_a3_k0_s1_e4_c256", "uir_r1_a5_k0_s1_e4_c256",
+     "uir_r1_a3_k0_s1_e4_c256"),
     ("uir_r1_a5_k5_s2_e6_c640",)
     + ("uir_r1_a5_k0_s1_e4_c640",) * 7
     + ("uir_r1_a0_k0_s1_e1_c640",)
-    + ("mqa_r1_k3_h12_v2_s1_d64_c640", "uir_r1_a0_k0_s1_e2_c640") * 13,
+    + ("mqa_r1_k3_h12_v2_s1_d64_c640", "uir_r1_a0_k0_s1_e2_c640") * 14,
     ("uir_r1_a5_k5_s2_e6_c1280",)
     + ("mqa_r1_k3_h16_s1_d96_c1280", "uir_r1_a0_k0_s1_e2_c1280") * 19,
 )
