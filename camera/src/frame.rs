@@ -67,7 +67,9 @@ impl PixelFormat {
         match self {
             PixelFormat::Rgb24 => Some(w * 3),
             PixelFormat::Yuyv => Some(w.div_ceil(2) * 4),
-            PixelFormat::Nv12 | PixelFormat::Grey => Some(w),
+            // NV12's interleaved chroma rows need an even number of bytes.
+            PixelFormat::Nv12 => Some(w.div_ceil(2) * 2),
+            PixelFormat::Grey => Some(w),
             PixelFormat::Y16 => Some(w * 2),
             PixelFormat::Mjpeg => None,
         }

@@ -13,3 +13,6 @@ pub use error::{CameraError, Recovery};
 pub use frame::{Frame, PixelFormat, monotonic_now};
 pub use handoff::{Capture, CaptureOptions, CaptureStats, LatestFrame, TakeError};
 pub use source::{FrameSource, Health, HealthEvent};
+pub mod convert;
+
+pub use convert::{Channels, ConvertError, Converter, Filter, Fit, OutputSpec};
