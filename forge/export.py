@@ -3,6 +3,7 @@ decoder_prefill (T = prefill_chunk) and decoder_step (T = 1), static shapes, ops
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 import warnings
@@ -77,13 +78,39 @@ def decoder_io(model: AutoNeural, t: int) -> tuple[list[str], list[str], list[to
     return names, outs, example
 
 
-def _export(module: nn.Module, args: tuple, path: Path, inputs: list[str], outputs: list[str]) -> None:
+class WeightFile:
+    """An external-data file that several graphs share: tensors are appended once (deduplicated by
+    content, page-aligned), so decoder_prefill and decoder_step of a big model keep one copy of the
+    weights on disk instead of two."""
+
+    ALIGN = 4096
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.index: dict[bytes, tuple[int, int]] = {}
+        path.unlink(missing_ok=True)
+        path.touch()
+
+    def put(self, data: bytes) -> tuple[int, int]:
+        key = hashlib.sha256(data).digest()
+        if key not in self.index:
+            with open(self.path, "ab") as f:
+                off = f.tell()
+                pad = (-off) % self.ALIGN
+                f.write(b"\0" * pad)
+                f.write(data)
+            self.index[key] = (off + pad, len(data))
+        return self.index[key]
+
+
+def _export(module: nn.Module, args: tuple, path: Path, inputs: list[str], outputs: list[str],
+            weights: WeightFile | None = None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    nbytes = sum(p.numel() * p.element_size() for p in module.parameters())
     with torch.no_grad():
         result = module(*args)
     result = result if isinstance(result, tuple) else (result,)
     shapes = {n: list(t.shape) for n, t in zip(outputs, result)}
+    del result
     # Export into a scratch directory: above 2 GiB the exporter spills one file per tensor there.
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
         raw = Path(tmp) / path.name
@@ -99,14 +126,15 @@ def _export(module: nn.Module, args: tuple, path: Path, inputs: list[str], outpu
                 dynamo=False,
                 do_constant_folding=True,
             )
-        finalize(raw, path, shapes, external=nbytes > EXTERNAL_DATA_BYTES)
+        finalize(raw, path, shapes, weights)
 
 
-def finalize(src: Path, dst: Path, output_shapes: dict[str, list[int]], external: bool = False) -> None:
-    """Cap the IR version, write the outputs' static shapes (the tracer leaves some unknown), check
-    every graph input/output is fully static, save to dst (weights in one `<name>.data` file beside
-    it for big graphs)."""
-    m = onnx.load(str(src))
+def finalize(src: Path, dst: Path, output_shapes: dict[str, list[int]], weights: WeightFile | None = None) -> None:
+    """Cap the IR version, shorten names, write the outputs' static shapes (the tracer leaves some
+    unknown), check every graph input/output is fully static, save to dst. With `weights`, every
+    initializer over 1 KiB goes into that shared external-data file (streamed: a multi-GB graph
+    is never loaded whole)."""
+    m = onnx.load(str(src), load_external_data=False)
     m.ir_version = min(m.ir_version, MAX_IR)
     compact_names(m.graph)
     for vi in m.graph.output:
@@ -118,13 +146,26 @@ def finalize(src: Path, dst: Path, output_shapes: dict[str, list[int]], external
         dims = vi.type.tensor_type.shape.dim
         if not dims or any(not x.HasField("dim_value") for x in dims):
             raise RuntimeError(f"{dst.name}: {vi.name} has a symbolic or unknown dimension")
-    data = dst.parent / (dst.name + ".data")
-    if data.exists():
-        data.unlink()
-    if external:
-        onnx.save(m, str(dst), save_as_external_data=True, all_tensors_to_one_file=True, location=data.name)
-    else:
-        onnx.save(m, str(dst))
+    for t in m.graph.initializer:
+        if t.data_location == onnx.TensorProto.EXTERNAL:
+            info = {e.key: e.value for e in t.external_data}
+            with open(src.parent / info["location"], "rb") as f:
+                f.seek(int(info.get("offset", 0)))
+                data = f.read(int(info["length"])) if "length" in info else f.read()
+        elif weights is not None and len(t.raw_data) > 1024:
+            data = t.raw_data
+        else:
+            continue
+        if weights is None:
+            raise RuntimeError(f"{dst.name}: the exporter spilled weights; pass a WeightFile")
+        off, n = weights.put(bytes(data))
+        t.ClearField("raw_data")
+        del t.external_data[:]
+        t.data_location = onnx.TensorProto.EXTERNAL
+        for k, v in (("location", weights.path.name), ("offset", str(off)), ("length", str(n))):
+            e = t.external_data.add()
+            e.key, e.value = k, v
+    onnx.save(m, str(dst))
 
 
 def compact_names(g: onnx.GraphProto) -> None:
@@ -156,13 +197,22 @@ def compact_names(g: onnx.GraphProto) -> None:
 
 
 def export_float_graphs(model: AutoNeural, out: Path) -> dict[str, Path]:
-    """Writes out/{vision,embed,decoder_prefill,decoder_step}.onnx; returns their paths by graph."""
+    """Writes out/{vision,embed,decoder_prefill,decoder_step}.onnx; returns their paths by graph.
+    Models over EXTERNAL_DATA_BYTES keep weights outside the graphs: vision.onnx.data,
+    embed.onnx.data, and decoder.onnx.data shared by both decoder graphs."""
     cfg = model.cfg
     s = cfg.vision.image_size
     model.eval()
+    big = sum(p.numel() * p.element_size() for p in model.parameters()) > EXTERNAL_DATA_BYTES
+    out.mkdir(parents=True, exist_ok=True)
+
+    def store(name: str) -> WeightFile | None:
+        return WeightFile(out / f"{name}.onnx.data") if big else None
+
     paths = {}
     paths["vision"] = out / "vision.onnx"
-    _export(VisionGraph(model), (torch.zeros(1, 3, s, s),), paths["vision"], ["pixel_values"], ["image_embeds"])
+    _export(VisionGraph(model), (torch.zeros(1, 3, s, s),), paths["vision"], ["pixel_values"], ["image_embeds"],
+            store("vision"))
     paths["embed"] = out / "embed.onnx"
     _export(
         EmbedGraph(model),
@@ -170,11 +220,13 @@ def export_float_graphs(model: AutoNeural, out: Path) -> dict[str, Path]:
         paths["embed"],
         ["input_ids"],
         ["inputs_embeds"],
+        store("embed"),
     )
+    shared = store("decoder")
     for name, t in (("decoder_prefill", cfg.prefill_chunk), ("decoder_step", 1)):
         ins, outs, example = decoder_io(model, t)
         paths[name] = out / f"{name}.onnx"
-        _export(DecoderGraph(model), tuple(example), paths[name], ins, outs)
+        _export(DecoderGraph(model), tuple(example), paths[name], ins, outs, shared)
     return paths
 
 

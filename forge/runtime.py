@@ -228,15 +228,15 @@ class Runner:
         return tokens, np.stack(all_logits)
 
     def probe(self, prefix: State, question: str, answers: list[str]) -> dict[str, float]:
-        """P(answer) for each answer: softmax over answers of the summed log-probabilities of the
-        answer's tokens followed by <|im_end|>, scored after the question's assistant header."""
+        """P(answer) for each answer: softmax over the answer set of the summed log-probabilities
+        of the answer's tokens (no end token), scored after the question's assistant header."""
         from .tokenizer import answer_ids
 
         state = prefix.clone()
         first = self.feed(state, self.embed(self.prompt(question).question_ids))[-1]
         scores = []
         for a in answers:
-            ids = answer_ids(self.tok, self.text, a)
+            ids = answer_ids(self.tok, a)
             st = state.clone()
             rows = self.feed(st, self.embed(ids[:-1])) if len(ids) > 1 else np.zeros((0, first.shape[0]), np.float32)
             logits = np.concatenate([first[None], rows], 0)

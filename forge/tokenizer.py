@@ -67,6 +67,7 @@ def render_prompt(tok: Tokenizer, text: TextConfig, question: str) -> Prompt:
     return Prompt(prefix, rest)
 
 
-def answer_ids(tok: Tokenizer, text: TextConfig, answer: str) -> list[int]:
-    """The tokens a probe answer is scored on: the answer text, then the end-of-turn token."""
-    return tok.encode(answer, add_special_tokens=False).ids + [tok.token_to_id(text.eos_token)]
+def answer_ids(tok: Tokenizer, answer: str) -> list[int]:
+    """The tokens a probe answer is scored on (ARCHITECTURE.md, probe scoring): the answer text
+    alone, no end-of-turn token."""
+    return tok.encode(answer, add_special_tokens=False).ids

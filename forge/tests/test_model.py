@@ -42,4 +42,4 @@ def test_tokenizer_is_deterministic_and_prompt_splits_at_the_image():
     p = render_prompt(a, cfg.text, "Is the driver yawning?")
     assert p.prefix_ids[0] == 1 and p.prefix_ids[-1] == 3 and p.prefix_ids.count(3) == 1
     assert a.decode(p.question_ids, skip_special_tokens=False).startswith("Is the driver yawning?<|im_end|>")
-    assert answer_ids(a, cfg.text, "left mirror")[-1] == 2
+    assert a.decode(answer_ids(a, "left mirror")) == "left mirror"
