@@ -37,6 +37,16 @@ def _export(a) -> int:
     print(f"built {cfg.name}: {sum(p.numel() for p in model.parameters()):,} parameters in {time.time() - t:.1f} s")
     opts = BuildOptions(quant=quant, qnn=not a.no_qnn and bool(quant), htp_arch=a.htp_arch, soc_model=a.soc_model,
                         golden=not a.no_golden)
+    if a.calibration_dir:
+        from .scenes import read_scenes
+
+        scenes = read_scenes(a.calibration_dir)
+        if len(scenes) < 8:
+            raise SystemExit(f"{a.calibration_dir}: {len(scenes)} scenes; want at least 8 (calibration + held out)")
+        images = [s.load() for s in scenes[:64]]
+        k = max(4, len(images) // 5)
+        opts.calibration_images, opts.held_out_images = images[:-k], images[-k:]
+        print(f"calibrating on {len(images) - k} rendered scenes, SQNR on {k} held-out ones")
     rep = build_bundle(model, Path(a.out), opts, tokenizer)
     print(json.dumps(rep, indent=1))
     return 0
@@ -94,6 +104,8 @@ def main(argv=None) -> int:
     e.add_argument("--no-golden", action="store_true")
     e.add_argument("--state-dict", help="safetensors file with AutoNeural weights (else random from the config seed)")
     e.add_argument("--tokenizer", help="tokenizer.json to use (else BPE trained by forge)")
+    e.add_argument("--calibration-dir", help="rendered scenes (contract 2) to calibrate on, instead of "
+                   "forge's procedurally drawn images")
     e.add_argument("--htp-arch", type=int, default=68)
     e.add_argument("--soc-model", type=int, default=39)
     e.add_argument("--threads", type=int, default=2)
