@@ -61,3 +61,27 @@ def test_quantized_graphs_fully_offload_and_context_reloads(committed_bundle, gr
         ctx = htp_session(committed_bundle / v["qnn_context"][g]).run(None, feed)
         for a, b in zip(ctx, on_htp):
             assert np.array_equal(a, b), v["qnn_context"][g]
+
+
+def test_probes_on_htp_context_binaries_agree_with_cpu_golden(committed_bundle):
+    """The whole probe pipeline on the v68 context binaries (image, prefix, question, answers) lands
+    within a few points of the CPU QDQ golden probabilities, with the same winning answers."""
+    import json
+    import tomllib
+
+    from PIL import Image
+
+    from forge.images import pixel_values
+
+    b = committed_bundle
+    golden = json.loads((b / "golden.json").read_text())["w8a16"]["cases"][0]
+    probes = tomllib.loads((b / "probes.toml").read_text())["probe"]
+    cpu = Runner(b, "w8a16")
+    ctx = cpu.manifest["variants"]["w8a16"]["qnn_context"]
+    r = Runner(b, "w8a16", sessions={g: htp_session(b / ctx[g]) for g in GRAPHS})
+    img = r.manifest["image"]
+    prefix = r.prefix_state(pixel_values(Image.open(b / golden["image"]), img["size"], img["mean"], img["std"]))
+    for p in probes:
+        got, want = r.probe(prefix, p["question"], p["answers"]), golden["probes"][p["id"]]
+        assert max(abs(got[a] - want[a]) for a in want) < 0.1, p["id"]
+        assert max(got, key=got.get) == max(want, key=want.get), p["id"]
