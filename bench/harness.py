@@ -1,0 +1,346 @@
+"""The benchmark's driver: runs every step as its own process (so memory is returned between big
+steps), records what each step measured, how long it took and how busy the machine was meanwhile,
+then writes bench/REPORT.md (see report.py). Started by bench/run, which installs the venvs first.
+
+Steps (each writes CACHE/results/<step>.json; a step whose inputs are missing records why):
+  machine, bandwidth, export, vision, decode, ttft, genai, rust, camera, daemon, then the report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import re
+import resource
+import shlex
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "bench"
+
+VISION_SIZES = {  # the ViT needs multiples of 28 (patch 14, pixel shuffle 2): nearest to 256/512/768
+    "autoneural-1.5b": [256, 512, 768],
+    "internvl2-2b-like": [252, 504, 756],
+}
+TTFT_SIZES = {"autoneural-1.5b": 512, "internvl2-2b-like": 448}  # InternVL2 resizes a 512 px image to its 448 tile
+
+
+def rel(p) -> str:
+    try:
+        return str(Path(p).resolve().relative_to(ROOT))
+    except ValueError:
+        return str(p)
+
+
+class Monitor:
+    """Samples the machine while a step runs: load average and the CPU time used by processes
+    other than this benchmark (total busy time from /proc/stat minus our children's CPU time)."""
+
+    def __init__(self):
+        self.samples: list[tuple[float, float]] = []
+        self._stop = threading.Event()
+
+    @staticmethod
+    def busy_s() -> float:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+        idle = v[3] + v[4]
+        return (sum(v[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+    def _run(self):
+        while not self._stop.wait(2.0):
+            with open("/proc/loadavg") as f:
+                self.samples.append((time.time(), float(f.read().split()[0])))
+
+    def __enter__(self):
+        self.t0 = time.time()
+        self.busy0 = self.busy_s()
+        ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+        self.ours0 = ru.ru_utime + ru.ru_stime
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self.thread.join()
+        self.wall = time.time() - self.t0
+        ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+        ours = ru.ru_utime + ru.ru_stime - self.ours0
+        busy = self.busy_s() - self.busy0
+        loads = [x for _, x in self.samples] or [os.getloadavg()[0]]
+        self.summary = {
+            "wall_s": round(self.wall, 1),
+            "our_cpu_cores": round(ours / max(self.wall, 1e-9), 2),
+            "other_cpu_cores": round(max(busy - ours, 0) / max(self.wall, 1e-9), 2),
+            "load1_mean": round(sum(loads) / len(loads), 2),
+            "load1_max": round(max(loads), 2),
+        }
+
+
+class Harness:
+    def __init__(self, a):
+        self.a = a
+        self.cache = Path(a.cache).resolve()
+        self.results = self.cache / "results"
+        self.results.mkdir(parents=True, exist_ok=True)
+        self.models = self.cache / "models"
+        self.bench_py = sys.executable
+        self.forge_py = Path(a.forge_venv) / "bin" / "python"
+        self.commands: list[dict] = []
+        self.steps: dict[str, dict] = {}
+        self.t_start = time.time()
+
+    # -- plumbing -------------------------------------------------------------------------------
+    def run(self, step: str, argv: list[str], env: dict | None = None, timeout: float | None = None,
+            log: Path | None = None, check: bool = True) -> subprocess.CompletedProcess:
+        shown = " ".join(shlex.quote(rel(x) if os.path.isabs(str(x)) else str(x)) for x in argv)
+        print(f"[bench] {step}: {shown}", flush=True)
+        t = time.time()
+        e = {**os.environ, **(env or {})}
+        p = subprocess.run([str(x) for x in argv], cwd=ROOT, env=e, text=True, capture_output=True, timeout=timeout)
+        self.commands.append({"step": step, "command": shown, "s": round(time.time() - t, 1), "rc": p.returncode})
+        if log:
+            log.write_text(p.stdout + "\n--- stderr ---\n" + p.stderr)
+        if check and p.returncode != 0:
+            raise RuntimeError(f"{shown} failed ({p.returncode}): {p.stderr.strip()[-1500:]}")
+        return p
+
+    def step(self, name: str, fn):
+        if self.a.only and name not in self.a.only.split(","):
+            return
+        print(f"[bench] === {name}", flush=True)
+        with Monitor() as m:
+            try:
+                res = fn()
+                status = "ok"
+            except Exception as e:  # a missing part must not stop the other measurements
+                res, status = {"error": str(e)}, "error"
+                print(f"[bench] {name}: {e}", flush=True)
+        res = res or {}
+        res.setdefault("status", status)
+        res["machine_during_step"] = m.summary
+        (self.results / f"{name}.json").write_text(json.dumps(res, indent=1))
+        print(f"[bench] {name}: {res.get('status')} in {m.summary['wall_s']} s "
+              f"(other processes used {m.summary['other_cpu_cores']} cores)", flush=True)
+
+    def bench_json(self, script: str, out: Path, *args, step: str) -> dict:
+        self.run(step, [self.bench_py, BENCH / script, "--out", out, *args], log=out.with_suffix(".log"))
+        return json.loads(out.read_text())
+
+    # -- steps ----------------------------------------------------------------------------------
+    def machine(self) -> dict:
+        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+        info = {}
+        for line in lscpu.splitlines():
+            k, _, v = line.partition(":")
+            if k.strip() in ("Model name", "CPU(s)", "Thread(s) per core", "L2 cache", "L3 cache", "Flags",
+                             "Hypervisor vendor", "CPU max MHz"):
+                info[k.strip()] = v.strip()
+        flags = set(info.pop("Flags", "").split())
+        info["simd"] = " ".join(f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile") if f in flags)
+        mem = Path("/proc/meminfo").read_text()
+        info["mem_total_gib"] = round(int(re.search(r"MemTotal:\s+(\d+)", mem).group(1)) / 2**20, 1)
+        info["kernel"] = platform.release()
+        info["python"] = platform.python_version()
+        ort = subprocess.run([self.bench_py, "-c", "import onnxruntime as o, onnxruntime_genai as g; print(o.__version__, g.__version__)"],
+                             capture_output=True, text=True).stdout.split()
+        info["onnxruntime"], info["onnxruntime_genai"] = (ort + ["?", "?"])[:2]
+        info["loadavg_at_start"] = os.getloadavg()
+        info["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        info["git"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        return info
+
+    def bandwidth(self) -> dict:
+        exe = self.cache / "triad"
+        self.run("bandwidth", ["gcc", "-O3", "-march=native", "-fopenmp", BENCH / "triad.c", "-o", exe])
+        out = {}
+        for threads in (2, 1):
+            p = self.run("bandwidth", [exe, "512", "10" if self.a.quick else "20"], env={"OMP_NUM_THREADS": str(threads)})
+            out[f"threads_{threads}"] = json.loads(p.stdout)
+        return out
+
+    def forge_hash(self) -> str:
+        h = hashlib.sha256()
+        for f in sorted((ROOT / "forge").glob("*.py")):
+            h.update(f.read_bytes())
+        return h.hexdigest()[:16]
+
+    def export(self) -> dict:
+        if not self.forge_py.exists():
+            raise RuntimeError(f"the forge venv {rel(self.a.forge_venv)} is missing (forge/setup makes it)")
+        stamp = self.models / "forge.sha"
+        fh = self.forge_hash()
+        if stamp.exists() and stamp.read_text().strip() != fh and not self.a.keep_models:
+            print("[bench] the forge's code changed since the cached graphs were made: regenerating", flush=True)
+            shutil.rmtree(self.models)
+        self.models.mkdir(parents=True, exist_ok=True)
+        stamp.write_text(fh)
+        ex = BENCH / "export_models.py"
+        done = []
+
+        def vision(cfg, size, quant):
+            out = self.models / "vision" / f"{cfg}-{size}"
+            want_q = quant and not (out / "w8a16" / "vision.onnx").exists()
+            if (out / "export.json").exists() and (out / "vision.onnx").exists() and not want_q:
+                return
+            argv = [self.forge_py, ex, "vision", "--config", cfg, "--size", str(size), "--out", out]
+            if quant:
+                argv += ["--quant", "w8a16"]
+            self.run("export", argv, log=out.parent / f"{cfg}-{size}.log")
+            done.append(f"vision {cfg} {size}{' +w8a16' if quant else ''}")
+
+        def decoder(cfg, name, graphs, caps, all_attention=False):
+            out = self.models / "decoder" / name
+            if (out / "export.json").exists():
+                return
+            argv = [self.forge_py, ex, "decoder", "--config", cfg, "--out", out, "--graphs", graphs, "--capacities", caps]
+            if all_attention:
+                argv.append("--all-attention")
+            out.parent.mkdir(parents=True, exist_ok=True)
+            self.run("export", argv, log=out.parent / f"{name}.log")
+            done.append(f"decoder {name}")
+
+        quant_sizes = {256, 252} if self.a.quick else {256, 252, 512, 504}
+        for cfg, sizes in VISION_SIZES.items():
+            for s in sizes[:1] if self.a.quick else sizes:
+                vision(cfg, s, s in quant_sizes)
+        caps = "256,1024" if self.a.quick else "256,1024,4096"
+        decoder("autoneural-1.5b", "lfm2-1.2b-hybrid", "step,prefill,embed", caps)
+        decoder("autoneural-1.5b", "lfm2-1.2b-all-attention", "step", caps, all_attention=True)
+        if not self.a.quick:
+            for cfg, s in TTFT_SIZES.items():
+                vision(cfg, s, False)
+            decoder("internvl2-2b-like", "internvl2-2b-like", "step,prefill,embed", "1024")
+        return {"generated": done, "forge_sha": fh,
+                "cache_bytes": sum(f.stat().st_size for f in self.models.rglob("*") if f.is_file())}
+
+    def vision(self) -> dict:
+        budget = "4" if self.a.quick else "15"
+        return self.bench_json("bench_vision.py", self.results / "vision_rows.json",
+                               "--models", self.models / "vision", "--budget", budget, "--min-n", "3" if self.a.quick else "5",
+                               step="vision")
+
+    def decode(self) -> dict:
+        caps = "256,1024" if self.a.quick else "256,1024,4096"
+        return self.bench_json("bench_decode.py", self.results / "decode_rows.json", "--models", self.models / "decoder",
+                               "--capacities", caps, "--budget", "3" if self.a.quick else "8",
+                               "--names", "lfm2-1.2b-hybrid,lfm2-1.2b-all-attention", step="decode")
+
+    def ttft(self) -> dict:
+        rows, missing = [], []
+        tok = ROOT / "models" / "tiny-random" / "tokenizer.json"
+        for cfg, dec in (("autoneural-1.5b", "lfm2-1.2b-hybrid"), ("internvl2-2b-like", "internvl2-2b-like")):
+            v = self.models / "vision" / f"{cfg}-{TTFT_SIZES[cfg]}" / "vision.onnx"
+            d = self.models / "decoder" / dec
+            if not v.exists() or not (d / "decoder_prefill.onnx").exists():
+                missing.append(f"{cfg}: {rel(v) if not v.exists() else rel(d)} not generated"
+                               + (" (--quick skips it)" if self.a.quick else ""))
+                continue
+            out = self.results / f"ttft_{cfg}.json"
+            rows.append(self.bench_json("bench_ttft.py", out, "--name", cfg, "--vision", v, "--decoder", d,
+                                        "--tokenizer", tok, "--vision-runs", "1" if self.a.quick else "3",
+                                        step="ttft"))
+        return {"rows": rows, "missing": missing}
+
+    def genai(self) -> dict:
+        """Builds the genai comparison's inputs (tiny: always; LFM2-1.2B: full mode), then measures."""
+        g = self.cache / "genai"
+        g.mkdir(parents=True, exist_ok=True)
+        if not self.forge_py.exists():
+            raise RuntimeError(f"the forge venv {rel(self.a.forge_venv)} is missing (forge/setup makes it)")
+        # genai's model builder needs torch + transformers (forge venv) and onnxruntime_genai + onnx_ir
+        # (bench venv): run it with the forge's python and only those two packages added to its path
+        import sysconfig
+
+        path = g / "pythonpath"
+        path.mkdir(exist_ok=True)
+        for pkg in ("onnxruntime_genai", "onnx_ir"):
+            link = path / pkg
+            if not link.exists():
+                link.symlink_to(Path(sysconfig.get_paths()["purelib"]) / pkg)
+        env = {"PYTHONPATH": str(path)}
+        tok = ROOT / "models" / "tiny-random" / "tokenizer.json"
+
+        def build(config: str, name: str):
+            out = g / f"{name}-genai"
+            if (out / "genai_config.json").exists():
+                return out
+            hf = g / f"{name}-hf"
+            self.run("genai", [self.forge_py, BENCH / "genai_hf.py", "--config", config, "--out", hf, "--tokenizer", tok])
+            self.run("genai", [self.forge_py, "-m", "onnxruntime_genai.models.builder", "-i", hf, "-o", out,
+                               "-p", "fp32", "-e", "cpu", "-c", g / "builder-cache"], env=env, log=g / f"{name}-builder.log")
+            shutil.rmtree(hf, ignore_errors=True)
+            shutil.rmtree(g / "builder-cache", ignore_errors=True)
+            return out
+
+        static = g / "tiny-static"
+        if not (static / "export.json").exists():
+            self.run("genai", [self.forge_py, BENCH / "export_models.py", "decoder", "--config", "tiny-random",
+                               "--out", static, "--graphs", "step,prefill,embed"])
+        tiny = build("tiny-random", "tiny")
+        args = ["--work", g, "--tiny-static", static, "--tiny-genai", tiny,
+                "--ttft-json", self.results / "ttft_autoneural-1.5b.json", "--decode-json", self.results / "decode_rows.json"]
+        if not self.a.quick:
+            args += ["--big-genai", build("autoneural-1.5b", "lfm2-1.2b")]
+        return self.bench_json("bench_genai.py", self.results / "genai_rows.json", *args, step="genai")
+
+    def rust(self) -> dict:
+        return self.bench_json("bench_rust.py", self.results / "rust_rows.json", "--models", self.models,
+                               "--quick" if self.a.quick else "--full", step="rust")
+
+    def camera(self) -> dict:
+        md = BENCH / "camera-conversions.md"
+        if not md.exists():
+            return {"status": "missing", "reason": "bench/camera-conversions.md is not there (the camera crate's conversion benchmark writes it)"}
+        return {"status": "ok", "markdown": md.read_text()}
+
+    def daemon(self) -> dict:
+        return self.bench_json("bench_daemon.py", self.results / "daemon_rows.json",
+                               "--seconds", "60" if self.a.quick else "300", step="daemon")
+
+    def main(self) -> int:
+        self.step("machine", self.machine)
+        self.step("bandwidth", self.bandwidth)
+        self.step("export", self.export)
+        self.step("vision", self.vision)
+        self.step("decode", self.decode)
+        self.step("ttft", self.ttft)
+        self.step("genai", self.genai)
+        self.step("rust", self.rust)
+        self.step("camera", self.camera)
+        self.step("daemon", self.daemon)
+        run = {"quick": self.a.quick, "only": self.a.only, "total_s": round(time.time() - self.t_start, 1),
+               "commands": self.commands, "argv": sys.argv[1:]}
+        prev = self.results / "run.json"
+        if self.a.only and prev.exists():  # a partial run keeps the earlier full run's command list
+            old = json.loads(prev.read_text())
+            run["commands"] = [c for c in old.get("commands", []) if c["step"] not in self.a.only.split(",")] + self.commands
+            run["total_s_full_run"] = old.get("total_s_full_run", old.get("total_s"))
+        prev.write_text(json.dumps(run, indent=1))
+        subprocess.run([self.bench_py, BENCH / "report.py", "--results", self.results, "--out", BENCH / "REPORT.md"],
+                       cwd=ROOT, check=True)
+        print(f"[bench] wrote bench/REPORT.md in {run['total_s']} s", flush=True)
+        return 0
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="development mode: 256 px only, short timings")
+    p.add_argument("--only", default="", help="comma list of steps to rerun (the report uses earlier results for the rest)")
+    p.add_argument("--cache", default=str(BENCH / "cache"))
+    p.add_argument("--forge-venv", default=os.environ.get("FORGE_VENV", str(ROOT / ".venv-forge")))
+    p.add_argument("--keep-models", action="store_true", help="reuse cached graphs even if forge's code changed")
+    return Harness(p.parse_args()).main()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
