@@ -35,7 +35,7 @@ TTFT_SIZES = {"autoneural-1.5b": 512, "internvl2-2b-like": 448}  # InternVL2 res
 
 def rel(p) -> str:
     try:
-        return str(Path(p).resolve().relative_to(ROOT))
+        return str(Path(os.path.abspath(p)).relative_to(ROOT))
     except ValueError:
         return str(p)
 
@@ -113,6 +113,34 @@ class Harness:
         if check and p.returncode != 0:
             raise RuntimeError(f"{shown} failed ({p.returncode}): {p.stderr.strip()[-1500:]}")
         return p
+
+    def wait_for_memory(self, need_gib: float, what: str, limit_s: float = 1800) -> None:
+        """Big exports need many GB: never start one while another big export (anyone's) runs or
+        while the shared machine lacks the memory; wait (up to limit_s) instead."""
+        t0 = time.time()
+        me = os.getpid()
+        while True:
+            others = []
+            for pid in os.listdir("/proc"):
+                if not pid.isdigit() or int(pid) == me:
+                    continue
+                try:
+                    cmd = (Path("/proc") / pid / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                    rss = next(int(x.split()[1]) for x in (Path("/proc") / pid / "status").read_text().splitlines()
+                               if x.startswith("VmRSS:"))
+                except (OSError, StopIteration, ValueError):
+                    continue
+                if ("forge export" in cmd or "export_models.py" in cmd or "models.builder" in cmd) and rss > 2 * 2**20:
+                    others.append(f"{pid} ({rss // 2**20} GB)")
+            avail = int(re.search(r"MemAvailable:\s+(\d+)", Path("/proc/meminfo").read_text()).group(1)) / 2**20
+            if not others and avail >= need_gib:
+                return
+            if time.time() - t0 > limit_s:
+                print(f"[bench] {what}: still waiting after {limit_s:.0f} s; going ahead", flush=True)
+                return
+            print(f"[bench] {what}: waiting for memory ({avail:.1f} GiB available, need {need_gib}; "
+                  f"other big exports: {', '.join(others) or 'none'})", flush=True)
+            time.sleep(20)
 
     def step(self, name: str, fn):
         if self.a.only and name not in self.a.only.split(","):
@@ -192,6 +220,7 @@ class Harness:
             want_q = quant and not (out / "w8a16" / "vision.onnx").exists()
             if (out / "export.json").exists() and (out / "vision.onnx").exists() and not want_q:
                 return
+            self.wait_for_memory(12, f"vision {cfg} {size}")
             argv = [self.forge_py, ex, "vision", "--config", cfg, "--size", str(size), "--out", out]
             if quant:
                 argv += ["--quant", "w8a16"]
@@ -202,6 +231,7 @@ class Harness:
             out = self.models / "decoder" / name
             if (out / "export.json").exists():
                 return
+            self.wait_for_memory(14 if "internvl" in cfg else 12, f"decoder {name}")
             argv = [self.forge_py, ex, "decoder", "--config", cfg, "--out", out, "--graphs", graphs, "--capacities", caps]
             if all_attention:
                 argv.append("--all-attention")
@@ -275,6 +305,7 @@ class Harness:
             if (out / "genai_config.json").exists():
                 return out
             hf = g / f"{name}-hf"
+            self.wait_for_memory(14 if name != "tiny" else 1, f"genai build {name}")
             self.run("genai", [self.forge_py, BENCH / "genai_hf.py", "--config", config, "--out", hf, "--tokenizer", tok])
             self.run("genai", [self.forge_py, "-m", "onnxruntime_genai.models.builder", "-i", hf, "-o", out,
                                "-p", "fp32", "-e", "cpu", "-c", g / "builder-cache"], env=env, log=g / f"{name}-builder.log")
@@ -303,6 +334,21 @@ class Harness:
             return {"status": "missing", "reason": "bench/camera-conversions.md is not there (the camera crate's conversion benchmark writes it)"}
         return {"status": "ok", "markdown": md.read_text()}
 
+    def cabin(self) -> dict:
+        import tomllib
+
+        man = ROOT / "models" / "autoneural-cabin" / "manifest.toml"
+        if not man.exists():
+            return {"status": "missing", "reason": "models/autoneural-cabin/ has not landed"}
+        m = tomllib.loads(man.read_text())
+        rows = []
+        for variant, v in m.get("variants", {}).items():
+            for graph, db in (v.get("sqnr_db") or {}).items():
+                rows.append({"variant": variant, "graph": graph, "sqnr_db": db})
+        if not rows:
+            return {"status": "missing", "reason": f"{rel(man)} carries no sqnr_db"}
+        return {"rows": rows, "manifest": rel(man)}
+
     def daemon(self) -> dict:
         return self.bench_json("bench_daemon.py", self.results / "daemon_rows.json",
                                "--seconds", "60" if self.a.quick else "300", step="daemon")
@@ -316,6 +362,7 @@ class Harness:
         self.step("ttft", self.ttft)
         self.step("genai", self.genai)
         self.step("rust", self.rust)
+        self.step("cabin", self.cabin)
         self.step("camera", self.camera)
         self.step("daemon", self.daemon)
         run = {"quick": self.a.quick, "only": self.a.only, "total_s": round(time.time() - self.t_start, 1),

@@ -32,7 +32,7 @@ def table(head: list[str], rows: list[list]) -> str:
 
 
 def load_note(step: dict | None) -> str:
-    if not step or "machine_during_step" not in step:
+    if not step or "machine_during_step" not in step or step.get("status") not in ("ok", None):
         return ""
     m = step["machine_during_step"]
     busy = m["other_cpu_cores"]
@@ -270,6 +270,7 @@ class Report:
         if not bw or "threads_2" not in bw or not rows:
             self.add(not_measured(bw if not bw or "threads_2" not in bw else dec, "bandwidth/decode"))
             return
+        self.add(load_note(bw), "")
         best = bw["threads_2"]["best_gbs"]
         med = bw["threads_2"]["median_gbs"]
         self.add(
@@ -313,7 +314,10 @@ class Report:
         cabin = load(self.r, "cabin")
         self.add("Trained cabin model (`models/autoneural-cabin/`, manifest `sqnr_db`):", "")
         if cabin and cabin.get("rows"):
-            self.add(table(["variant", "graph", "SQNR dB"], [[x["variant"], x["graph"], x["sqnr_db"]] for x in cabin["rows"]]), "")
+            self.add(table(["variant", "graph", "SQNR dB vs fp32 (forge, held-out inputs)"],
+                           [[x["variant"], x["graph"], x["sqnr_db"]] for x in cabin["rows"]]), "")
+            self.add(f"Source: `{cabin.get('manifest')}`. Unlike the random-weight rows above, these are trained weights "
+                     "calibrated on the renderer's cabin images.", "")
         else:
             self.add(not_measured(cabin, "cabin") if cabin else "**Not measured**: models/autoneural-cabin/ has not landed.", "")
 
