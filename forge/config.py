@@ -155,6 +155,17 @@ MOBILENETV5_300M_STAGES = (
     + ("mqa_r1_k3_h16_s1_d96_c1280", "uir_r1_a0_k0_s1_e2_c1280") * 19,
 )
 
+# A starting point for the trained default model (issue 4): small enough for the cockpit CPU
+# fallback (DESIGN.md: <= 256-384 px, a few million parameters), 8x8 visual tokens for spatial cues.
+CABIN_STAGES = (
+    ("er_r1_k3_s2_e4_c32",),
+    ("uir_r1_a3_k5_s2_e4_c48", "uir_r1_a5_k0_s1_e4_c48"),
+    ("uir_r1_a5_k5_s2_e4_c80", "uir_r1_a5_k0_s1_e4_c80", "uir_r1_a0_k0_s1_e2_c80",
+     "mqa_r1_k3_h4_v2_s1_d32_c80", "uir_r1_a0_k0_s1_e2_c80"),
+    ("uir_r1_a5_k5_s2_e4_c128", "mqa_r1_k3_h4_s1_d32_c128", "uir_r1_a0_k0_s1_e2_c128",
+     "mqa_r1_k3_h4_s1_d32_c128", "uir_r1_a0_k0_s1_e2_c128"),
+)
+
 LFM2_1_2B_LAYERS = tuple("full_attention" if i in (2, 5, 8, 10, 12, 14) else "conv" for i in range(16))
 
 CONFIGS: dict[str, ModelConfig] = {
@@ -167,6 +178,24 @@ CONFIGS: dict[str, ModelConfig] = {
         kv_capacity=256,
         prefill_chunk=16,
         seed=0,
+    ),
+    "autoneural-cabin": ModelConfig(
+        name="autoneural-cabin",
+        description="Small AutoNeural for driver monitoring on the cockpit CPU/NPU, trained on rendered "
+        "cabin scenes (random weights unless exported with --state-dict).",
+        vision=VisionConfig(image_size=256, stem_channels=16, stages=CABIN_STAGES, msfa_channels=256, grid=8),
+        decoder=DecoderConfig(
+            vocab_size=1024,
+            hidden=256,
+            intermediate=768,
+            layer_types=("conv", "conv", "full_attention", "conv", "conv", "full_attention"),
+            num_heads=4,
+            num_kv_heads=2,
+            head_dim=64,
+        ),
+        kv_capacity=512,
+        prefill_chunk=32,
+        seed=1,
     ),
     "autoneural-1.5b": ModelConfig(
         name="autoneural-1.5b",

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnx.numpy_helper
 import onnxruntime as ort
 from onnxruntime.quantization import QuantType, quantize
 from onnxruntime.quantization.execution_providers.qnn import get_qnn_qdq_config, qnn_preprocess_model
@@ -81,13 +82,20 @@ def quantize_graph(src: Path, dst: Path, scheme: str, calibration: list[dict[str
         m = onnx.load(str(pre))
         inits = {i.name for i in m.graph.initializer}
         outputs = {o.name for o in m.graph.output}
+        weights = {i.name: i for i in m.graph.initializer}
         overrides = {}
         for n in m.graph.node:
             if n.op_type == "MatMul" and n.input[1] in inits:
-                # the LM head (the MatMul that makes the logits) keeps 8-bit weights, as is usual for
-                # 4-bit LLMs: its errors go straight into the token choice
-                wt = QuantType.QInt8 if n.output[0] in outputs else s["weight"]
-                overrides[n.input[1]] = [{"axis": 1, "quant_type": wt, "symmetric": True}]
+                if n.output[0] in outputs:
+                    # the LM head (the MatMul that makes the logits) keeps 8-bit weights, as is usual
+                    # for 4-bit LLMs: its errors go straight into the token choice
+                    overrides[n.input[1]] = [{"axis": 1, "quant_type": QuantType.QInt8, "symmetric": True}]
+                    continue
+                w = onnx.numpy_helper.to_array(weights[n.input[1]])
+                overrides[n.input[1]] = [
+                    {"axis": 1, "quant_type": s["weight"], "symmetric": True, "rmin": -c, "rmax": c}
+                    for c in mse_clip(w.reshape(-1, w.shape[-1]), levels=15).tolist()
+                ]
     names = {i.name for i in onnx.load(str(pre), load_external_data=False).graph.input}
     feeds = [{k: v for k, v in f.items() if k in names} for f in calibration]
     cfg = get_qnn_qdq_config(
@@ -104,6 +112,25 @@ def quantize_graph(src: Path, dst: Path, scheme: str, calibration: list[dict[str
     for extra in dst.parent.glob(pre.name + "*"):
         extra.unlink()
     _cap_ir(dst)
+
+
+def mse_clip(w: np.ndarray, levels: int, steps: int = 20) -> np.ndarray:
+    """Per output column of w [K,N]: the symmetric clipping range c that minimises the squared
+    error of quantizing to `levels` steps with scale 2c/levels (ONNX Runtime's symmetric scheme).
+    With 4 bits, clipping the few largest weights buys finer steps for all the others (about
+    +2 dB per matrix for Gaussian-like weights versus the plain max)."""
+    w = w.astype(np.float32)
+    amax = np.maximum(np.abs(w).max(0), 1e-12)
+    best, best_err = amax.copy(), np.full(w.shape[1], np.inf, np.float32)
+    half = levels // 2
+    for r in np.linspace(1.0, 0.3, steps):
+        c = amax * r
+        scale = 2 * c / levels
+        q = np.clip(np.round(w / scale), -half - 1, half) * scale
+        err = ((w - q) ** 2).sum(0)
+        better = err < best_err
+        best[better], best_err[better] = c[better], err[better]
+    return best
 
 
 def sqnr_db(ref: np.ndarray, x: np.ndarray) -> float:
