@@ -230,8 +230,8 @@ def build_bundle(model, out: Path, opts: BuildOptions | None = None, tokenizer: 
                     v["sqnr_db"][g] = variants["w8a16"]["sqnr_db"][g]
                     continue
                 dst = out / scheme / f"{g}.onnx"
-                quantize_graph(out / f"fp32/{g}.onnx", dst, "w8a16" if g not in LANGUAGE_GRAPHS else scheme,
-                               _subsample(calib[g], 256))
+                graph_scheme = scheme if g in LANGUAGE_GRAPHS else "w8a16-table" if g == "embed" else "w8a16"
+                quantize_graph(out / f"fp32/{g}.onnx", dst, graph_scheme, _subsample(calib[g], 256))
                 v[g] = f"{scheme}/{g}.onnx"
                 v["sqnr_db"][g] = round(graph_sqnr(out / f"fp32/{g}.onnx", dst, _subsample(held[g], 64)), 2)
                 opts.log(f"{scheme}/{g}: SQNR {v['sqnr_db'][g]} dB")
