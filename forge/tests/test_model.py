@@ -43,3 +43,11 @@ def test_tokenizer_is_deterministic_and_prompt_splits_at_the_image():
     assert p.prefix_ids[0] == 1 and p.prefix_ids[-1] == 3 and p.prefix_ids.count(3) == 1
     assert a.decode(p.question_ids, skip_special_tokens=False).startswith("Is the driver yawning?<|im_end|>")
     assert a.decode(answer_ids(a, "left mirror")) == "left mirror"
+
+
+def test_cli_refuses_to_quantize_full_size_configs(tmp_path):
+    from forge.__main__ import main
+
+    with pytest.raises(SystemExit, match="--quant none"):
+        main(["export", "--config", "autoneural-1.5b", "--out", str(tmp_path / "b"), "--quant", "w8a16"])
+    assert not (tmp_path / "b").exists()
