@@ -98,6 +98,9 @@ def build_model(cfg: ModelConfig, state_dict: dict | None = None, strict: bool =
     torch.manual_seed(cfg.seed)
     model = AutoNeural(cfg)
     if state_dict is not None:
+        state_dict = dict(state_dict)
+        if cfg.decoder.tie_embeddings:  # a tied head is stored once (safetensors refuses shared tensors)
+            state_dict.setdefault("language.lm_head.weight", state_dict.get("language.embed_tokens.weight"))
         model.load_state_dict(state_dict, strict=strict)
     else:
         g = torch.Generator().manual_seed(cfg.seed)
@@ -105,3 +108,19 @@ def build_model(cfg: ModelConfig, state_dict: dict | None = None, strict: bool =
         randomize_vision_(model.connector, g)
         randomize_(model.language, g)
     return model.eval()
+
+
+def save_weights(model: AutoNeural, path) -> None:
+    """The model's weights as safetensors (the tied LM head stored once), for `export --state-dict`."""
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    if model.cfg.decoder.tie_embeddings:
+        state.pop("language.lm_head.weight", None)
+    save_file(state, str(path))
+
+
+def load_weights(cfg: ModelConfig, path) -> AutoNeural:
+    from safetensors.torch import load_file
+
+    return build_model(cfg, load_file(str(path)))

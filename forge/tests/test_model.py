@@ -51,3 +51,17 @@ def test_cli_refuses_to_quantize_full_size_configs(tmp_path):
     with pytest.raises(SystemExit, match="--quant none"):
         main(["export", "--config", "autoneural-1.5b", "--out", str(tmp_path / "b"), "--quant", "w8a16"])
     assert not (tmp_path / "b").exists()
+
+
+def test_weights_round_trip_through_safetensors(tmp_path):
+    from forge.model import load_weights, save_weights
+
+    cfg = CONFIGS["tiny-random"]
+    a = build_model(cfg)
+    with torch.no_grad():
+        a.language.embed_tokens.weight.mul_(1.5)  # "trained": differs from the seeded init
+    save_weights(a, tmp_path / "w.safetensors")
+    b = load_weights(cfg, tmp_path / "w.safetensors")
+    assert b.language.lm_head.weight is b.language.embed_tokens.weight  # still tied
+    for (k, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert torch.equal(x, y), k
