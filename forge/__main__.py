@@ -57,6 +57,7 @@ def _export(a) -> int:
         images = [s.load() for s in scenes[:64]]
         k = max(4, len(images) // 5)
         opts.calibration_images, opts.held_out_images = images[:-k], images[-k:]
+        opts.golden_images = images[-k:]
         print(f"calibrating on {len(images) - k} rendered scenes, SQNR on {k} held-out ones")
     rep = build_bundle(model, Path(a.out), opts, tokenizer)
     print(json.dumps(rep, indent=1))

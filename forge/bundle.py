@@ -41,6 +41,7 @@ class BuildOptions:
     soc_model: int = 39
     golden: bool = True
     golden_cases: int = 3
+    golden_images: list[Image.Image] | None = None  # None: procedurally drawn (forge.images)
     calibration_images: list[Image.Image] | None = None  # None: procedurally drawn (forge.images)
     held_out_images: list[Image.Image] | None = None
     calibration_questions: tuple[str, ...] = QUESTIONS
@@ -250,7 +251,7 @@ def build_bundle(model, out: Path, opts: BuildOptions | None = None, tokenizer: 
         from .golden import write_golden
 
         t = time.time()
-        write_golden(out, man, opts.golden_cases, opts.probes)
+        write_golden(out, man, opts.golden_cases, opts.probes, opts.golden_images)
         rep["golden_s"] = round(time.time() - t, 1)
 
     save_manifest(out, man, checksums=True)

@@ -16,11 +16,16 @@ GREEDY_TOKENS = 64
 GOLDEN_SEEDS = (7, 21, 42, 63)
 
 
-def golden_images(out: Path, size: int, n: int) -> list[str]:
+def golden_images(out: Path, size: int, n: int, images: list[Image.Image] | None = None) -> list[str]:
+    """Writes golden/{i}.png at the model's image size: `images` (e.g. rendered scenes, resized) or
+    procedurally drawn ones."""
     (out / "golden").mkdir(exist_ok=True)
     names = []
-    for i, seed in enumerate(GOLDEN_SEEDS[:n]):
-        img, _ = draw(seed, size)
+    for i in range(n if images is None else min(n, len(images))):
+        if images is None:
+            img, _ = draw(GOLDEN_SEEDS[i], size)
+        else:
+            img = images[i].convert("RGB").resize((size, size), Image.BILINEAR)
         name = f"golden/{i}.png"
         img.save(out / name, optimize=True)
         names.append(name)
@@ -50,8 +55,8 @@ def run_cases(bundle: Path, variant: str, images: list[str], probes: tuple[Probe
     return cases
 
 
-def write_golden(out: Path, man: dict, n: int, probes: tuple[Probe, ...]) -> dict:
-    images = golden_images(out, man["image"]["size"], n)
+def write_golden(out: Path, man: dict, n: int, probes: tuple[Probe, ...], images: list[Image.Image] | None = None) -> dict:
+    images = golden_images(out, man["image"]["size"], n, images)
     golden = {v: {"cases": run_cases(out, v, images, probes)} for v in man["variants"]}
     (out / "golden.json").write_text(json.dumps(golden, indent=1) + "\n")
     return golden
