@@ -1,0 +1,211 @@
+//! autoneuralctl — talk to autoneurald over D-Bus. See README.md ("autoneuralctl").
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use autoneural_daemon::client::{self, Bus, CockpitProxy, DiagnosticsProxy, WatchEvent};
+use autoneural_daemon::config::Config;
+
+const USAGE: &str = "usage: autoneuralctl [--system | --session | --address ADDR] COMMAND
+
+commands:
+  status                 driver state, alerts, monitoring state and diagnostics
+  watch [--wait SECS]    live state changes and alerts until the service goes away
+                         (--wait: first wait up to SECS for the service to appear)
+  ask QUESTION           ask the model about the cabin
+  describe               a one-sentence description of the cabin
+  check-config FILE      check a configuration file
+  check-model FILE       load the configuration's model bundle: EP per graph, offload, cache
+
+The bus is the system bus unless --session or --address says otherwise.";
+
+enum Cmd {
+    Status,
+    Watch { wait: Option<Duration> },
+    Ask(String),
+    Describe,
+    CheckConfig(PathBuf),
+    CheckModel(PathBuf),
+}
+
+fn parse_args() -> Result<(Bus, Cmd), lexopt::Error> {
+    use lexopt::prelude::*;
+    let mut parser = lexopt::Parser::from_env();
+    let mut bus = Bus::System;
+    let mut cmd: Option<Cmd> = None;
+    while let Some(arg) = parser.next()? {
+        match arg {
+            Long("system") => bus = Bus::System,
+            Long("session") => bus = Bus::Session,
+            Long("address") => bus = Bus::Address(parser.value()?.string()?),
+            Long("help") | Short('h') => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            Long("wait") if matches!(cmd, Some(Cmd::Watch { .. })) => {
+                let secs: f64 = parser.value()?.parse()?;
+                cmd = Some(Cmd::Watch {
+                    wait: Some(Duration::from_secs_f64(secs.max(0.0))),
+                });
+            }
+            Value(v) if cmd.is_none() => {
+                let v = v.string()?;
+                cmd = Some(match v.as_str() {
+                    "status" => Cmd::Status,
+                    "watch" => Cmd::Watch { wait: None },
+                    "describe" => Cmd::Describe,
+                    "ask" => Cmd::Ask(parser.value()?.string()?),
+                    "check-config" => Cmd::CheckConfig(parser.value()?.into()),
+                    "check-model" => Cmd::CheckModel(parser.value()?.into()),
+                    other => return Err(format!("unknown command {other:?}").into()),
+                });
+            }
+            _ => return Err(arg.unexpected()),
+        }
+    }
+    cmd.map(|c| (bus, c))
+        .ok_or_else(|| "missing COMMAND".into())
+}
+
+fn main() -> ExitCode {
+    let (bus, cmd) = match parse_args() {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("autoneuralctl: {e}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("autoneuralctl: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(run(bus, cmd)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("autoneuralctl: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(bus: Bus, cmd: Cmd) -> anyhow::Result<()> {
+    match cmd {
+        Cmd::CheckConfig(path) => {
+            Config::load(&path)?;
+            println!("{}: ok", path.display());
+            Ok(())
+        }
+        Cmd::CheckModel(path) => check_model(&path).await,
+        Cmd::Status => {
+            let conn = client::connect(&bus)
+                .await
+                .context("cannot connect to the bus")?;
+            for (iface, name, value) in client::all_properties(&conn).await? {
+                let short = iface.rsplit('.').next().unwrap_or(&iface);
+                println!("{short:<12} {name:<22} {value}");
+            }
+            Ok(())
+        }
+        Cmd::Ask(q) => {
+            let conn = client::connect(&bus)
+                .await
+                .context("cannot connect to the bus")?;
+            println!("{}", CockpitProxy::new(&conn).await?.ask(&q).await?);
+            Ok(())
+        }
+        Cmd::Describe => {
+            let conn = client::connect(&bus)
+                .await
+                .context("cannot connect to the bus")?;
+            println!("{}", CockpitProxy::new(&conn).await?.describe().await?);
+            Ok(())
+        }
+        Cmd::Watch { wait } => watch(&bus, wait).await,
+    }
+}
+
+async fn watch(bus: &Bus, wait: Option<Duration>) -> anyhow::Result<()> {
+    let conn = client::connect(bus)
+        .await
+        .context("cannot connect to the bus")?;
+    let mut signals = client::watch_stream(&conn).await?;
+    let mut owner = client::owner_gone_stream(&conn).await?;
+    if !client::wait_for_service(&conn, wait.unwrap_or_default()).await? {
+        bail!("{} is not on the bus", autoneural_daemon::dbus::BUS_NAME);
+    }
+    let cockpit = CockpitProxy::new(&conn).await?;
+    let diag = DiagnosticsProxy::new(&conn).await?;
+    let start = tokio::time::Instant::now();
+    let mut last_summary = start;
+    let stamp = |start: tokio::time::Instant| format!("{:>7.2}s", start.elapsed().as_secs_f64());
+    println!(
+        "{} monitoring={} eyes_on_road={} phone={} eyes_closed={} face={} alerts={:?}",
+        stamp(start),
+        cockpit.monitoring_state().await.unwrap_or_default(),
+        cockpit.is_eyes_on_road().await.unwrap_or_default(),
+        cockpit.phone_in_use().await.unwrap_or_default(),
+        cockpit.eyes_closed().await.unwrap_or_default(),
+        cockpit.face_visible().await.unwrap_or_default(),
+        cockpit.active_alerts().await.unwrap_or_default()
+    );
+    loop {
+        let msg = tokio::select! {
+            m = client::next(&mut signals) => m,
+            m = client::next(&mut owner) => m,
+        };
+        let Some(Ok(msg)) = msg else { break };
+        for event in client::decode(&msg) {
+            match event {
+                WatchEvent::Changed(name, value) => println!("{} {name} = {value}", stamp(start)),
+                WatchEvent::AlertRaised {
+                    id, level, message, ..
+                } => {
+                    println!(
+                        "{} ALERT RAISED  {id} (level {level}): {message}",
+                        stamp(start)
+                    )
+                }
+                WatchEvent::AlertCleared { id, .. } => {
+                    println!("{} ALERT CLEARED {id}", stamp(start))
+                }
+                WatchEvent::ServiceGone => {
+                    println!("{} the service left the bus", stamp(start));
+                    return Ok(());
+                }
+            }
+        }
+        // Every few seconds, the safety path's latency (a summary line, not per frame).
+        if last_summary.elapsed() >= Duration::from_secs(5) {
+            last_summary = tokio::time::Instant::now();
+            if let Ok(lat) = diag.latency().await {
+                let parts: Vec<String> = lat
+                    .iter()
+                    .filter(|(stage, ..)| stage == "capture_to_observation" || stage == "probes")
+                    .map(|(stage, p50, p99, _)| format!("{stage} p50 {p50:.0} ms p99 {p99:.0} ms"))
+                    .collect();
+                let level = diag.degradation_level().await.unwrap_or_default();
+                println!(
+                    "{} [latency] {} [level] {level}",
+                    stamp(start),
+                    parts.join(", ")
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn check_model(path: &std::path::Path) -> anyhow::Result<()> {
+    let cfg = Config::load(path)?;
+    let report = autoneural_daemon::adapters::check_model(&cfg).await?;
+    print!("{report}");
+    Ok(())
+}

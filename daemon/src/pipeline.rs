@@ -1,0 +1,332 @@
+//! The safety path: one thread takes the newest frame, runs the safety probes (highest priority in
+//! the inference queue), feeds the observation to the policies and hands the result to the D-Bus
+//! publisher through a small bounded channel. Frames that arrive while a frame is being processed
+//! are dropped by the source (latest frame wins); nothing here can grow without bound.
+//!
+//! Without frames the thread keeps producing *invalid* observations (every `TICK`), so the
+//! policies' clock keeps running (monitoring-unavailable after 10 s) and the watchdog sees a
+//! pipeline that is alive but blind — which is different from a stalled pipeline.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc as std_mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use log::{debug, info, warn};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::budget::{Governor, Level};
+use crate::stages::{
+    Alert, AlertEvent, Captured, DriverState, FrameSource, Observation, Perception, Policy,
+    SourceEvent, mono_now,
+};
+use crate::stats::{LatencyStats, Stage};
+
+/// How often the thread looks up from waiting (stop flag, commands, missing frames).
+const TICK: Duration = Duration::from_millis(200);
+
+/// `MonitoringState` on D-Bus.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MonitoringState {
+    Starting,
+    Active,
+    Degraded,
+    Unavailable,
+}
+
+impl MonitoringState {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Starting => "starting",
+            Self::Active => "active",
+            Self::Degraded => "degraded",
+            Self::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// Everything the publisher needs for one observation.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub state: DriverState,
+    pub events: Vec<AlertEvent>,
+    pub active_alerts: Vec<Alert>,
+    pub observation_time: Duration,
+    /// The frame's capture time, for valid observations.
+    pub captured_at: Option<Duration>,
+    pub valid: bool,
+    pub monitoring: MonitoringState,
+    pub reason: String,
+    pub level: Level,
+}
+
+pub enum Update {
+    Snapshot(Box<Snapshot>),
+    /// A finite source ended and the configuration says to exit.
+    Ended,
+}
+
+/// Requests from the async side to the pipeline thread.
+pub enum Command {
+    ReloadRules(oneshot::Sender<Result<String, String>>),
+}
+
+/// State shared by the pipeline thread, the publisher and the D-Bus objects.
+pub struct Shared<F> {
+    pub latest: Mutex<Option<Captured<F>>>,
+    pub stats: Mutex<LatencyStats>,
+    pub governor: Mutex<Governor>,
+    pub stop: AtomicBool,
+    pub frames_processed: AtomicU64,
+    pub frames_skipped: AtomicU64,
+    pub source_dropped: AtomicU64,
+}
+
+impl<F> Shared<F> {
+    pub fn new(governor: Governor, stats_window: usize) -> Self {
+        Self {
+            latest: Mutex::new(None),
+            stats: Mutex::new(LatencyStats::new(stats_window)),
+            governor: Mutex::new(governor),
+            stop: AtomicBool::new(false),
+            frames_processed: AtomicU64::new(0),
+            frames_skipped: AtomicU64::new(0),
+            source_dropped: AtomicU64::new(0),
+        }
+    }
+
+    /// Records a stage sample for the statistics and the budget governor.
+    pub fn record(&self, stage: Stage, d: Duration) {
+        if let Ok(mut s) = self.stats.lock() {
+            s.record(stage, d);
+        }
+        if let Ok(mut g) = self.governor.lock() {
+            g.record(stage, d);
+        }
+    }
+
+    pub fn level(&self) -> (Level, String) {
+        self.governor
+            .lock()
+            .map(|g| (g.level(), g.reason().to_string()))
+            .unwrap_or((Level::Full, String::new()))
+    }
+
+    pub fn latest_frame(&self) -> Option<Captured<F>> {
+        self.latest.lock().ok().and_then(|l| l.clone())
+    }
+}
+
+pub struct PipelineConfig {
+    pub fps: u32,
+    pub frame_timeout: Duration,
+    pub exit_at_end: bool,
+}
+
+pub struct Pipeline<S: FrameSource, P: Perception<Frame = S::Frame>, L: Policy> {
+    pub source: S,
+    pub perception: Arc<P>,
+    pub policy: L,
+    pub shared: Arc<Shared<S::Frame>>,
+    pub config: PipelineConfig,
+    pub updates: mpsc::Sender<Update>,
+    pub commands: std_mpsc::Receiver<Command>,
+}
+
+impl<S: FrameSource, P: Perception<Frame = S::Frame>, L: Policy> Pipeline<S, P, L> {
+    /// Runs until `shared.stop` is set, the updates channel closes, or a finite source ends.
+    pub fn run(mut self) {
+        let period = Duration::from_secs_f64(1.0 / self.config.fps.max(1) as f64);
+        let mut last_frame_at = mono_now();
+        let mut last_start = Duration::ZERO;
+        let mut low_res = false;
+        let mut first_valid = false;
+        let mut ended = false;
+        info!("pipeline: started ({} fps requested)", self.config.fps);
+        while !self.shared.stop.load(Ordering::Relaxed) {
+            self.handle_commands();
+            let (level, _) = self.shared.level();
+            if level.low_resolution() != low_res {
+                low_res = level.low_resolution();
+                if let Err(e) = self.perception.set_low_resolution(low_res) {
+                    warn!("pipeline: cannot switch input resolution: {e}");
+                }
+            }
+            // Reduced rate: wait out the rest of the longer period; the source keeps only the
+            // newest frame meanwhile.
+            let next_allowed = last_start + period * level.frame_divisor();
+            let now = mono_now();
+            if level.frame_divisor() > 1 && now < next_allowed {
+                std::thread::sleep((next_allowed - now).min(TICK));
+                continue;
+            }
+            let event = if ended {
+                std::thread::sleep(TICK);
+                SourceEvent::Ended
+            } else {
+                self.source.next(TICK)
+            };
+            self.shared
+                .source_dropped
+                .store(self.source.dropped(), Ordering::Relaxed);
+            let problem = match event {
+                SourceEvent::Frame(captured) => {
+                    last_frame_at = mono_now();
+                    last_start = last_frame_at;
+                    let valid = self.process(captured, &mut first_valid);
+                    if !valid.is_ok_and(|sent| sent) {
+                        return;
+                    }
+                    continue;
+                }
+                SourceEvent::Timeout => {
+                    let silent = mono_now().saturating_sub(last_frame_at);
+                    if silent < self.config.frame_timeout {
+                        continue;
+                    }
+                    format!("camera: no frame for {} ms", silent.as_millis())
+                }
+                SourceEvent::Failed(e) => format!("camera: {e}"),
+                SourceEvent::Ended => {
+                    if self.config.exit_at_end {
+                        info!("pipeline: the source ended; exiting as configured");
+                        let _ = self.updates.blocking_send(Update::Ended);
+                        return;
+                    }
+                    if !ended {
+                        warn!("pipeline: the camera stream ended");
+                    }
+                    ended = true;
+                    "camera: stream ended".to_string()
+                }
+            };
+            if !self.publish_invalid(problem) {
+                return;
+            }
+        }
+        info!("pipeline: stopped");
+    }
+
+    fn handle_commands(&mut self) {
+        while let Ok(cmd) = self.commands.try_recv() {
+            match cmd {
+                Command::ReloadRules(reply) => {
+                    let result = self.policy.reload().map_err(|e| e.0);
+                    let _ = reply.send(result);
+                }
+            }
+        }
+    }
+
+    /// Probes one frame and publishes its observation. Err/Ok(false): the publisher is gone.
+    fn process(
+        &mut self,
+        captured: Captured<S::Frame>,
+        first_valid: &mut bool,
+    ) -> Result<bool, ()> {
+        if let Ok(mut latest) = self.shared.latest.lock() {
+            *latest = Some(captured.clone());
+        }
+        let probed = self.perception.probe(&captured.frame);
+        let (observation, inference_error) = match probed {
+            Ok(p) => {
+                self.shared.record(Stage::Vision, p.vision);
+                self.shared.record(Stage::Probes, p.probes);
+                let obs = Observation {
+                    timestamp: captured.timestamp,
+                    answers: p.answers,
+                    invalid: None,
+                };
+                (obs, None)
+            }
+            Err(e) => {
+                warn!(
+                    "pipeline: inference failed on frame {}: {e}",
+                    captured.sequence
+                );
+                let obs = Observation {
+                    timestamp: captured.timestamp,
+                    answers: vec![],
+                    invalid: Some(format!("inference: {e}")),
+                };
+                (obs, Some(format!("inference: {e}")))
+            }
+        };
+        let t = mono_now();
+        let (state, events) = self.policy.update(&observation);
+        self.shared
+            .record(Stage::Policies, mono_now().saturating_sub(t));
+        self.shared.frames_processed.fetch_add(1, Ordering::Relaxed);
+        let change = self
+            .shared
+            .governor
+            .lock()
+            .ok()
+            .and_then(|mut g| g.decide());
+        if let Some(c) = &change {
+            if c.to > c.from {
+                warn!("budget: degrading {} -> {}: {}", c.from, c.to, c.reason);
+            } else {
+                info!("budget: recovering {} -> {}: {}", c.from, c.to, c.reason);
+            }
+        }
+        let (level, level_reason) = self.shared.level();
+        let (monitoring, reason) = match inference_error {
+            Some(e) => (MonitoringState::Unavailable, e),
+            None if level > Level::Full => (MonitoringState::Degraded, level_reason),
+            None => (MonitoringState::Active, String::new()),
+        };
+        if !*first_valid && monitoring != MonitoringState::Unavailable {
+            *first_valid = true;
+            info!(
+                "pipeline: first observation from frame {}",
+                captured.sequence
+            );
+        }
+        debug!(
+            "pipeline: frame {} -> {} alert events",
+            captured.sequence,
+            events.len()
+        );
+        let snapshot = Snapshot {
+            state,
+            events,
+            active_alerts: self.policy.active_alerts(),
+            observation_time: observation.timestamp,
+            captured_at: observation.invalid.is_none().then_some(captured.timestamp),
+            valid: observation.invalid.is_none(),
+            monitoring,
+            reason,
+            level,
+        };
+        Ok(self
+            .updates
+            .blocking_send(Update::Snapshot(Box::new(snapshot)))
+            .is_ok())
+    }
+
+    /// An observation without data; false when the publisher is gone.
+    fn publish_invalid(&mut self, reason: String) -> bool {
+        let observation = Observation {
+            timestamp: mono_now(),
+            answers: vec![],
+            invalid: Some(reason.clone()),
+        };
+        let (state, events) = self.policy.update(&observation);
+        let (level, _) = self.shared.level();
+        let snapshot = Snapshot {
+            state,
+            events,
+            active_alerts: self.policy.active_alerts(),
+            observation_time: observation.timestamp,
+            captured_at: None,
+            valid: false,
+            monitoring: MonitoringState::Unavailable,
+            reason,
+            level,
+        };
+        self.updates
+            .blocking_send(Update::Snapshot(Box::new(snapshot)))
+            .is_ok()
+    }
+}

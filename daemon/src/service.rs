@@ -1,0 +1,676 @@
+//! Runs the daemon: the pipeline thread, the D-Bus connection and its publisher, the description
+//! refresh, the systemd watchdog, and the signals (SIGHUP reloads the rules, SIGTERM/SIGINT stop).
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc as std_mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use log::{error, info, warn};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::budget::{Governor, Level};
+use crate::config::{BusKind, Config, EndOfStream};
+use crate::dbus::{
+    self, Cockpit, Diagnostics, DiagnosticsSource, HmiRequest, HmiRunner, Published,
+};
+use crate::notify::Notifier;
+use crate::pipeline::{Command, MonitoringState, Pipeline, PipelineConfig, Shared, Update};
+use crate::stages::{FrameSource, Perception, Policy, StageError, mono_now};
+use crate::stats::{Stage, StageSummary};
+
+/// Why `run` returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// SIGTERM or SIGINT.
+    Signal,
+    /// A finite source ended with `end_of_stream = "exit"`.
+    SourceEnded,
+}
+
+/// The diagnostics view of the shared state.
+struct DiagnosticsView<F, P> {
+    shared: Arc<Shared<F>>,
+    perception: Arc<P>,
+}
+
+impl<F: Send + Sync + 'static, P: Perception<Frame = F>> DiagnosticsSource
+    for DiagnosticsView<F, P>
+{
+    fn latency(&self) -> Vec<StageSummary> {
+        self.shared
+            .stats
+            .lock()
+            .map(|s| s.summary())
+            .unwrap_or_default()
+    }
+    fn execution_providers(&self) -> Vec<(String, String)> {
+        self.perception.execution_providers()
+    }
+    fn degradation(&self) -> (String, String) {
+        let (level, reason) = self.shared.level();
+        (level.name().to_string(), reason)
+    }
+    fn frames(&self) -> (u64, u64) {
+        let processed = self.shared.frames_processed.load(Ordering::Relaxed);
+        let dropped = self.shared.source_dropped.load(Ordering::Relaxed)
+            + self.shared.frames_skipped.load(Ordering::Relaxed);
+        (processed, dropped)
+    }
+    fn budgets(&self) -> Vec<(Stage, Duration)> {
+        let g = self.shared.governor.lock();
+        Stage::ALL
+            .iter()
+            .filter_map(|&s| g.as_ref().ok().and_then(|g| g.budget(s)).map(|b| (s, b)))
+            .collect()
+    }
+    fn record(&self, stage: Stage, d: Duration) {
+        self.shared.record(stage, d);
+    }
+}
+
+/// Connects to the configured bus, serving the objects before the name is requested so that a
+/// client that sees the name can call at once.
+async fn connect(
+    cfg: &Config,
+    cockpit: Cockpit,
+    diagnostics: Diagnostics,
+) -> anyhow::Result<zbus::Connection> {
+    let builder = match cfg.bus.kind {
+        BusKind::System => zbus::connection::Builder::system(),
+        BusKind::Session => zbus::connection::Builder::session(),
+        BusKind::Address => {
+            let addr = cfg
+                .bus
+                .address
+                .as_ref()
+                .map(|a| a.get_ref().clone())
+                .unwrap_or_default();
+            zbus::connection::Builder::address(addr.as_str())
+        }
+    };
+    builder
+        .serve_at(dbus::OBJECT_PATH, cockpit)
+        .serve_at(dbus::OBJECT_PATH, diagnostics)
+        .name(dbus::BUS_NAME)
+        .build()
+        .await
+        .with_context(|| {
+            format!(
+                "cannot own {} on the {:?} bus",
+                dbus::BUS_NAME,
+                cfg.bus.kind
+            )
+        })
+}
+
+/// Runs the daemon until a signal or the end of a finite source.
+pub async fn run<S, P, L>(
+    cfg: Config,
+    source: S,
+    perception: Arc<P>,
+    policy: L,
+    notifier: Arc<Notifier>,
+) -> anyhow::Result<Exit>
+where
+    S: FrameSource,
+    P: Perception<Frame = S::Frame>,
+    L: Policy,
+{
+    let governor = Governor::new(&cfg.budgets, cfg.model.low_resolution_variant.is_some());
+    let shared = Arc::new(Shared::new(governor, 256));
+    let published = Arc::new(Mutex::new(Published::default()));
+    let diag: Arc<dyn DiagnosticsSource> = Arc::new(DiagnosticsView {
+        shared: Arc::clone(&shared),
+        perception: Arc::clone(&perception),
+    });
+    let runner = hmi_runner(
+        &shared,
+        &perception,
+        cfg.hmi.max_answer_tokens.get() as usize,
+        cfg.description.max_tokens.get() as usize,
+    );
+    let cockpit = Cockpit::new(
+        Arc::clone(&published),
+        runner,
+        Arc::clone(&diag),
+        cfg.hmi.clone(),
+    );
+    let conn = connect(&cfg, cockpit, Diagnostics::new(Arc::clone(&diag))).await?;
+    info!(
+        "D-Bus: {} at {} on the {:?} bus",
+        dbus::BUS_NAME,
+        dbus::OBJECT_PATH,
+        cfg.bus.kind
+    );
+
+    // The pipeline thread.
+    let (updates_tx, mut updates) = mpsc::channel::<Update>(4);
+    let (commands_tx, commands_rx) = std_mpsc::channel::<Command>();
+    let pipeline = Pipeline {
+        source,
+        perception: Arc::clone(&perception),
+        policy,
+        shared: Arc::clone(&shared),
+        config: PipelineConfig {
+            fps: cfg.camera.fps.get() as u32,
+            frame_timeout: cfg.camera.frame_timeout_ms.ms(),
+            exit_at_end: cfg.camera.end_of_stream == EndOfStream::Exit,
+        },
+        updates: updates_tx,
+        commands: commands_rx,
+    };
+    let pipeline_thread = std::thread::Builder::new()
+        .name("pipeline".into())
+        .spawn(move || pipeline.run())
+        .context("cannot start the pipeline thread")?;
+
+    // Progress for the watchdog: CLOCK_MONOTONIC ms of the last published observation.
+    let last_progress = Arc::new(AtomicU64::new(0));
+    let watchdog = notifier.watchdog_interval().map(|interval| {
+        let notifier = Arc::clone(&notifier);
+        let last_progress = Arc::clone(&last_progress);
+        tokio::spawn(async move { feed_watchdog(notifier, interval, last_progress).await })
+    });
+
+    let describing = Arc::new(AtomicBool::new(false));
+    let description = (cfg.description.interval_ms.get() > 0).then(|| {
+        let conn = conn.clone();
+        let published = Arc::clone(&published);
+        let shared = Arc::clone(&shared);
+        let perception = Arc::clone(&perception);
+        let interval = cfg.description.interval_ms.ms();
+        let max_tokens = cfg.description.max_tokens.get() as usize;
+        let describing = Arc::clone(&describing);
+        tokio::spawn(async move {
+            refresh_description(
+                conn, published, shared, perception, interval, max_tokens, describing,
+            )
+            .await
+        })
+    });
+
+    let mut sighup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let mut sigint = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    let rules_path = cfg.policies.rules.clone();
+    let mut ready = false;
+    let mut last_degradation = (Level::Full.name().to_string(), String::new());
+    let mut last_monitoring: Option<MonitoringState> = None;
+
+    let exit = loop {
+        tokio::select! {
+            update = updates.recv() => match update {
+                Some(Update::Snapshot(snap)) => {
+                    let degradation = {
+                        let (l, r) = shared.level();
+                        (l.name().to_string(), r)
+                    };
+                    if let Err(e) = dbus::publish(&conn, &published, &mut last_degradation, degradation, &snap).await {
+                        warn!("D-Bus: cannot publish: {e}");
+                    }
+                    if let Some(captured) = snap.captured_at {
+                        shared.record(Stage::CaptureToObservation, mono_now().saturating_sub(captured));
+                    }
+                    last_progress.store(mono_now().as_millis() as u64, Ordering::Relaxed);
+                    if last_monitoring != Some(snap.monitoring) {
+                        let status = status_line(snap.monitoring, &snap.reason);
+                        if snap.monitoring == MonitoringState::Active || snap.monitoring == MonitoringState::Starting {
+                            info!("monitoring: {status}");
+                        } else {
+                            warn!("monitoring: {status}");
+                        }
+                        if !ready {
+                            ready = true;
+                            let _ = notifier.ready(&status);
+                        } else {
+                            let _ = notifier.status(&status);
+                        }
+                        last_monitoring = Some(snap.monitoring);
+                    }
+                    for event in &snap.events {
+                        match event {
+                            crate::stages::AlertEvent::Raised { alert, .. } =>
+                                warn!("alert raised: {} (level {}): {}", alert.id, alert.level, alert.message),
+                            crate::stages::AlertEvent::Cleared { id, .. } => info!("alert cleared: {id}"),
+                        }
+                    }
+                }
+                Some(Update::Ended) => break Exit::SourceEnded,
+                None => {
+                    error!("pipeline: stopped unexpectedly");
+                    anyhow::bail!("the pipeline thread stopped");
+                }
+            },
+            _ = sighup.recv() => {
+                let _ = notifier.reloading();
+                let (tx, rx) = oneshot::channel();
+                let result = if commands_tx.send(Command::ReloadRules(tx)).is_ok() {
+                    rx.await.unwrap_or_else(|_| Err("the pipeline is gone".into()))
+                } else {
+                    Err("the pipeline is gone".into())
+                };
+                match (&result, &rules_path) {
+                    (Ok(summary), _) => info!("SIGHUP: rules reloaded: {summary}"),
+                    (Err(e), Some(p)) => error!("SIGHUP: keeping the running rules; {} is invalid: {e}", p.display()),
+                    (Err(e), None) => error!("SIGHUP: keeping the running rules: {e}"),
+                }
+                let status = last_monitoring.map(|m| status_line(m, "")).unwrap_or_else(|| "starting".into());
+                let _ = notifier.send(&format!("READY=1\nSTATUS={status}"));
+            }
+            _ = sigterm.recv() => break Exit::Signal,
+            _ = sigint.recv() => break Exit::Signal,
+        }
+    };
+
+    info!("stopping ({exit:?})");
+    let _ = notifier.stopping();
+    shared.stop.store(true, Ordering::Relaxed);
+    if let Some(w) = watchdog {
+        w.abort();
+    }
+    if let Some(d) = description {
+        d.abort();
+    }
+    // Let the pipeline thread see the stop flag; it never blocks longer than one model call.
+    drop(updates);
+    let deadline = std::time::Instant::now() + Duration::from_millis(1200);
+    while !pipeline_thread.is_finished() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if !pipeline_thread.is_finished() {
+        warn!("the pipeline thread is still in a model call; exiting without it");
+    }
+    let _ = conn.release_name(dbus::BUS_NAME).await;
+    Ok(exit)
+}
+
+fn status_line(m: MonitoringState, reason: &str) -> String {
+    if reason.is_empty() {
+        format!("Monitoring {}", m.name())
+    } else {
+        format!("Monitoring {}: {reason}", m.name())
+    }
+}
+
+/// Pings the watchdog at half its interval, but only while observations keep being published.
+async fn feed_watchdog(notifier: Arc<Notifier>, interval: Duration, last_progress: Arc<AtomicU64>) {
+    let mut tick = tokio::time::interval(interval / 2);
+    let mut stalled = false;
+    loop {
+        tick.tick().await;
+        let last = last_progress.load(Ordering::Relaxed);
+        let age = (mono_now().as_millis() as u64).saturating_sub(last);
+        if last > 0 && age < interval.as_millis() as u64 / 2 {
+            if stalled {
+                info!("watchdog: observations flow again");
+                stalled = false;
+            }
+            let _ = notifier.watchdog_ping();
+        } else if last > 0 && !stalled {
+            error!("watchdog: no observation for {age} ms; not feeding the watchdog");
+            stalled = true;
+        }
+    }
+}
+
+async fn refresh_description<F: Send + Sync + 'static, P: Perception<Frame = F>>(
+    conn: zbus::Connection,
+    published: Arc<Mutex<Published>>,
+    shared: Arc<Shared<F>>,
+    perception: Arc<P>,
+    interval: Duration,
+    max_tokens: usize,
+    describing: Arc<AtomicBool>,
+) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if !shared.level().0.description_enabled() || describing.load(Ordering::Relaxed) {
+            continue;
+        }
+        let Some(frame) = shared.latest_frame() else {
+            continue;
+        };
+        describing.store(true, Ordering::Relaxed);
+        let p = Arc::clone(&perception);
+        let started = std::time::Instant::now();
+        let result =
+            tokio::task::spawn_blocking(move || p.describe(&frame.frame, max_tokens)).await;
+        describing.store(false, Ordering::Relaxed);
+        shared.record(Stage::Description, started.elapsed());
+        match result {
+            Ok(Ok(text)) => {
+                if let Err(e) = dbus::publish_description(&conn, &published, text).await {
+                    warn!("D-Bus: cannot publish the description: {e}");
+                }
+            }
+            Ok(Err(e)) => warn!("description: {e}"),
+            Err(e) => warn!("description: worker failed: {e}"),
+        }
+    }
+}
+
+fn hmi_runner<F: Send + Sync + 'static, P: Perception<Frame = F>>(
+    shared: &Arc<Shared<F>>,
+    perception: &Arc<P>,
+    max_answer_tokens: usize,
+    max_description_tokens: usize,
+) -> HmiRunner {
+    let shared = Arc::clone(shared);
+    let perception = Arc::clone(perception);
+    Arc::new(move |request: &HmiRequest| {
+        let frame = shared
+            .latest_frame()
+            .ok_or_else(|| StageError::new("unavailable: no camera frame yet"))?;
+        match request {
+            HmiRequest::Ask(q) => perception.ask(&frame.frame, q, max_answer_tokens),
+            HmiRequest::Describe => perception.describe(&frame.frame, max_description_tokens),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    //! The scheduler, the publisher and the D-Bus API with test doubles for the three stages,
+    //! on a private dbus-daemon. The end-to-end tests in daemon/tests/ use the real stages.
+    use super::*;
+    use crate::client::{self, CockpitProxy, DiagnosticsProxy, WatchEvent};
+    use crate::config::{Bounded, BusKind};
+    use crate::stages::{
+        Alert, AlertEvent, Captured, DriverState, Observation, Perceived, ProbeAnswer, SourceEvent,
+    };
+    use crate::testbus::PrivateBus;
+    use std::path::Path;
+    use std::sync::atomic::AtomicBool;
+
+    /// Frame i at 50 ms intervals; the "phone" is in use for frames 10..30; `fail` stops frames.
+    struct Frames {
+        i: u64,
+        fail: Arc<AtomicBool>,
+        next_at: Duration,
+    }
+
+    impl FrameSource for Frames {
+        type Frame = u64;
+        fn next(&mut self, timeout: Duration) -> SourceEvent<u64> {
+            if self.fail.load(Ordering::Relaxed) {
+                std::thread::sleep(timeout);
+                return SourceEvent::Failed("test camera unplugged".into());
+            }
+            let now = mono_now();
+            if self.next_at > now {
+                std::thread::sleep(self.next_at - now);
+            }
+            self.next_at = mono_now() + Duration::from_millis(50);
+            self.i += 1;
+            SourceEvent::Frame(Captured {
+                frame: Arc::new(self.i),
+                timestamp: mono_now(),
+                sequence: self.i,
+            })
+        }
+        fn dropped(&self) -> u64 {
+            0
+        }
+    }
+
+    struct Model;
+
+    impl Perception for Model {
+        type Frame = u64;
+        fn probe(&self, frame: &u64) -> Result<Perceived, StageError> {
+            let phone = (10..30).contains(frame);
+            Ok(Perceived {
+                answers: vec![ProbeAnswer {
+                    probe: "phone".into(),
+                    field: "phone_in_use".into(),
+                    answer: if phone { "in hand" } else { "none" }.into(),
+                    probabilities: vec![],
+                    positive: if phone { 0.9 } else { 0.1 },
+                }],
+                vision: Duration::from_millis(1),
+                probes: Duration::from_millis(1),
+            })
+        }
+        fn describe(&self, frame: &u64, _: usize) -> Result<String, StageError> {
+            Ok(format!("frame {frame}"))
+        }
+        fn ask(&self, _: &u64, q: &str, _: usize) -> Result<String, StageError> {
+            std::thread::sleep(Duration::from_millis(30));
+            Ok(format!("you asked: {q}"))
+        }
+        fn set_low_resolution(&self, _: bool) -> Result<(), StageError> {
+            Ok(())
+        }
+        fn execution_providers(&self) -> Vec<(String, String)> {
+            vec![("vision".into(), "cpu".into())]
+        }
+    }
+
+    /// Phone alert after 200 ms of phone use, cleared at the first frame without it.
+    #[derive(Default)]
+    struct Rules {
+        since: Option<Duration>,
+        active: bool,
+    }
+
+    impl Policy for Rules {
+        fn update(&mut self, o: &Observation) -> (DriverState, Vec<AlertEvent>) {
+            let phone = o
+                .answers
+                .iter()
+                .any(|a| a.field == "phone_in_use" && a.positive > 0.5);
+            let mut events = vec![];
+            if phone {
+                let since = *self.since.get_or_insert(o.timestamp);
+                if !self.active && o.timestamp - since >= Duration::from_millis(200) {
+                    self.active = true;
+                    events.push(AlertEvent::Raised {
+                        alert: self.active_alerts()[0].clone(),
+                        at: o.timestamp,
+                    });
+                }
+            } else {
+                self.since = None;
+                if self.active {
+                    self.active = false;
+                    events.push(AlertEvent::Cleared {
+                        id: "phone_use".into(),
+                        at: o.timestamp,
+                    });
+                }
+            }
+            let state = DriverState {
+                phone_in_use: phone,
+                face_visible: o.invalid.is_none(),
+                ..DriverState::default()
+            };
+            (state, events)
+        }
+        fn active_alerts(&self) -> Vec<Alert> {
+            if self.active {
+                vec![Alert {
+                    id: "phone_use".into(),
+                    level: 2,
+                    message: "Phone in use".into(),
+                    since: self.since.unwrap_or_default(),
+                }]
+            } else {
+                vec![]
+            }
+        }
+        fn reload(&mut self) -> Result<String, StageError> {
+            Err(StageError::new("test rules cannot be reloaded"))
+        }
+    }
+
+    fn config(address: &str) -> Config {
+        let src = format!(
+            "[camera]\nsource = \"synthetic\"\nscenario = \"test\"\nfps = 20\nframe_timeout_ms = 300\n\
+             [model]\nbundle = \"x\"\n[description]\ninterval_ms = 200\n\
+             [hmi]\nmax_question_chars = 20\nmax_pending = 1\n\
+             [bus]\nkind = \"address\"\naddress = \"{address}\"\n"
+        );
+        Config::parse(&src, Path::new("/t/c.toml")).unwrap()
+    }
+
+    async fn wait_for<F: Fn(&WatchEvent) -> bool>(s: &mut zbus::MessageStream, f: F) -> WatchEvent {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let msg = tokio::time::timeout_at(deadline, client::next(s))
+                .await
+                .expect("event in time")
+                .expect("stream open")
+                .unwrap();
+            if let Some(e) = client::decode(&msg).into_iter().find(|e| f(e)) {
+                return e;
+            }
+        }
+    }
+
+    fn error_name(e: zbus::Error) -> String {
+        match e {
+            zbus::Error::MethodError(name, _, _) => name.to_string(),
+            other => format!("{other:?}"),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn publishes_state_alerts_and_answers_on_a_private_bus() {
+        let dir = tempfile::tempdir().unwrap();
+        let bus = PrivateBus::start(dir.path(), "").unwrap();
+        let mut cfg = config(&bus.address);
+        cfg.budgets.window = Bounded(5);
+        assert_eq!(cfg.bus.kind, BusKind::Address);
+        let fail = Arc::new(AtomicBool::new(false));
+        let source = Frames {
+            i: 0,
+            fail: Arc::clone(&fail),
+            next_at: Duration::ZERO,
+        };
+        let conn = zbus::connection::Builder::address(bus.address.as_str())
+            .build()
+            .await
+            .unwrap();
+        let mut signals = client::watch_stream(&conn).await.unwrap();
+        let service = tokio::spawn(run(
+            cfg,
+            source,
+            Arc::new(Model),
+            Rules::default(),
+            Arc::new(Notifier::disabled()),
+        ));
+        assert!(
+            client::wait_for_service(&conn, Duration::from_secs(10))
+                .await
+                .unwrap()
+        );
+        let cockpit = CockpitProxy::new(&conn).await.unwrap();
+
+        wait_for(
+            &mut signals,
+            |e| matches!(e, WatchEvent::Changed(n, v) if n == "PhoneInUse" && v == "true"),
+        )
+        .await;
+        let raised = wait_for(&mut signals, |e| {
+            matches!(e, WatchEvent::AlertRaised { .. })
+        })
+        .await;
+        assert!(
+            matches!(raised, WatchEvent::AlertRaised { ref id, level: 2, .. } if id == "phone_use"),
+            "{raised:?}"
+        );
+        assert_eq!(cockpit.active_alerts().await.unwrap()[0].0, "phone_use");
+        wait_for(
+            &mut signals,
+            |e| matches!(e, WatchEvent::AlertCleared { id, .. } if id == "phone_use"),
+        )
+        .await;
+        assert!(!cockpit.phone_in_use().await.unwrap());
+        assert_eq!(cockpit.monitoring_state().await.unwrap(), "active");
+
+        // Questions: answered; bad input gets a named error.
+        assert_eq!(
+            cockpit.ask("Is it raining?").await.unwrap(),
+            "you asked: Is it raining?"
+        );
+        let invalid = "org.autoneural.Cockpit1.Error.InvalidQuestion";
+        assert_eq!(error_name(cockpit.ask("").await.unwrap_err()), invalid);
+        assert_eq!(
+            error_name(cockpit.ask(&"x".repeat(21)).await.unwrap_err()),
+            invalid
+        );
+        assert_eq!(
+            error_name(cockpit.ask("a\u{1b}[2J").await.unwrap_err()),
+            invalid
+        );
+        // max_pending = 1: of two concurrent questions one is refused as busy.
+        let (a, b) = tokio::join!(cockpit.ask("one"), cockpit.ask("two"));
+        let busy: Vec<String> = [a, b]
+            .into_iter()
+            .filter_map(|r| r.err())
+            .map(error_name)
+            .collect();
+        assert_eq!(busy, ["org.autoneural.Cockpit1.Error.Busy"]);
+        wait_for(
+            &mut signals,
+            |e| matches!(e, WatchEvent::Changed(n, _) if n == "Description"),
+        )
+        .await;
+
+        let diag = DiagnosticsProxy::new(&conn).await.unwrap();
+        let stages: Vec<String> = diag
+            .latency()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|l| l.0)
+            .collect();
+        assert!(
+            stages.contains(&"capture_to_observation".to_string()),
+            "{stages:?}"
+        );
+        assert_eq!(diag.execution_providers().await.unwrap()["vision"], "cpu");
+
+        // The committed introspection matches the live object.
+        let xml = zbus::fdo::IntrospectableProxy::builder(&conn)
+            .destination(crate::dbus::BUS_NAME)
+            .path(crate::dbus::OBJECT_PATH)
+            .build()
+            .await
+            .unwrap()
+            .introspect()
+            .await
+            .unwrap();
+        let committed_path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("dbus/org.autoneural.Cockpit1.xml");
+        let live = crate::dbus::our_interfaces(&xml);
+        if std::env::var_os("AUTONEURAL_UPDATE_INTROSPECTION").is_some() {
+            std::fs::write(&committed_path, &live).unwrap();
+        }
+        let committed = std::fs::read_to_string(&committed_path).unwrap();
+        assert_eq!(
+            live, committed,
+            "update with AUTONEURAL_UPDATE_INTROSPECTION=1 if the change is intended"
+        );
+
+        // Camera failure: unavailable with the reason, then recovery.
+        fail.store(true, Ordering::Relaxed);
+        wait_for(&mut signals, |e| matches!(e, WatchEvent::Changed(n, v) if n == "MonitoringState" && v == "\"unavailable\"")).await;
+        assert!(
+            cockpit
+                .monitoring_reason()
+                .await
+                .unwrap()
+                .contains("unplugged")
+        );
+        assert!(!cockpit.is_eyes_on_road().await.unwrap());
+        fail.store(false, Ordering::Relaxed);
+        wait_for(&mut signals, |e| matches!(e, WatchEvent::Changed(n, v) if n == "MonitoringState" && v == "\"active\"")).await;
+        service.abort();
+    }
+}

@@ -1,0 +1,159 @@
+//! The pipeline's stages as the daemon sees them: a frame source, a perception stage (the model)
+//! and a policy stage. `adapters.rs` implements them with the camera, inference and policies
+//! crates; the scheduler and the D-Bus side only know these traits, which keeps them testable.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+/// CLOCK_MONOTONIC now, the clock of V4L2 buffer timestamps and of every timestamp the daemon
+/// publishes.
+pub fn mono_now() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime only writes the timespec we pass; CLOCK_MONOTONIC always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// A stage failed; the message is for logs and D-Bus errors.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{0}")]
+pub struct StageError(pub String);
+
+impl StageError {
+    pub fn new(msg: impl Into<String>) -> Self {
+        Self(msg.into())
+    }
+}
+
+/// A frame with its capture time (CLOCK_MONOTONIC) and the source's sequence number.
+pub struct Captured<F> {
+    pub frame: Arc<F>,
+    pub timestamp: Duration,
+    pub sequence: u64,
+}
+
+impl<F> Clone for Captured<F> {
+    fn clone(&self) -> Self {
+        Self {
+            frame: Arc::clone(&self.frame),
+            timestamp: self.timestamp,
+            sequence: self.sequence,
+        }
+    }
+}
+
+/// What waiting for a frame gave.
+pub enum SourceEvent<F> {
+    Frame(Captured<F>),
+    /// No new frame within the timeout.
+    Timeout,
+    /// The source failed (it keeps trying to reconnect; the reason is published).
+    Failed(String),
+    /// A finite source reached its end.
+    Ended,
+}
+
+/// A camera as the scheduler sees it: the newest frame wins, older ones are dropped (and counted).
+pub trait FrameSource: Send + 'static {
+    type Frame: Send + Sync + 'static;
+    /// Waits at most `timeout` for a frame newer than the last one returned.
+    fn next(&mut self, timeout: Duration) -> SourceEvent<Self::Frame>;
+    /// Frames the source dropped because the consumer was busy.
+    fn dropped(&self) -> u64;
+}
+
+/// One probe's answer on one frame.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProbeAnswer {
+    pub probe: String,
+    /// The observation field it feeds (`eyes_on_road`, `phone_in_use`, ...).
+    pub field: String,
+    /// The most likely answer and every answer's probability.
+    pub answer: String,
+    pub probabilities: Vec<(String, f32)>,
+    /// Probability that the field is true (sum over the probe's positive answers).
+    pub positive: f32,
+}
+
+/// The safety probes of one frame.
+#[derive(Debug, Clone)]
+pub struct Perceived {
+    pub answers: Vec<ProbeAnswer>,
+    pub vision: Duration,
+    pub probes: Duration,
+}
+
+/// The model, behind the inference crate's one priority queue: `probe` (safety) goes before
+/// `describe`, which goes before `ask`. Every method blocks; the daemon calls them from threads,
+/// never from the async runtime.
+pub trait Perception: Send + Sync + 'static {
+    type Frame: Send + Sync + 'static;
+    fn probe(&self, frame: &Self::Frame) -> Result<Perceived, StageError>;
+    fn describe(&self, frame: &Self::Frame, max_tokens: usize) -> Result<String, StageError>;
+    fn ask(
+        &self,
+        frame: &Self::Frame,
+        question: &str,
+        max_tokens: usize,
+    ) -> Result<String, StageError>;
+    /// Switches to/from the bundle's low-resolution variant.
+    fn set_low_resolution(&self, on: bool) -> Result<(), StageError>;
+    /// (graph, execution provider) for every graph.
+    fn execution_providers(&self) -> Vec<(String, String)>;
+}
+
+/// A timestamped observation: the probe answers of one frame, or why there is none.
+#[derive(Debug, Clone)]
+pub struct Observation {
+    pub timestamp: Duration,
+    pub answers: Vec<ProbeAnswer>,
+    /// Set when there is no valid data (camera failed, inference error).
+    pub invalid: Option<String>,
+}
+
+/// The driver state as published (COVESA VSS `Vehicle.Driver.*` where one exists).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct DriverState {
+    pub is_eyes_on_road: bool,
+    pub attentive_probability: f64,
+    pub distraction_level: f64,
+    pub fatigue_level: f64,
+    pub is_hands_on_wheel: bool,
+    pub phone_in_use: bool,
+    pub eyes_closed: bool,
+    pub face_visible: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Alert {
+    pub id: String,
+    pub level: u8,
+    pub message: String,
+    /// When its condition started to count (CLOCK_MONOTONIC, from the observations).
+    pub since: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum AlertEvent {
+    /// Raised, or escalated to a new level.
+    Raised {
+        alert: Alert,
+        at: Duration,
+    },
+    Cleared {
+        id: String,
+        at: Duration,
+    },
+}
+
+/// The policy engine: observations in, state and alert events out. Time comes only from the
+/// observations' timestamps.
+pub trait Policy: Send + 'static {
+    fn update(&mut self, observation: &Observation) -> (DriverState, Vec<AlertEvent>);
+    fn active_alerts(&self) -> Vec<Alert>;
+    /// Re-reads the rules file; on error the running rules stay.
+    fn reload(&mut self) -> Result<String, StageError>;
+}
