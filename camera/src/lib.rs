@@ -8,6 +8,7 @@ pub mod error;
 pub mod frame;
 pub mod handoff;
 pub mod source;
+pub mod synthetic;
 
 pub use error::{CameraError, Recovery};
 pub use frame::{Frame, PixelFormat, monotonic_now};
@@ -16,3 +17,4 @@ pub use source::{FrameSource, Health, HealthEvent};
 pub mod convert;
 
 pub use convert::{Channels, ConvertError, Converter, Filter, Fit, OutputSpec};
+pub use synthetic::{Scenario, Scene, SceneImage, SceneLabels};
