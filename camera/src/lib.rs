@@ -3,18 +3,18 @@
 //!
 //! - [`FrameSource`]: the blocking pull abstraction every source implements.
 //! - [`Capture`] / [`LatestFrame`]: the latest-frame-wins hand-off with reconnect and health events.
+//! - [`synthetic`]: procedural cabin scenes with ground truth; [`ScenarioSource`] plays a scenario.
 
+pub mod convert;
 pub mod error;
 pub mod frame;
 pub mod handoff;
 pub mod source;
 pub mod synthetic;
 
+pub use convert::{Channels, ConvertError, Converter, Filter, Fit, OutputSpec};
 pub use error::{CameraError, Recovery};
 pub use frame::{Frame, PixelFormat, monotonic_now};
 pub use handoff::{Capture, CaptureOptions, CaptureStats, LatestFrame, TakeError};
 pub use source::{FrameSource, Health, HealthEvent};
-pub mod convert;
-
-pub use convert::{Channels, ConvertError, Converter, Filter, Fit, OutputSpec};
-pub use synthetic::{Scenario, Scene, SceneImage, SceneLabels};
+pub use synthetic::{Scenario, ScenarioSource, Scene, SceneImage, SceneLabels};

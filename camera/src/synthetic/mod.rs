@@ -6,7 +6,8 @@
 //!
 //! - [`Scene::sample`] draws item `index` of a data set (`Variation::Train` or the `Shifted`
 //!   out-of-distribution set) and [`Scene::render`] paints it.
-//! - [`Scenario`] is a timeline (TOML) of driver states rendered at a frame rate.
+//! - [`Scenario`] is a timeline (TOML) of driver states rendered at a frame rate, and
+//!   [`ScenarioSource`] plays one as a [`crate::FrameSource`].
 
 mod appearance;
 mod canvas;
@@ -14,9 +15,11 @@ mod labels;
 mod rng;
 mod scenario;
 mod scene;
+mod source;
 
 pub use appearance::{Appearance, Variation};
 pub use labels::{Eyes, Face, Gaze, LabelRecord, Lighting, Phone, SceneLabels};
 pub use rng::Rng;
 pub use scenario::{BUILTIN, Scenario, ScenarioError, ScenarioFrame};
 pub use scene::{Pose, Scene, SceneImage};
+pub use source::ScenarioSource;

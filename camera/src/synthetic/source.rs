@@ -1,0 +1,172 @@
+//! A [`FrameSource`] that plays a [`Scenario`]: the synthetic camera of the demo and the tests.
+
+use std::time::Duration;
+
+use crate::{CameraError, Frame, FrameSource, PixelFormat, monotonic_now};
+
+use super::labels::SceneLabels;
+use super::scenario::Scenario;
+
+/// Plays a scenario frame by frame.
+///
+/// Frame `i` is stamped `epoch + i / fps`, where `epoch` is the monotonic time the source was created
+/// (or a fixed one, see [`ScenarioSource::with_epoch`]), so timestamps follow the scenario clock and
+/// `frame.timestamp - epoch` maps any frame back to its ground truth with [`ScenarioSource::labels_for`].
+/// With `realtime` the source sleeps until each frame's time (a live camera); without it, frames come
+/// as fast as they can be rendered (tests, benchmarks). The source ends after the last frame unless
+/// it loops; a looping source keeps the clock running (loop `k` starts at `k * duration`).
+pub struct ScenarioSource {
+    scenario: Scenario,
+    width: u32,
+    height: u32,
+    realtime: bool,
+    looping: bool,
+    epoch: Duration,
+    next: u64,
+}
+
+impl ScenarioSource {
+    pub fn new(scenario: Scenario, width: u32, height: u32) -> Self {
+        ScenarioSource {
+            scenario,
+            width,
+            height,
+            realtime: false,
+            looping: false,
+            epoch: monotonic_now(),
+            next: 0,
+        }
+    }
+
+    /// Sleep until each frame's time instead of producing frames as fast as possible.
+    pub fn realtime(mut self, realtime: bool) -> Self {
+        self.realtime = realtime;
+        self
+    }
+
+    /// Start again from the beginning after the last frame, forever.
+    pub fn looping(mut self, looping: bool) -> Self {
+        self.looping = looping;
+        self
+    }
+
+    /// Use a fixed epoch (e.g. `Duration::ZERO`) so timestamps are exactly the scenario clock.
+    pub fn with_epoch(mut self, epoch: Duration) -> Self {
+        self.epoch = epoch;
+        self
+    }
+
+    pub fn epoch(&self) -> Duration {
+        self.epoch
+    }
+
+    pub fn scenario(&self) -> &Scenario {
+        &self.scenario
+    }
+
+    /// The ground truth of the frame stamped `timestamp` by this source.
+    pub fn labels_for(&self, timestamp: Duration) -> SceneLabels {
+        let t = timestamp.saturating_sub(self.epoch).as_secs_f64();
+        let duration = self.scenario.duration().as_secs_f64();
+        let t = if self.looping && duration > 0.0 {
+            t % duration
+        } else {
+            t
+        };
+        self.scenario.labels_at(Duration::from_secs_f64(t))
+    }
+}
+
+impl FrameSource for ScenarioSource {
+    fn next_frame(&mut self) -> Result<Option<Frame>, CameraError> {
+        let count = self.scenario.frame_count();
+        if count == 0 || (!self.looping && self.next >= count) {
+            return Ok(None);
+        }
+        let sequence = self.next;
+        let (lap, index) = (sequence / count, sequence % count);
+        let rendered = self.scenario.frame(index, self.width, self.height);
+        let timestamp = self.epoch + self.scenario.duration() * lap as u32 + rendered.timestamp;
+        if self.realtime {
+            let now = monotonic_now();
+            if timestamp > now {
+                std::thread::sleep(timestamp - now);
+            }
+        }
+        self.next += 1;
+        let image = rendered.image;
+        let stride = match image.format {
+            PixelFormat::Grey => image.width,
+            _ => image.width * 3,
+        };
+        Ok(Some(Frame {
+            format: image.format,
+            width: image.width,
+            height: image.height,
+            stride,
+            data: image.data,
+            timestamp,
+            sequence,
+        }))
+    }
+
+    fn reconnect(&mut self) -> Result<(), CameraError> {
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "synthetic scenario {:?} {}x{} @ {} fps",
+            self.scenario.name, self.width, self.height, self.scenario.fps
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::synthetic::Phone;
+
+    #[test]
+    fn frames_carry_the_scenario_clock_and_end() {
+        let scenario = Scenario::builtin("phone-use").expect("shipped");
+        let count = scenario.frame_count();
+        let mut src = ScenarioSource::new(scenario, 32, 24).with_epoch(Duration::from_secs(100));
+        let mut n = 0;
+        let mut phone_frames = 0;
+        while let Some(f) = src.next_frame().expect("synthetic frames never fail") {
+            assert_eq!(f.sequence, n);
+            assert_eq!(
+                f.timestamp,
+                Duration::from_secs(100) + Duration::from_secs_f64(n as f64 / 10.0)
+            );
+            assert_eq!(f.data.len(), (f.stride * f.height) as usize);
+            phone_frames += usize::from(src.labels_for(f.timestamp).phone != Phone::None);
+            n += 1;
+        }
+        assert_eq!(n, count);
+        assert_eq!(
+            phone_frames, 80,
+            "phone in hand 4-9 s and at the ear 9-12 s at 10 fps"
+        );
+        assert!(src.next_frame().expect("ended").is_none());
+    }
+
+    #[test]
+    fn looping_keeps_the_clock_running() {
+        let scenario = Scenario::builtin("mirror-glance").expect("shipped");
+        let count = scenario.frame_count();
+        let mut src = ScenarioSource::new(scenario, 8, 8)
+            .with_epoch(Duration::ZERO)
+            .looping(true);
+        let frames: Vec<Frame> = (0..count + 2)
+            .map(|_| src.next_frame().expect("ok").expect("loops"))
+            .collect();
+        assert_eq!(frames[count as usize].timestamp, Duration::from_secs(12));
+        assert_eq!(frames[count as usize].data, frames[0].data);
+        assert_eq!(
+            src.labels_for(Duration::from_secs(17)),
+            src.labels_for(Duration::from_secs(5))
+        );
+    }
+}
