@@ -70,6 +70,13 @@ impl CameraError {
             err.raw_os_error(),
             Some(libc::ENODEV) | Some(libc::ENXIO) | Some(libc::ENOENT) | Some(libc::ESHUTDOWN)
         );
+        if err.raw_os_error() == Some(libc::ENOTTY) {
+            // The node does not speak V4L2 at all: retrying will not change that.
+            return CameraError::Unsupported {
+                device: device.to_string(),
+                reason: format!("{what}: not a V4L2 device ({err})"),
+            };
+        }
         if gone {
             CameraError::DeviceGone {
                 device: device.to_string(),

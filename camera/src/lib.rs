@@ -3,6 +3,8 @@
 //!
 //! - [`FrameSource`]: the blocking pull abstraction every source implements.
 //! - [`Capture`] / [`LatestFrame`]: the latest-frame-wins hand-off with reconnect and health events.
+//! - [`Converter`]: any [`PixelFormat`] to the model's RGB or mono input, resized.
+//! - [`V4l2Source`]: V4L2 capture (tested against vivid in a VM: camera/tests/vivid_vm.rs).
 //! - [`synthetic`]: procedural cabin scenes with ground truth; [`ScenarioSource`] plays a scenario.
 
 pub mod convert;
@@ -11,6 +13,7 @@ pub mod frame;
 pub mod handoff;
 pub mod source;
 pub mod synthetic;
+pub mod v4l2;
 
 pub use convert::{Channels, ConvertError, Converter, Filter, Fit, OutputSpec};
 pub use error::{CameraError, Recovery};
@@ -18,3 +21,4 @@ pub use frame::{Frame, PixelFormat, monotonic_now};
 pub use handoff::{Capture, CaptureOptions, CaptureStats, LatestFrame, TakeError};
 pub use source::{FrameSource, Health, HealthEvent};
 pub use synthetic::{Scenario, ScenarioSource, Scene, SceneImage, SceneLabels};
+pub use v4l2::{V4l2Config, V4l2Source};
