@@ -1,1 +1,43 @@
-//! autoneural-inference (see ARCHITECTURE.md).
+//! autoneural-inference: AutoNeural model bundles on ONNX Runtime — the QNN HTP (NPU), CPU and CUDA
+//! execution providers — with the vision -> decoder pipeline, probes, generation and timings.
+//!
+//! - [`Engine`]: synchronous; loads a bundle (manifest, checksums, tokenizer, graph I/O checks),
+//!   creates one session per graph on the configured providers, and answers probes / generates text
+//!   about frames. The image + system prefix of a frame is encoded once and reused.
+//! - [`Worker`]: a dedicated thread owning an `Engine` behind one bounded priority queue
+//!   (Safety > Description > Question); results are futures ([`JobHandle`]).
+//!
+//! The bundle and graph contract is ARCHITECTURE.md, contract 1. Libraries are found by
+//! [`libraries`] (config -> env -> project venv -> system paths).
+
+mod bundle;
+mod config;
+mod decoder;
+mod engine;
+mod error;
+mod graphs;
+pub mod libraries;
+mod preprocess;
+mod probes;
+mod providers;
+mod runtime;
+mod sampling;
+mod types;
+mod worker;
+
+pub use bundle::{
+    Bundle, DecoderSpec, GraphKind, ImageSpec, LayerType, Manifest, QnnContext, TextSpec, Variant,
+    Verify, sha256_file,
+};
+pub use config::{CpuOptions, CudaOptions, EngineConfig, PERFORMANCE_MODES, Provider, QnnOptions};
+pub use engine::Engine;
+pub use error::{BundleError, Error, FrameError, LibraryError, Result};
+pub use libraries::LibraryPaths;
+pub use preprocess::{FrameRef, PixelFormat, Preprocessor};
+pub use probes::{Probe, ProbeSet};
+pub use providers::{ModelSource, SessionReport};
+pub use sampling::Detokenizer;
+pub use types::{
+    FinishReason, Frame, GenerateParams, Generation, ProbeAnswer, ProbeOutcome, Sampling, Timings,
+};
+pub use worker::{EngineInfo, JobClass, JobHandle, QueueLimits, TextSink, Worker};

@@ -1,0 +1,347 @@
+//! The graphs' I/O buffers and the decoder state, bound once to ONNX Runtime IoBindings.
+//!
+//! Every input and output tensor is allocated once at load and bound to its session; a run writes
+//! into the bound outputs, and the runtime updates its own state in place:
+//! - conv states `[1,H,3]` (one per conv layer) are shared by the prefill and step graphs; after a run
+//!   the graph's `present_conv` is copied over them (3*H floats per layer);
+//! - KV buffers `[1,KV,C,D]` (per attention layer, key and value) are shared too; after a run only the
+//!   T new rows (`present` `[1,KV,T,D]`) are written into slots [pos, pos+T) — never a whole-cache copy;
+//! - positions and the additive attention mask are computed here (Range/Trilu do not offload).
+
+use std::time::{Duration, Instant};
+
+use ort::session::{IoBinding, Session};
+use ort::value::Tensor;
+
+use crate::bundle::{GraphKind, Manifest};
+use crate::error::{Error, ort_err};
+
+/// Accumulates the time spent inside `Session::run`.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct RunClock {
+    pub in_run: Duration,
+    pub runs: usize,
+}
+
+pub(crate) struct Graph {
+    pub kind: GraphKind,
+    pub session: Session,
+    pub binding: IoBinding,
+}
+
+impl Graph {
+    pub fn new(kind: GraphKind, session: Session) -> Result<Graph, Error> {
+        let binding = session
+            .create_binding()
+            .map_err(|e| ort_err(kind.name(), "binding", e))?;
+        Ok(Graph {
+            kind,
+            session,
+            binding,
+        })
+    }
+
+    pub fn bind_input<T: ort::value::PrimitiveTensorElementType + std::fmt::Debug>(
+        &mut self,
+        name: &str,
+        t: &Tensor<T>,
+    ) -> Result<(), Error> {
+        self.binding
+            .bind_input(name, t)
+            .map_err(|e| ort_err(self.kind.name(), "binding", e))
+    }
+
+    pub fn bind_output<T: ort::value::PrimitiveTensorElementType + std::fmt::Debug>(
+        &mut self,
+        name: &str,
+        t: &mut Tensor<T>,
+    ) -> Result<(), Error> {
+        self.binding
+            .bind_output(name, t)
+            .map_err(|e| ort_err(self.kind.name(), "binding", e))
+    }
+
+    pub fn run(&mut self, clock: &mut RunClock) -> Result<(), Error> {
+        let t = Instant::now();
+        let outputs = self
+            .session
+            .run_binding(&self.binding)
+            .map_err(|e| ort_err(self.kind.name(), "run", e))?;
+        drop(outputs); // the results are in the bound tensors
+        clock.in_run += t.elapsed();
+        clock.runs += 1;
+        Ok(())
+    }
+}
+
+pub(crate) fn zeros_f32(kind: GraphKind, shape: &[usize]) -> Result<Tensor<f32>, Error> {
+    let mut t = Tensor::<f32>::new(&ort::memory::Allocator::default(), shape.to_vec())
+        .map_err(|e| ort_err(kind.name(), "tensor allocation", e))?;
+    t.extract_tensor_mut().1.fill(0.0);
+    Ok(t)
+}
+
+pub(crate) fn zeros_i32(kind: GraphKind, shape: &[usize]) -> Result<Tensor<i32>, Error> {
+    let mut t = Tensor::<i32>::new(&ort::memory::Allocator::default(), shape.to_vec())
+        .map_err(|e| ort_err(kind.name(), "tensor allocation", e))?;
+    t.extract_tensor_mut().1.fill(0);
+    Ok(t)
+}
+
+/// Conv states and KV buffers: the decoder's memory, owned by the runtime.
+pub(crate) struct DecoderState {
+    pub conv: Vec<Tensor<f32>>,
+    /// Key then value per attention layer, in layer order.
+    pub kv: Vec<Tensor<f32>>,
+    /// Next free slot == number of positions encoded.
+    pub pos: usize,
+    pub capacity: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+}
+
+impl DecoderState {
+    pub fn new(m: &Manifest) -> Result<DecoderState, Error> {
+        let d = &m.decoder;
+        let k = GraphKind::DecoderStep;
+        let conv = d
+            .conv_layers()
+            .map(|_| zeros_f32(k, &[1, d.hidden, 3]))
+            .collect::<Result<_, _>>()?;
+        let kv = d
+            .attention_layers()
+            .flat_map(|_| [0, 1])
+            .map(|_| zeros_f32(k, &[1, d.num_kv_heads, d.kv_capacity, d.head_dim]))
+            .collect::<Result<_, _>>()?;
+        Ok(DecoderState {
+            conv,
+            kv,
+            pos: 0,
+            capacity: d.kv_capacity,
+            kv_heads: d.num_kv_heads,
+            head_dim: d.head_dim,
+        })
+    }
+
+    /// Empty context: conv states to zero (KV slots past `pos` are masked, they need no clearing).
+    pub fn reset(&mut self) {
+        for c in &mut self.conv {
+            c.extract_tensor_mut().1.fill(0.0);
+        }
+        self.pos = 0;
+    }
+
+    /// Copies the conv states into `out` (the only state that a rollback must restore: KV rows
+    /// below `pos` are never overwritten by later positions).
+    pub fn save_conv(&self, out: &mut Vec<f32>) {
+        out.clear();
+        for c in &self.conv {
+            out.extend_from_slice(c.extract_tensor().1);
+        }
+    }
+
+    pub fn restore(&mut self, conv: &[f32], pos: usize) {
+        let mut off = 0;
+        for c in &mut self.conv {
+            let dst = c.extract_tensor_mut().1;
+            dst.copy_from_slice(&conv[off..off + dst.len()]);
+            off += dst.len();
+        }
+        self.pos = pos;
+    }
+}
+
+/// A decoder graph (prefill with T = prefill_chunk, or step with T = 1) and its own I/O tensors.
+pub(crate) struct DecoderGraph {
+    pub graph: Graph,
+    pub t: usize,
+    embeds: Tensor<f32>,
+    positions: Tensor<i32>,
+    mask: Tensor<f32>,
+    logits: Tensor<f32>,
+    present_conv: Vec<Tensor<f32>>,
+    present_kv: Vec<Tensor<f32>>,
+    hidden: usize,
+    vocab: usize,
+    mask_value: f32,
+}
+
+impl DecoderGraph {
+    pub fn new(graph: Graph, m: &Manifest, state: &DecoderState) -> Result<DecoderGraph, Error> {
+        let d = &m.decoder;
+        let kind = graph.kind;
+        let t = if kind == GraphKind::DecoderStep {
+            1
+        } else {
+            d.prefill_chunk
+        };
+        let (h, c, v) = (d.hidden, d.kv_capacity, m.text.vocab_size);
+        let mut g = DecoderGraph {
+            graph,
+            t,
+            embeds: zeros_f32(kind, &[1, t, h])?,
+            positions: zeros_i32(kind, &[1, t])?,
+            mask: zeros_f32(kind, &[1, 1, t, c + t])?,
+            logits: zeros_f32(kind, &[1, t, v])?,
+            present_conv: d
+                .conv_layers()
+                .map(|_| zeros_f32(kind, &[1, h, 3]))
+                .collect::<Result<_, _>>()?,
+            present_kv: d
+                .attention_layers()
+                .flat_map(|_| [0, 1])
+                .map(|_| zeros_f32(kind, &[1, d.num_kv_heads, t, d.head_dim]))
+                .collect::<Result<_, _>>()?,
+            hidden: h,
+            vocab: v,
+            mask_value: d.mask_value,
+        };
+        let gr = &mut g.graph;
+        gr.bind_input("inputs_embeds", &g.embeds)?;
+        gr.bind_input("position_ids", &g.positions)?;
+        gr.bind_input("attention_mask", &g.mask)?;
+        gr.bind_output("logits", &mut g.logits)?;
+        for ((i, past), present) in d.conv_layers().zip(&state.conv).zip(&mut g.present_conv) {
+            gr.bind_input(&format!("past_conv.{i}"), past)?;
+            gr.bind_output(&format!("present_conv.{i}"), present)?;
+        }
+        let attn: Vec<usize> = d.attention_layers().collect();
+        for (j, i) in attn.iter().enumerate() {
+            for (k, name) in ["key", "value"].iter().enumerate() {
+                gr.bind_input(&format!("past_key_values.{i}.{name}"), &state.kv[2 * j + k])?;
+                gr.bind_output(&format!("present.{i}.{name}"), &mut g.present_kv[2 * j + k])?;
+            }
+        }
+        Ok(g)
+    }
+
+    /// Runs `rows` (exactly T embedding rows) at the state's position, updates the state in place,
+    /// and leaves the last row's logits in `last_logits`.
+    pub fn run(
+        &mut self,
+        rows: &[f32],
+        state: &mut DecoderState,
+        last_logits: &mut [f32],
+        clock: &mut RunClock,
+    ) -> Result<(), Error> {
+        let (t, h, c) = (self.t, self.hidden, state.capacity);
+        debug_assert_eq!(rows.len(), t * h);
+        let pos = state.pos;
+        if pos + t > c {
+            return Err(Error::ContextFull {
+                needed: pos + t,
+                capacity: c,
+            });
+        }
+        self.embeds.extract_tensor_mut().1.copy_from_slice(rows);
+        for (j, p) in self.positions.extract_tensor_mut().1.iter_mut().enumerate() {
+            *p = (pos + j) as i32;
+        }
+        let mv = self.mask_value;
+        let mask = self.mask.extract_tensor_mut().1;
+        for (i, row) in mask.chunks_exact_mut(c + t).enumerate() {
+            row[..pos].fill(0.0);
+            row[pos..c].fill(mv);
+            for (j, v) in row[c..].iter_mut().enumerate() {
+                *v = if j <= i { 0.0 } else { mv };
+            }
+        }
+        self.graph.run(clock)?;
+        for (dst, src) in state.conv.iter_mut().zip(&self.present_conv) {
+            dst.extract_tensor_mut()
+                .1
+                .copy_from_slice(src.extract_tensor().1);
+        }
+        let (kvh, d) = (state.kv_heads, state.head_dim);
+        for (dst, src) in state.kv.iter_mut().zip(&self.present_kv) {
+            let dst = dst.extract_tensor_mut().1;
+            let src = src.extract_tensor().1;
+            for head in 0..kvh {
+                let from = &src[head * t * d..(head + 1) * t * d];
+                let at = head * c * d + pos * d;
+                dst[at..at + t * d].copy_from_slice(from);
+            }
+        }
+        state.pos += t;
+        let logits = self.logits.extract_tensor().1;
+        last_logits.copy_from_slice(&logits[(t - 1) * self.vocab..t * self.vocab]);
+        Ok(())
+    }
+}
+
+/// The embed graph: ids (padded to prefill_chunk) -> embeddings.
+pub(crate) struct EmbedGraph {
+    pub graph: Graph,
+    ids: Tensor<i32>,
+    out: Tensor<f32>,
+    chunk: usize,
+    hidden: usize,
+    pad_id: i32,
+    vocab: usize,
+}
+
+impl EmbedGraph {
+    pub fn new(mut graph: Graph, m: &Manifest) -> Result<EmbedGraph, Error> {
+        let (chunk, h) = (m.decoder.prefill_chunk, m.decoder.hidden);
+        let ids = zeros_i32(GraphKind::Embed, &[1, chunk])?;
+        let mut out = zeros_f32(GraphKind::Embed, &[1, chunk, h])?;
+        graph.bind_input("input_ids", &ids)?;
+        graph.bind_output("inputs_embeds", &mut out)?;
+        Ok(EmbedGraph {
+            graph,
+            ids,
+            out,
+            chunk,
+            hidden: h,
+            pad_id: m.text.pad_id as i32,
+            vocab: m.text.vocab_size,
+        })
+    }
+
+    /// Appends the embeddings of `ids` to `out`.
+    pub fn embed(
+        &mut self,
+        ids: &[u32],
+        out: &mut Vec<f32>,
+        clock: &mut RunClock,
+    ) -> Result<(), Error> {
+        if let Some(bad) = ids.iter().find(|&&id| id as usize >= self.vocab) {
+            return Err(Error::Prompt(format!(
+                "token id {bad} is outside the vocabulary ({})",
+                self.vocab
+            )));
+        }
+        for piece in ids.chunks(self.chunk) {
+            let buf = self.ids.extract_tensor_mut().1;
+            buf.fill(self.pad_id);
+            for (b, &id) in buf.iter_mut().zip(piece) {
+                *b = id as i32;
+            }
+            self.graph.run(clock)?;
+            out.extend_from_slice(&self.out.extract_tensor().1[..piece.len() * self.hidden]);
+        }
+        Ok(())
+    }
+}
+
+/// The vision graph: pixel_values -> image_embeds.
+pub(crate) struct VisionGraph {
+    pub graph: Graph,
+    pub pixels: Tensor<f32>,
+    pub embeds: Tensor<f32>,
+}
+
+impl VisionGraph {
+    pub fn new(mut graph: Graph, m: &Manifest) -> Result<VisionGraph, Error> {
+        let s = m.image.size as usize;
+        let pixels = zeros_f32(GraphKind::Vision, &[1, 3, s, s])?;
+        let mut embeds = zeros_f32(GraphKind::Vision, &[1, m.image.tokens, m.decoder.hidden])?;
+        graph.bind_input("pixel_values", &pixels)?;
+        graph.bind_output("image_embeds", &mut embeds)?;
+        Ok(VisionGraph {
+            graph,
+            pixels,
+            embeds,
+        })
+    }
+}

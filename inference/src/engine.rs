@@ -1,0 +1,537 @@
+//! The synchronous pipeline over one bundle: frame -> preprocessing -> vision -> image embeddings at
+//! the `<image>` token -> chunked prefill -> probes / decode. One `Engine` is used by one thread at a
+//! time (the `Worker` owns one); every call blocks on ONNX Runtime.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use crate::bundle::{Bundle, GraphKind, Verify};
+use crate::config::{EngineConfig, Provider};
+use crate::decoder::{DecoderGraph, DecoderState, EmbedGraph, Graph, RunClock, VisionGraph};
+use crate::error::{Error, Result};
+use crate::graphs;
+use crate::preprocess::Preprocessor;
+use crate::probes::{Probe, ProbeSet};
+use crate::providers::{SessionFactory, SessionReport};
+use crate::sampling::{Detokenizer, Sampler, log_prob, stop_overlap};
+use crate::types::{
+    FinishReason, Frame, GenerateParams, Generation, ProbeAnswer, ProbeOutcome, Timings,
+};
+
+/// The encoded image + system prefix of one frame.
+struct Prefix {
+    frame_id: u64,
+    pos: usize,
+    conv: Vec<f32>,
+}
+
+/// A loaded bundle with one session per graph and the decoder's state.
+pub struct Engine {
+    bundle: Bundle,
+    variant: String,
+    reports: Vec<SessionReport>,
+    pre: Preprocessor,
+    vision: VisionGraph,
+    embed: EmbedGraph,
+    prefill: DecoderGraph,
+    step: DecoderGraph,
+    state: DecoderState,
+    /// Token ids of the prompt before the image token (system turn), the same for every question.
+    prefix_ids: Vec<u32>,
+    prefix: Option<Prefix>,
+    /// Reused buffers: embedding rows to feed, the last logits row.
+    seq: Vec<f32>,
+    logits: Vec<f32>,
+    clock: RunClock,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("bundle", &self.bundle)
+            .field("variant", &self.variant)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// Loads and verifies the bundle, creates the four sessions on the configured providers and
+    /// checks every graph's inputs/outputs against the manifest.
+    pub fn load(config: &EngineConfig) -> Result<Engine> {
+        if config.providers.is_empty() {
+            return Err(Error::Config("providers is empty".into()));
+        }
+        let verify = if config.verify_checksums {
+            Verify::Checksums
+        } else {
+            Verify::Presence
+        };
+        let bundle = Bundle::load(&config.bundle, config.probes.as_deref(), verify)?;
+        let rt = crate::runtime::runtime(&config.libraries, Some(&config.bundle))?;
+        let variant = choose_variant(config, &bundle);
+        let v = bundle.variant(&variant)?.clone();
+        let factory = SessionFactory {
+            rt,
+            config,
+            bundle: &bundle,
+            variant_name: &variant,
+            variant: &v,
+        };
+        let m = &bundle.manifest;
+        let mut reports = Vec::new();
+        let mut graphs = Vec::new();
+        for kind in GraphKind::ALL {
+            let (session, report) = factory.create(kind)?;
+            let (ins, outs) = graphs::actual(&session);
+            graphs::check(
+                &bundle.dir.join(v.graph(kind)),
+                &graphs::expected(m, kind),
+                &ins,
+                &outs,
+            )?;
+            log::info!("{report}");
+            reports.push(report);
+            graphs.push(Graph::new(kind, session)?);
+        }
+        let mut it = graphs.into_iter();
+        let (Some(vg), Some(eg), Some(pg), Some(sg)) = (it.next(), it.next(), it.next(), it.next())
+        else {
+            return Err(Error::Config("internal: four graphs expected".into()));
+        };
+        let state = DecoderState::new(m)?;
+        let vision = VisionGraph::new(vg, m)?;
+        let embed = EmbedGraph::new(eg, m)?;
+        let prefill = DecoderGraph::new(pg, m, &state)?;
+        let step = DecoderGraph::new(sg, m, &state)?;
+        let pre = Preprocessor::new(m.image.size, m.image.mean, m.image.std);
+        let logits = vec![0.0; m.text.vocab_size];
+        let mut engine = Engine {
+            prefix_ids: Vec::new(),
+            bundle,
+            variant,
+            reports,
+            pre,
+            vision,
+            embed,
+            prefill,
+            step,
+            state,
+            prefix: None,
+            seq: Vec::new(),
+            logits,
+            clock: RunClock::default(),
+        };
+        engine.prefix_ids = engine.prompt_ids("x")?.0;
+        Ok(engine)
+    }
+
+    pub fn bundle(&self) -> &Bundle {
+        &self.bundle
+    }
+    pub fn variant(&self) -> &str {
+        &self.variant
+    }
+    /// Per graph: provider, model file, creation/compile time, node placement.
+    pub fn reports(&self) -> &[SessionReport] {
+        &self.reports
+    }
+    pub fn probes(&self) -> &ProbeSet {
+        &self.bundle.probes
+    }
+    /// Positions used so far in the KV buffer (prefix + last question / generation).
+    pub fn position(&self) -> usize {
+        self.state.pos
+    }
+    pub fn kv_capacity(&self) -> usize {
+        self.state.capacity
+    }
+
+    /// Drops the cached frame prefix (the next request re-encodes its frame).
+    pub fn forget_prefix(&mut self) {
+        self.prefix = None;
+    }
+
+    /// Tokenizes the prompt for `question`: (ids before the image token, ids after it).
+    pub fn prompt_ids(&self, question: &str) -> Result<(Vec<u32>, Vec<u32>)> {
+        let t = &self.bundle.manifest.text;
+        if question.contains(&t.image_token) {
+            return Err(Error::Prompt(format!(
+                "the question contains the image token `{}`",
+                t.image_token
+            )));
+        }
+        let text = t
+            .template
+            .replace("{system}", &t.system_prompt)
+            .replace("{question}", question);
+        let enc = self
+            .bundle
+            .tokenizer
+            .encode(text, false)
+            .map_err(|e| Error::Prompt(e.to_string()))?;
+        let ids = enc.get_ids();
+        let mut at = ids
+            .iter()
+            .enumerate()
+            .filter(|(_, id)| **id == t.image_token_id)
+            .map(|(i, _)| i);
+        let (Some(i), None) = (at.next(), at.next()) else {
+            return Err(Error::Prompt(
+                "the prompt must contain exactly one image token".into(),
+            ));
+        };
+        if !self.prefix_ids.is_empty() && ids[..i] != self.prefix_ids[..] {
+            return Err(Error::Prompt(
+                "the system prefix tokenizes differently for this question".into(),
+            ));
+        }
+        Ok((ids[..i].to_vec(), ids[i + 1..].to_vec()))
+    }
+
+    /// Encodes the frame's image + system prefix unless this frame (by id) is already encoded.
+    pub fn encode_frame(&mut self, frame: &Frame) -> Result<Timings> {
+        let start = Instant::now();
+        self.clock = RunClock::default();
+        let mut timings = Timings::default();
+        self.ensure_prefix(frame, &mut timings)?;
+        self.finish_timings(&mut timings, start);
+        Ok(timings)
+    }
+
+    fn ensure_prefix(&mut self, frame: &Frame, timings: &mut Timings) -> Result<()> {
+        if let Some(p) = &self.prefix
+            && p.frame_id == frame.id
+        {
+            timings.prefix_reused = true;
+            timings.prefix_tokens = p.pos;
+            return Ok(());
+        }
+        self.prefix = None;
+        let t = Instant::now();
+        self.pre
+            .run(&frame.as_ref(), self.vision.pixels.extract_tensor_mut().1)?;
+        timings.preprocess = t.elapsed();
+
+        let t = Instant::now();
+        self.vision.graph.run(&mut self.clock)?;
+        timings.vision = t.elapsed();
+
+        let t = Instant::now();
+        let mut seq = std::mem::take(&mut self.seq);
+        seq.clear();
+        let res = self
+            .embed
+            .embed(&self.prefix_ids, &mut seq, &mut self.clock)
+            .and_then(|()| {
+                seq.extend_from_slice(self.vision.embeds.extract_tensor().1);
+                self.state.reset();
+                self.feed(&seq)
+            });
+        self.seq = seq;
+        res?;
+        timings.prefix_prefill = t.elapsed();
+        timings.prefix_tokens = self.state.pos;
+        let mut conv = Vec::new();
+        self.state.save_conv(&mut conv);
+        self.prefix = Some(Prefix {
+            frame_id: frame.id,
+            pos: self.state.pos,
+            conv,
+        });
+        Ok(())
+    }
+
+    fn restore_prefix(&mut self) -> Result<()> {
+        let p = self.prefix.as_ref().ok_or(Error::NoFrame)?;
+        self.state.restore(&p.conv, p.pos);
+        Ok(())
+    }
+
+    /// Feeds embedding rows at the current position: full chunks through decoder_prefill, the rest
+    /// through decoder_step (padding never enters the conv state). Leaves the last logits.
+    fn feed(&mut self, rows: &[f32]) -> Result<()> {
+        let h = self.bundle.manifest.decoder.hidden;
+        let n = rows.len() / h;
+        let needed = self.state.pos + n;
+        if needed > self.state.capacity {
+            return Err(Error::ContextFull {
+                needed,
+                capacity: self.state.capacity,
+            });
+        }
+        let t = self.prefill.t;
+        let mut i = 0;
+        if t > 1 {
+            while n - i >= t {
+                self.prefill.run(
+                    &rows[i * h..(i + t) * h],
+                    &mut self.state,
+                    &mut self.logits,
+                    &mut self.clock,
+                )?;
+                i += t;
+            }
+        }
+        while i < n {
+            self.step.run(
+                &rows[i * h..(i + 1) * h],
+                &mut self.state,
+                &mut self.logits,
+                &mut self.clock,
+            )?;
+            i += 1;
+        }
+        Ok(())
+    }
+
+    /// Embeds token ids and feeds them.
+    fn feed_ids(&mut self, ids: &[u32]) -> Result<()> {
+        let mut seq = std::mem::take(&mut self.seq);
+        seq.clear();
+        let res = self
+            .embed
+            .embed(ids, &mut seq, &mut self.clock)
+            .and_then(|()| self.feed(&seq));
+        self.seq = seq;
+        res
+    }
+
+    fn finish_timings(&self, timings: &mut Timings, start: Instant) {
+        timings.total = start.elapsed();
+        timings.in_session_run = self.clock.in_run;
+        timings.session_runs = self.clock.runs;
+    }
+
+    /// Answers `probes` about `frame` by constrained decoding from the frame's shared prefix (encoded
+    /// once, reused by every probe; see ARCHITECTURE.md "Probe scoring").
+    pub fn probe(&mut self, frame: &Frame, probes: &[Probe]) -> Result<ProbeOutcome> {
+        let start = Instant::now();
+        self.clock = RunClock::default();
+        let mut timings = Timings::default();
+        self.ensure_prefix(frame, &mut timings)?;
+        let t_probe = Instant::now();
+        let mut answers = Vec::with_capacity(probes.len());
+        let mut q_logits = vec![0f32; self.logits.len()];
+        let mut q_conv = Vec::new();
+        for probe in probes {
+            let (_, q_ids) = self.prompt_ids(&probe.question)?;
+            self.restore_prefix()?;
+            let t = Instant::now();
+            self.feed_ids(&q_ids)?;
+            timings.prefill += t.elapsed();
+            timings.prefill_tokens += q_ids.len();
+            q_logits.copy_from_slice(&self.logits);
+            self.state.save_conv(&mut q_conv);
+            let q_pos = self.state.pos;
+            let mut scores = Vec::with_capacity(probe.answers.len());
+            for answer in &probe.answers {
+                let ids = self.answer_ids(answer)?;
+                let mut score = log_prob(&q_logits, ids[0]);
+                if ids.len() > 1 {
+                    self.state.restore(&q_conv, q_pos);
+                    for k in 1..ids.len() {
+                        self.feed_ids(&ids[k - 1..k])?;
+                        score += log_prob(&self.logits, ids[k]);
+                    }
+                }
+                scores.push(score);
+            }
+            answers.push(probe_answer(probe, &scores));
+        }
+        timings.probe = t_probe.elapsed();
+        self.finish_timings(&mut timings, start);
+        Ok(ProbeOutcome {
+            frame_id: frame.id,
+            answers,
+            timings,
+        })
+    }
+
+    fn answer_ids(&self, answer: &str) -> Result<Vec<u32>> {
+        let enc = self
+            .bundle
+            .tokenizer
+            .encode(answer, false)
+            .map_err(|e| Error::Prompt(e.to_string()))?;
+        let ids = enc.get_ids().to_vec();
+        if ids.is_empty() {
+            return Err(Error::Prompt(format!(
+                "answer `{answer}` tokenizes to nothing"
+            )));
+        }
+        Ok(ids)
+    }
+
+    /// Generates free text about `frame` for `question`, streaming text deltas to `on_text`;
+    /// `cancel` stops decoding between tokens.
+    pub fn generate(
+        &mut self,
+        frame: &Frame,
+        question: &str,
+        params: &GenerateParams,
+        on_text: &mut dyn FnMut(&str),
+        cancel: &AtomicBool,
+    ) -> Result<Generation> {
+        Sampler::validate(&params.sampling).map_err(Error::Config)?;
+        let start = Instant::now();
+        self.clock = RunClock::default();
+        let mut timings = Timings::default();
+        let (_, q_ids) = self.prompt_ids(question)?;
+        self.ensure_prefix(frame, &mut timings)?;
+        self.restore_prefix()?;
+        let t = Instant::now();
+        self.feed_ids(&q_ids)?;
+        timings.prefill = t.elapsed();
+        timings.prefill_tokens = q_ids.len();
+
+        let mut stops: Vec<u32> = params.stop_tokens.clone();
+        if params.use_bundle_stop_tokens {
+            stops.extend_from_slice(&self.bundle.stop_ids);
+        }
+        let mut sampler = Sampler::new(params.sampling.clone());
+        let mut detok = Detokenizer::new();
+        let mut tokens = Vec::new();
+        let mut text = String::new();
+        let mut emitted = 0usize;
+        let mut decode_start = None;
+        let finish = loop {
+            if cancel.load(Ordering::Relaxed) {
+                break FinishReason::Cancelled;
+            }
+            if tokens.len() >= params.max_tokens {
+                break FinishReason::Length;
+            }
+            let tok = sampler.choose(&self.logits);
+            if decode_start.is_none() {
+                timings.ttft = Some(start.elapsed());
+                decode_start = Some(Instant::now());
+            }
+            if stops.contains(&tok) {
+                break FinishReason::Stop;
+            }
+            tokens.push(tok);
+            let delta = detok
+                .push(&self.bundle.tokenizer, tok)
+                .map_err(Error::Prompt)?;
+            text.push_str(&delta);
+            if let Some(cut) = find_stop(&text, emitted, &params.stop_strings) {
+                text.truncate(cut);
+                break FinishReason::Stop;
+            }
+            let safe = text.len() - stop_overlap(&text, &params.stop_strings);
+            if safe > emitted {
+                on_text(&text[emitted..safe]);
+                emitted = safe;
+            }
+            if tokens.len() >= params.max_tokens {
+                break FinishReason::Length;
+            }
+            if self.state.pos + 1 > self.state.capacity {
+                break FinishReason::ContextFull;
+            }
+            self.feed_ids(&[tok])?;
+        };
+        if text.len() > emitted {
+            on_text(&text[emitted..]);
+        }
+        if let Some(d) = decode_start {
+            timings.decode = d.elapsed();
+            timings.decode_tokens = tokens.len().saturating_sub(1);
+        }
+        self.finish_timings(&mut timings, start);
+        Ok(Generation {
+            text,
+            tokens,
+            finish,
+            timings,
+        })
+    }
+}
+
+/// Byte index where the first stop string starts, searching the not-yet-emitted tail.
+fn find_stop(text: &str, emitted: usize, stops: &[String]) -> Option<usize> {
+    let from = emitted.saturating_sub(stops.iter().map(String::len).max().unwrap_or(0));
+    let from = (0..=from)
+        .rev()
+        .find(|&i| text.is_char_boundary(i))
+        .unwrap_or(0);
+    stops
+        .iter()
+        .filter(|s| !s.is_empty())
+        .filter_map(|s| text[from..].find(s.as_str()).map(|i| from + i))
+        .min()
+}
+
+fn probe_answer(probe: &Probe, scores: &[f64]) -> ProbeAnswer {
+    let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let exps: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
+    let total: f64 = exps.iter().sum();
+    let probabilities: Vec<(String, f32)> = probe
+        .answers
+        .iter()
+        .zip(&exps)
+        .map(|(a, e)| (a.clone(), (e / total) as f32))
+        .collect();
+    let best = exps
+        .iter()
+        .enumerate()
+        .fold(0, |b, (i, e)| if *e > exps[b] { i } else { b });
+    let field_probability = probe
+        .answers
+        .iter()
+        .zip(&exps)
+        .filter(|(a, _)| probe.positive.contains(a))
+        .map(|(_, e)| e / total)
+        .sum::<f64>() as f32;
+    ProbeAnswer {
+        id: probe.id.clone(),
+        field: probe.field.clone(),
+        answer: probe.answers[best].clone(),
+        probabilities,
+        field_probability,
+    }
+}
+
+fn choose_variant(config: &EngineConfig, bundle: &Bundle) -> String {
+    if let Some(v) = &config.variant {
+        return v.clone();
+    }
+    let variants = &bundle.manifest.variants;
+    if matches!(config.providers.first(), Some(Provider::Qnn(_)))
+        && let Some((name, _)) = variants.iter().find(|(_, v)| v.is_quantized())
+    {
+        return name.clone();
+    }
+    if variants.contains_key("fp32") {
+        return "fp32".into();
+    }
+    variants.keys().next().cloned().unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn find_stop_sees_strings_straddling_the_emitted_boundary() {
+        let stops = vec!["STOP".to_string()];
+        assert_eq!(find_stop("abcSTOPx", 5, &stops), Some(3));
+        assert_eq!(find_stop("abc", 0, &stops), None);
+    }
+
+    #[test]
+    fn probe_answer_normalises_over_the_answer_set() {
+        let probe = Probe {
+            id: "p".into(),
+            question: "q".into(),
+            answers: vec!["a".into(), "b".into(), "c".into()],
+            field: "f".into(),
+            positive: vec!["b".into(), "c".into()],
+        };
+        let a = probe_answer(&probe, &[-1.0, -2.0, -3.0]);
+        assert_eq!(a.answer, "a");
+        let total: f32 = a.probabilities.iter().map(|(_, p)| p).sum();
+        assert!((total - 1.0).abs() < 1e-6);
+        assert!((a.field_probability - (1.0 - a.probabilities[0].1)).abs() < 1e-6);
+    }
+}

@@ -1,0 +1,589 @@
+//! Creating one ONNX Runtime session per graph on the first provider of the configured list that
+//! can run it, with the QNN EP context cache, and reporting where every node ended up.
+//!
+//! Fallback rule: a provider that is *unavailable* (its library or device is missing) is skipped.
+//! A provider that is available but cannot run the graph is skipped too — unless
+//! `require_full_offload` is set, then that is a loud error (the NPU claim is checked, not assumed).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use ort::session::Session;
+use sha2::{Digest, Sha256};
+
+use crate::bundle::{Bundle, GraphKind, Variant};
+use crate::config::{
+    CpuOptions, CudaOptions, EngineConfig, PERFORMANCE_MODES, Provider, QnnOptions,
+};
+use crate::error::{Error, LibraryError};
+use crate::libraries::{self, Library};
+use crate::runtime::{QNN_EP_NAME, Runtime};
+
+/// Where the model a session was created from came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelSource {
+    /// The bundle's ONNX graph, compiled by the EP now (CPU/CUDA, or QNN without a cache dir).
+    Graph,
+    /// QNN: compiled now and written to the EP context cache.
+    CompiledToCache,
+    /// QNN: an EP context binary from the cache (no compilation).
+    Cache,
+    /// QNN: a precompiled EP context binary shipped in the bundle.
+    BundleContext,
+}
+
+/// What the runtime reports per graph: the provider, the model file, timings, node placement.
+#[derive(Debug, Clone)]
+pub struct SessionReport {
+    pub graph: GraphKind,
+    /// `qnn`, `cpu` or `cuda`.
+    pub provider: &'static str,
+    pub model: PathBuf,
+    pub source: ModelSource,
+    /// Session creation, including any compilation of the graph for the EP.
+    pub create_time: Duration,
+    /// Of which: compiling and writing the EP context binary (zero unless `CompiledToCache`).
+    pub compile_time: Duration,
+    /// Number of nodes per ONNX Runtime EP name (from the session's EP graph assignment).
+    pub nodes_per_ep: BTreeMap<String, usize>,
+    /// `op_type` of nodes that are not on the selected provider's EP (empty = fully offloaded).
+    pub fallback_ops: Vec<String>,
+    /// Providers tried before this one and why they were not used.
+    pub skipped: Vec<String>,
+}
+
+impl SessionReport {
+    pub fn fully_offloaded(&self) -> bool {
+        self.fallback_ops.is_empty()
+    }
+}
+
+impl std::fmt::Display for SessionReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let nodes: Vec<String> = self
+            .nodes_per_ep
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}"))
+            .collect();
+        write!(
+            f,
+            "{:<16} {:<4} {:?} created in {:.1} ms (compile {:.1} ms), nodes [{}]",
+            self.graph.name(),
+            self.provider,
+            self.source,
+            self.create_time.as_secs_f64() * 1e3,
+            self.compile_time.as_secs_f64() * 1e3,
+            nodes.join(", ")
+        )?;
+        if !self.fallback_ops.is_empty() {
+            write!(
+                f,
+                " NOT on {}: {}",
+                self.provider,
+                self.fallback_ops.join(", ")
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Why a provider could not be used for a graph.
+enum Attempt {
+    /// Library/device missing: try the next provider even with require_full_offload.
+    Unavailable(String),
+    /// Available but failed on this graph.
+    Failed(Error),
+}
+
+pub(crate) struct SessionFactory<'a> {
+    pub rt: &'static Runtime,
+    pub config: &'a EngineConfig,
+    pub bundle: &'a Bundle,
+    pub variant_name: &'a str,
+    pub variant: &'a Variant,
+}
+
+impl SessionFactory<'_> {
+    /// A session for `kind` on the first provider that can run it.
+    pub fn create(&self, kind: GraphKind) -> Result<(Session, SessionReport), Error> {
+        let mut skipped = Vec::new();
+        for provider in &self.config.providers {
+            let attempt = match provider {
+                Provider::Cpu(o) => self.cpu(kind, o),
+                Provider::Qnn(o) => self.qnn(kind, o),
+                Provider::Cuda(o) => self.cuda(kind, o),
+            };
+            match attempt {
+                Ok((session, mut report)) => {
+                    if self.config.require_full_offload && !report.fully_offloaded() {
+                        return Err(Error::NotFullyOffloaded {
+                            graph: kind.name().into(),
+                            provider: provider.name().into(),
+                            reason: format!(
+                                "nodes on other EPs: {}",
+                                report.fallback_ops.join(", ")
+                            ),
+                        });
+                    }
+                    report.skipped = skipped;
+                    return Ok((session, report));
+                }
+                Err(Attempt::Unavailable(why)) => {
+                    log::info!(
+                        "graph {}: provider {} unavailable: {why}",
+                        kind.name(),
+                        provider.name()
+                    );
+                    skipped.push(format!("{}: unavailable: {why}", provider.name()));
+                }
+                Err(Attempt::Failed(e)) => {
+                    if self.config.require_full_offload && !matches!(provider, Provider::Cpu(_)) {
+                        return Err(match e {
+                            Error::Ort { message, .. } => Error::NotFullyOffloaded {
+                                graph: kind.name().into(),
+                                provider: provider.name().into(),
+                                reason: message,
+                            },
+                            other => other,
+                        });
+                    }
+                    if matches!(e, Error::Bundle(_)) {
+                        return Err(e); // a bad graph is bad on every provider
+                    }
+                    log::warn!(
+                        "graph {}: provider {} failed, trying the next: {e}",
+                        kind.name(),
+                        provider.name()
+                    );
+                    skipped.push(format!("{}: {e}", provider.name()));
+                }
+            }
+        }
+        Err(Error::NoProvider {
+            graph: kind.name().into(),
+            attempts: skipped,
+        })
+    }
+
+    fn graph_path(&self, kind: GraphKind) -> PathBuf {
+        self.bundle.dir.join(self.variant.graph(kind))
+    }
+
+    fn builder(&self, kind: GraphKind) -> Result<ort::session::builder::SessionBuilder, Attempt> {
+        let b = Session::builder(&self.rt.env)
+            .map_err(|e| Attempt::Failed(ort_fail(kind, "session options", e)))?;
+        b.with_config_entry("session.record_ep_graph_assignment_info", "1")
+            .map_err(|e| Attempt::Failed(ort_fail(kind, "session options", e.into())))
+    }
+
+    fn cpu(&self, kind: GraphKind, o: &CpuOptions) -> Result<(Session, SessionReport), Attempt> {
+        let fail = |e: ort::Error| Attempt::Failed(ort_fail(kind, "session creation", e));
+        let mut b = self.builder(kind)?;
+        if o.threads > 0 {
+            b = b
+                .with_intra_threads(o.threads)
+                .map_err(|e| fail(e.into()))?;
+        }
+        b = b
+            .with_intra_op_spinning(false)
+            .map_err(|e| fail(e.into()))?;
+        // Name the CPU device explicitly: with no EP appended ONNX Runtime would pick devices by
+        // policy, which may put the graph on a registered NPU.
+        let cpu: Vec<_> = self
+            .rt
+            .env
+            .devices()
+            .filter(|d| d.ep().is_ok_and(|n| n == "CPUExecutionProvider"))
+            .collect();
+        if cpu.is_empty() {
+            return Err(Attempt::Unavailable(
+                "ONNX Runtime lists no CPU device".into(),
+            ));
+        }
+        b = b.with_devices(cpu, None).map_err(|e| fail(e.into()))?;
+        let path = self.graph_path(kind);
+        let t = Instant::now();
+        let session = b.commit_from_file(&path).map_err(fail)?;
+        let create_time = t.elapsed();
+        let report = report(
+            kind,
+            "cpu",
+            "CPUExecutionProvider",
+            path,
+            ModelSource::Graph,
+            create_time,
+            Duration::ZERO,
+            &session,
+        );
+        Ok((session, report))
+    }
+
+    fn cuda(&self, kind: GraphKind, o: &CudaOptions) -> Result<(Session, SessionReport), Attempt> {
+        let dir = self
+            .rt
+            .ort_lib
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let lib = dir.join("libonnxruntime_providers_cuda.so");
+        if !lib.is_file() {
+            return Err(Attempt::Unavailable(format!(
+                "{} not found (the CPU onnxruntime wheel has no CUDA EP)",
+                lib.display()
+            )));
+        }
+        let fail = |e: ort::Error| Attempt::Failed(ort_fail(kind, "session creation", e));
+        let ep = ort::ep::CUDA::default()
+            .with_device_id(o.device_id)
+            .build()
+            .error_on_failure();
+        let mut b = self.builder(kind)?;
+        b = b
+            .with_execution_providers([ep])
+            .map_err(|e| fail(e.into()))?;
+        let path = self.graph_path(kind);
+        let t = Instant::now();
+        let session = b.commit_from_file(&path).map_err(fail)?;
+        let create_time = t.elapsed();
+        let report = report(
+            kind,
+            "cuda",
+            "CUDAExecutionProvider",
+            path,
+            ModelSource::Graph,
+            create_time,
+            Duration::ZERO,
+            &session,
+        );
+        Ok((session, report))
+    }
+
+    fn qnn(&self, kind: GraphKind, o: &QnnOptions) -> Result<(Session, SessionReport), Attempt> {
+        if !PERFORMANCE_MODES.contains(&o.performance_mode.as_str()) {
+            return Err(Attempt::Failed(Error::Config(format!(
+                "qnn performance_mode `{}` is not one of {}",
+                o.performance_mode,
+                PERFORMANCE_MODES.join(", ")
+            ))));
+        }
+        let libs = &self.config.libraries;
+        let bundle_dir = Some(self.bundle.dir.as_path());
+        let unavailable = |e: LibraryError| Attempt::Unavailable(e.to_string());
+        let ep_lib = libraries::resolve(Library::QnnEp, libs, bundle_dir).map_err(unavailable)?;
+        let backend =
+            libraries::resolve(Library::QnnBackend, libs, bundle_dir).map_err(unavailable)?;
+        self.rt
+            .ensure_qnn(&ep_lib)
+            .map_err(|e| Attempt::Unavailable(e.to_string()))?;
+        if !self
+            .rt
+            .env
+            .devices()
+            .any(|d| d.ep().is_ok_and(|n| n == QNN_EP_NAME))
+        {
+            return Err(Attempt::Unavailable(
+                "the QNN EP library registered no device".into(),
+            ));
+        }
+        let options = vec![
+            (
+                format!("{QNN_EP_NAME}.backend_path"),
+                backend.display().to_string(),
+            ),
+            (format!("{QNN_EP_NAME}.htp_arch"), o.htp_arch.to_string()),
+            (format!("{QNN_EP_NAME}.soc_model"), o.soc_model.to_string()),
+            (
+                format!("{QNN_EP_NAME}.htp_performance_mode"),
+                o.performance_mode.clone(),
+            ),
+        ];
+        let make =
+            |extra: &[(&str, String)]| -> Result<ort::session::builder::SessionBuilder, Attempt> {
+                let fail = |e: ort::Error| Attempt::Failed(ort_fail(kind, "session options", e));
+                let mut b = self.builder(kind)?;
+                if o.threads > 0 {
+                    b = b
+                        .with_intra_threads(o.threads)
+                        .map_err(|e| fail(e.into()))?;
+                }
+                if self.config.require_full_offload {
+                    b = b.with_disable_cpu_fallback().map_err(|e| fail(e.into()))?;
+                }
+                for (k, v) in extra {
+                    b = b.with_config_entry(*k, v).map_err(|e| fail(e.into()))?;
+                }
+                let devices = self
+                    .rt
+                    .env
+                    .devices()
+                    .filter(|d| d.ep().is_ok_and(|n| n == QNN_EP_NAME));
+                b.with_devices(devices, Some(&options))
+                    .map_err(|e| fail(e.into()))
+            };
+        let commit = |mut b: ort::session::builder::SessionBuilder,
+                      path: &Path|
+         -> Result<(Session, Duration), Attempt> {
+            let t = Instant::now();
+            let s = b
+                .commit_from_file(path)
+                .map_err(|e| Attempt::Failed(ort_fail(kind, "session creation", e)))?;
+            Ok((s, t.elapsed()))
+        };
+
+        // 1. A context binary shipped in the bundle for exactly this HTP.
+        if let (Some(rel), Some(ctx)) = (
+            self.variant.qnn_context_graph(kind),
+            self.variant.qnn_context.as_ref(),
+        ) && ctx.htp_arch == o.htp_arch
+            && ctx.soc_model == o.soc_model
+        {
+            let path = self.bundle.dir.join(rel);
+            let (s, dt) = commit(make(&[])?, &path)?;
+            let r = report(
+                kind,
+                "qnn",
+                QNN_EP_NAME,
+                path,
+                ModelSource::BundleContext,
+                dt,
+                Duration::ZERO,
+                &s,
+            );
+            return Ok((s, r));
+        }
+        let graph = self.graph_path(kind);
+        let Some(cache_root) = &self.config.cache_dir else {
+            let (s, dt) = commit(make(&[])?, &graph)?;
+            let r = report(
+                kind,
+                "qnn",
+                QNN_EP_NAME,
+                graph,
+                ModelSource::Graph,
+                dt,
+                Duration::ZERO,
+                &s,
+            );
+            return Ok((s, r));
+        };
+        // 2. The cache, keyed by the graph's checksum, the options and the library versions.
+        let key = self.cache_key(kind, o, &ep_lib, &backend);
+        let dir = cache_root.join(format!(
+            "{}-{}-{}-{}",
+            self.bundle.manifest.name,
+            self.variant_name,
+            kind.name(),
+            &key[..16]
+        ));
+        let ctx_file = dir.join(format!("{}_ctx.onnx", kind.name()));
+        if ctx_file.is_file() {
+            match commit(make(&[])?, &ctx_file) {
+                Ok((s, dt)) => {
+                    let r = report(
+                        kind,
+                        "qnn",
+                        QNN_EP_NAME,
+                        ctx_file,
+                        ModelSource::Cache,
+                        dt,
+                        Duration::ZERO,
+                        &s,
+                    );
+                    return Ok((s, r));
+                }
+                Err(Attempt::Failed(e)) => {
+                    // A damaged cache entry is rebuilt, not fatal.
+                    log::warn!(
+                        "EP context cache {} unusable, recompiling: {e}",
+                        dir.display()
+                    );
+                    let _ = std::fs::remove_dir_all(&dir);
+                }
+                Err(other) => return Err(other),
+            }
+        }
+        // 3. Compile now into a private directory, publish it with one rename, then load it back so
+        // what runs is exactly what the next start will load.
+        let cache_err = |e: std::io::Error, p: &Path| {
+            Attempt::Failed(Error::Cache {
+                path: p.to_path_buf(),
+                message: e.to_string(),
+            })
+        };
+        std::fs::create_dir_all(cache_root).map_err(|e| cache_err(e, cache_root))?;
+        let tmp = cache_root.join(format!(
+            ".tmp-{}-{}-{}",
+            kind.name(),
+            std::process::id(),
+            &key[..16]
+        ));
+        let _ = std::fs::remove_dir_all(&tmp);
+        std::fs::create_dir_all(&tmp).map_err(|e| cache_err(e, &tmp))?;
+        let tmp_ctx = tmp.join(format!("{}_ctx.onnx", kind.name()));
+        let compile_opts = [
+            ("ep.context_enable", "1".to_string()),
+            ("ep.context_file_path", tmp_ctx.display().to_string()),
+            ("ep.context_embed_mode", "0".to_string()),
+        ];
+        let compiled = commit(make(&compile_opts)?, &graph);
+        let compile_time = match compiled {
+            Ok((s, dt)) => {
+                drop(s);
+                dt
+            }
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&tmp);
+                return Err(e);
+            }
+        };
+        if !tmp_ctx.is_file() {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(Attempt::Failed(Error::Cache {
+                path: tmp_ctx,
+                message: "QNN EP did not write an EP context model".into(),
+            }));
+        }
+        match std::fs::rename(&tmp, &dir) {
+            Ok(()) => {}
+            // Another process published the same key first: theirs is as good as ours.
+            Err(_) if ctx_file.is_file() => {
+                let _ = std::fs::remove_dir_all(&tmp);
+            }
+            Err(e) => return Err(cache_err(e, &dir)),
+        }
+        let (s, dt) = commit(make(&[])?, &ctx_file)?;
+        let r = report(
+            kind,
+            "qnn",
+            QNN_EP_NAME,
+            ctx_file,
+            ModelSource::CompiledToCache,
+            compile_time + dt,
+            compile_time,
+            &s,
+        );
+        Ok((s, r))
+    }
+
+    fn cache_key(&self, kind: GraphKind, o: &QnnOptions, ep_lib: &Path, backend: &Path) -> String {
+        let mut h = Sha256::new();
+        let graph_rel = self.variant.graph(kind);
+        h.update(b"autoneural-qnn-ctx/1\n");
+        h.update(graph_rel.as_bytes());
+        h.update(self.bundle.checksum_of(graph_rel).unwrap_or("").as_bytes());
+        h.update(
+            format!(
+                "\n{}|{}|{}|{}\n",
+                o.htp_arch, o.soc_model, o.performance_mode, self.config.require_full_offload
+            )
+            .as_bytes(),
+        );
+        h.update(self.rt.version().as_bytes());
+        for lib in [ep_lib, backend] {
+            let meta = std::fs::metadata(lib).ok();
+            let size = meta.as_ref().map(|m| m.len()).unwrap_or(0);
+            let mtime = meta
+                .and_then(|m| m.modified().ok())
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
+            h.update(format!("{}|{size}|{mtime:?}\n", lib.display()).as_bytes());
+        }
+        h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+fn ort_fail(kind: GraphKind, during: &'static str, e: ort::Error) -> Error {
+    crate::error::ort_err(kind.name(), during, e)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn report(
+    kind: GraphKind,
+    provider: &'static str,
+    ep: &str,
+    model: PathBuf,
+    source: ModelSource,
+    create_time: Duration,
+    compile_time: Duration,
+    session: &Session,
+) -> SessionReport {
+    let assignment = assignment(session);
+    let mut nodes_per_ep = BTreeMap::new();
+    let mut fallback_ops = Vec::new();
+    for (ep_name, ops) in &assignment {
+        *nodes_per_ep.entry(ep_name.clone()).or_insert(0) += ops.len();
+        if ep_name != ep {
+            fallback_ops.extend(ops.iter().cloned());
+        }
+    }
+    SessionReport {
+        graph: kind,
+        provider,
+        model,
+        source,
+        create_time,
+        compile_time,
+        nodes_per_ep,
+        fallback_ops,
+        skipped: Vec::new(),
+    }
+}
+
+/// (EP name, op types of its nodes) per assigned subgraph, read through the C API that `ort` does not
+/// wrap yet. Empty if the library does not provide it.
+fn assignment(session: &Session) -> Vec<(String, Vec<String>)> {
+    use ort::AsPointer;
+    use std::ffi::{CStr, c_char};
+    let api = ort::api();
+    let mut out = Vec::new();
+    // SAFETY: the session pointer is valid for the call; the returned arrays and strings are owned by
+    // the session and only read here, before the session can be dropped. Every status is released.
+    unsafe {
+        let check = |st: ort::sys::OrtStatusPtr| -> bool {
+            if st.0.is_null() {
+                true
+            } else {
+                (api.ReleaseStatus)(st.0);
+                false
+            }
+        };
+        let mut subgraphs: *const *const ort::sys::OrtEpAssignedSubgraph = std::ptr::null();
+        let mut n = 0usize;
+        if !check((api.Session_GetEpGraphAssignmentInfo)(
+            session.ptr(),
+            &mut subgraphs,
+            &mut n,
+        )) || subgraphs.is_null()
+        {
+            return out;
+        }
+        let cstr = |p: *const c_char| {
+            if p.is_null() {
+                String::new()
+            } else {
+                CStr::from_ptr(p).to_string_lossy().into_owned()
+            }
+        };
+        for i in 0..n {
+            let sg = *subgraphs.add(i);
+            let mut name: *const c_char = std::ptr::null();
+            if !check((api.EpAssignedSubgraph_GetEpName)(sg, &mut name)) {
+                continue;
+            }
+            let mut nodes: *const *const ort::sys::OrtEpAssignedNode = std::ptr::null();
+            let mut nn = 0usize;
+            let mut ops = Vec::new();
+            if check((api.EpAssignedSubgraph_GetNodes)(sg, &mut nodes, &mut nn)) && !nodes.is_null()
+            {
+                for j in 0..nn {
+                    let mut op: *const c_char = std::ptr::null();
+                    if check((api.EpAssignedNode_GetOperatorType)(*nodes.add(j), &mut op)) {
+                        ops.push(cstr(op));
+                    }
+                }
+            }
+            out.push((cstr(name), ops));
+        }
+    }
+    out
+}
