@@ -105,6 +105,10 @@ pub struct QnnOptions {
     /// Threads for the (CPU) parts of a QNN session; 0 = ONNX Runtime's default.
     #[serde(default)]
     pub threads: usize,
+    /// Load the bundle's precompiled EP context binaries when they match htp_arch/soc_model
+    /// (default true); false compiles from the ONNX graphs (through the cache).
+    #[serde(default = "yes")]
+    pub use_bundle_context: bool,
 }
 
 pub const PERFORMANCE_MODES: &[&str] = &[
@@ -137,6 +141,7 @@ impl Default for QnnOptions {
             soc_model: 39,
             performance_mode: default_perf(),
             threads: 0,
+            use_bundle_context: true,
         }
     }
 }

@@ -497,10 +497,13 @@ fn choose_variant(config: &EngineConfig, bundle: &Bundle) -> String {
         return v.clone();
     }
     let variants = &bundle.manifest.variants;
-    if matches!(config.providers.first(), Some(Provider::Qnn(_)))
-        && let Some((name, _)) = variants.iter().find(|(_, v)| v.is_quantized())
-    {
-        return name.clone();
+    if matches!(config.providers.first(), Some(Provider::Qnn(_))) {
+        if variants.contains_key("w8a16") {
+            return "w8a16".into();
+        }
+        if let Some((name, _)) = variants.iter().find(|(_, v)| v.is_quantized()) {
+            return name.clone();
+        }
     }
     if variants.contains_key("fp32") {
         return "fp32".into();

@@ -88,9 +88,7 @@ pub fn expected(m: &Manifest, kind: GraphKind) -> Signature {
 pub type Io = Vec<(String, ValueType)>;
 
 /// The I/O a session reports.
-pub fn actual(
-    session: &ort::session::Session,
-) -> (Io, Io) {
+pub fn actual(session: &ort::session::Session) -> (Io, Io) {
     let f = |o: &ort::value::Outlet| (o.name().to_string(), o.dtype().clone());
     (
         session.inputs().iter().map(f).collect(),

@@ -335,7 +335,8 @@ impl SessionFactory<'_> {
         if let (Some(rel), Some(ctx)) = (
             self.variant.qnn_context_graph(kind),
             self.variant.qnn_context.as_ref(),
-        ) && ctx.htp_arch == o.htp_arch
+        ) && o.use_bundle_context
+            && ctx.htp_arch == o.htp_arch
             && ctx.soc_model == o.soc_model
         {
             let path = self.bundle.dir.join(rel);
@@ -467,29 +468,41 @@ impl SessionFactory<'_> {
     }
 
     fn cache_key(&self, kind: GraphKind, o: &QnnOptions, ep_lib: &Path, backend: &Path) -> String {
-        let mut h = Sha256::new();
         let graph_rel = self.variant.graph(kind);
-        h.update(b"autoneural-qnn-ctx/1\n");
-        h.update(graph_rel.as_bytes());
-        h.update(self.bundle.checksum_of(graph_rel).unwrap_or("").as_bytes());
-        h.update(
-            format!(
-                "\n{}|{}|{}|{}\n",
+        let libs: Vec<String> = [ep_lib, backend]
+            .iter()
+            .map(|lib| {
+                let meta = std::fs::metadata(lib).ok();
+                let size = meta.as_ref().map(|m| m.len()).unwrap_or(0);
+                let mtime = meta
+                    .and_then(|m| m.modified().ok())
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
+                format!("{}|{size}|{mtime:?}", lib.display())
+            })
+            .collect();
+        cache_key(&[
+            graph_rel,
+            self.bundle.checksum_of(graph_rel).unwrap_or(""),
+            &format!(
+                "{}|{}|{}|{}",
                 o.htp_arch, o.soc_model, o.performance_mode, self.config.require_full_offload
-            )
-            .as_bytes(),
-        );
-        h.update(self.rt.version().as_bytes());
-        for lib in [ep_lib, backend] {
-            let meta = std::fs::metadata(lib).ok();
-            let size = meta.as_ref().map(|m| m.len()).unwrap_or(0);
-            let mtime = meta
-                .and_then(|m| m.modified().ok())
-                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
-            h.update(format!("{}|{size}|{mtime:?}\n", lib.display()).as_bytes());
-        }
-        h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+            ),
+            &self.rt.version(),
+            &libs.join("\n"),
+        ])
     }
+}
+
+/// SHA-256 over the parts that decide what an EP context binary contains: the graph file and its
+/// checksum (a changed bundle invalidates), the EP options, ONNX Runtime and the QNN libraries.
+pub(crate) fn cache_key(parts: &[&str]) -> String {
+    let mut h = Sha256::new();
+    h.update(b"autoneural-qnn-ctx/1");
+    for p in parts {
+        h.update((p.len() as u64).to_le_bytes());
+        h.update(p.as_bytes());
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn ort_fail(kind: GraphKind, during: &'static str, e: ort::Error) -> Error {
@@ -586,4 +599,52 @@ fn assignment(session: &Session) -> Vec<(String, Vec<String>)> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_key_changes_with_the_graph_checksum_and_options() {
+        let base = cache_key(&[
+            "w8a16/vision.onnx",
+            "aa",
+            "68|39|burst|true",
+            "1.31.1",
+            "libs",
+        ]);
+        assert_eq!(
+            base,
+            cache_key(&[
+                "w8a16/vision.onnx",
+                "aa",
+                "68|39|burst|true",
+                "1.31.1",
+                "libs"
+            ])
+        );
+        assert_ne!(
+            base,
+            cache_key(&[
+                "w8a16/vision.onnx",
+                "ab",
+                "68|39|burst|true",
+                "1.31.1",
+                "libs"
+            ])
+        );
+        assert_ne!(
+            base,
+            cache_key(&[
+                "w8a16/vision.onnx",
+                "aa",
+                "73|39|burst|true",
+                "1.31.1",
+                "libs"
+            ])
+        );
+        // part boundaries matter: ("ab","c") differs from ("a","bc")
+        assert_ne!(cache_key(&["ab", "c"]), cache_key(&["a", "bc"]));
+    }
 }

@@ -1,0 +1,698 @@
+//! End-to-end tests of the inference crate against the committed bundles (models/), real ONNX Runtime
+//! (from the project venv: `./scripts/setup`, or AUTONEURAL_VENV) and the QNN HTP simulator.
+//! One test binary on purpose: each binary links ONNX Runtime glue and tokenizers, slow on CI.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use autoneural_inference::{
+    Bundle, BundleError, CpuOptions, Detokenizer, Engine, EngineConfig, Error, FinishReason, Frame,
+    FrameError, GenerateParams, JobClass, ModelSource, PixelFormat, Provider, QnnOptions,
+    QueueLimits, Verify, Worker,
+};
+
+fn models() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../models")
+}
+
+fn tiny() -> PathBuf {
+    models().join("tiny-random")
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "autoneural-inference-{name}-{}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dst = to.join(e.file_name());
+        if e.path().is_dir() {
+            copy_dir(&e.path(), &dst);
+        } else {
+            std::fs::copy(e.path(), dst).unwrap();
+        }
+    }
+}
+
+fn cpu_config(bundle: &Path, variant: &str) -> EngineConfig {
+    let mut c = EngineConfig::new(bundle);
+    c.variant = Some(variant.into());
+    c.providers = vec![Provider::Cpu(CpuOptions { threads: 1 })];
+    c
+}
+
+fn load_frame(bundle: &Path, rel: &str, id: u64) -> Frame {
+    let img = image::open(bundle.join(rel)).unwrap().to_rgb8();
+    Frame::new(
+        id,
+        img.width(),
+        img.height(),
+        PixelFormat::Rgb8,
+        img.into_raw(),
+    )
+}
+
+fn golden() -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(tiny().join("golden.json")).unwrap()).unwrap()
+}
+
+fn no_cancel() -> AtomicBool {
+    AtomicBool::new(false)
+}
+
+// ------------------------------------------------------------------------------------------------
+// Committed bundles
+
+#[test]
+fn every_committed_bundle_has_a_valid_manifest_and_checksums() {
+    let mut seen = 0;
+    for entry in std::fs::read_dir(models()).unwrap() {
+        let dir = entry.unwrap().path();
+        if !dir.join("manifest.toml").is_file() {
+            continue;
+        }
+        let b = Bundle::load(&dir, None, Verify::Checksums)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        assert!(!b.probes.probes.is_empty(), "{}: no probes", dir.display());
+        seen += 1;
+    }
+    assert!(seen >= 1, "no bundle under models/");
+}
+
+// ------------------------------------------------------------------------------------------------
+// Parity with forge's golden outputs (ONNX Runtime CPU)
+
+fn check_golden_variant(variant: &str) {
+    let g = golden();
+    let cases = g[variant]["cases"]
+        .as_array()
+        .unwrap_or_else(|| panic!("golden.json has no {variant}"));
+    let mut engine = Engine::load(&cpu_config(&tiny(), variant)).unwrap();
+    let probes = engine.probes().probes.clone();
+    for (i, case) in cases.iter().enumerate() {
+        let question = case["question"].as_str().unwrap();
+        let frame = load_frame(&tiny(), case["image"].as_str().unwrap(), 100 + i as u64);
+
+        let (before, after) = engine.prompt_ids(question).unwrap();
+        let image_id = engine.bundle().manifest.text.image_token_id;
+        let ours: Vec<u64> = before
+            .iter()
+            .chain([&image_id])
+            .chain(&after)
+            .map(|&x| x as u64)
+            .collect();
+        let theirs: Vec<u64> = case["prompt_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap())
+            .collect();
+        assert_eq!(ours, theirs, "{variant} case {i}: prompt tokens");
+
+        let want: Vec<u32> = case["greedy_tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
+        let params = GenerateParams {
+            max_tokens: want.len(),
+            use_bundle_stop_tokens: false,
+            ..GenerateParams::default()
+        };
+        let got = engine
+            .generate(&frame, question, &params, &mut |_| {}, &no_cancel())
+            .unwrap();
+        assert_eq!(got.tokens, want, "{variant} case {i}: greedy tokens");
+        assert_eq!(got.finish, FinishReason::Length);
+
+        let outcome = engine.probe(&frame, &probes).unwrap();
+        assert!(
+            outcome.timings.prefix_reused,
+            "the probes reuse the prefix encoded for the generation"
+        );
+        for answer in &outcome.answers {
+            let expected = &case["probes"][&answer.id];
+            for (a, p) in &answer.probabilities {
+                let e = expected[a]
+                    .as_f64()
+                    .unwrap_or_else(|| panic!("golden lacks {}/{a}", answer.id));
+                assert!(
+                    (*p as f64 - e).abs() < 1e-3,
+                    "{variant} case {i} probe {} answer {a}: {p} vs golden {e}",
+                    answer.id
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn fp32_matches_golden_on_cpu() {
+    check_golden_variant("fp32");
+}
+
+#[test]
+fn quantized_variants_match_their_golden_on_cpu() {
+    let g = golden();
+    let mut n = 0;
+    for variant in g.as_object().unwrap().keys().filter(|v| *v != "fp32") {
+        check_golden_variant(variant);
+        n += 1;
+    }
+    assert!(n >= 1, "golden.json has no quantized variant");
+}
+
+// ------------------------------------------------------------------------------------------------
+// Prefix reuse, generation features
+
+#[test]
+fn prefix_reuse_gives_the_same_probes_as_re_encoding() {
+    let mut engine = Engine::load(&cpu_config(&tiny(), "fp32")).unwrap();
+    let frame = load_frame(&tiny(), "golden/1.png", 7);
+    let probes = engine.probes().probes.clone();
+    let first = engine.probe(&frame, &probes).unwrap();
+    assert!(!first.timings.prefix_reused);
+    let again = engine.probe(&frame, &probes).unwrap();
+    assert!(again.timings.prefix_reused);
+    assert!(again.timings.vision.is_zero() && again.timings.prefix_prefill.is_zero());
+    engine.forget_prefix();
+    let fresh = engine.probe(&frame, &probes).unwrap();
+    assert!(!fresh.timings.prefix_reused);
+    for ((a, b), c) in first.answers.iter().zip(&again.answers).zip(&fresh.answers) {
+        assert_eq!(a.answer, b.answer);
+        for ((x, y), z) in a
+            .probabilities
+            .iter()
+            .zip(&b.probabilities)
+            .zip(&c.probabilities)
+        {
+            assert!(
+                (x.1 - y.1).abs() < 1e-6 && (x.1 - z.1).abs() < 1e-6,
+                "{}: {x:?} {y:?} {z:?}",
+                a.id
+            );
+        }
+    }
+    // A different frame (id) is encoded anew.
+    let other = load_frame(&tiny(), "golden/2.png", 8);
+    assert!(
+        !engine
+            .probe(&other, &probes[..1])
+            .unwrap()
+            .timings
+            .prefix_reused
+    );
+}
+
+#[test]
+fn streaming_sampling_stops_and_cancellation() {
+    let mut engine = Engine::load(&cpu_config(&tiny(), "fp32")).unwrap();
+    let frame = load_frame(&tiny(), "golden/0.png", 1);
+    let q = "Describe the driver.";
+
+    // Streamed deltas concatenate to the returned text.
+    let mut streamed = String::new();
+    let params = GenerateParams {
+        max_tokens: 24,
+        use_bundle_stop_tokens: false,
+        ..Default::default()
+    };
+    let g = engine
+        .generate(
+            &frame,
+            q,
+            &params,
+            &mut |t| streamed.push_str(t),
+            &no_cancel(),
+        )
+        .unwrap();
+    assert_eq!(streamed, g.text);
+    assert_eq!(g.tokens.len(), 24);
+    assert!(g.timings.ttft.is_some() && g.timings.decode_tokens == 23);
+    assert!(g.timings.in_session_run <= g.timings.total);
+
+    // Seeded sampling is reproducible and differs from greedy for some seed.
+    let sample = |seed| GenerateParams {
+        max_tokens: 16,
+        use_bundle_stop_tokens: false,
+        sampling: autoneural_inference::Sampling::Sample {
+            temperature: 1.5,
+            top_k: 50,
+            top_p: 0.95,
+            seed,
+        },
+        ..Default::default()
+    };
+    let a = engine
+        .generate(&frame, q, &sample(3), &mut |_| {}, &no_cancel())
+        .unwrap();
+    let b = engine
+        .generate(&frame, q, &sample(3), &mut |_| {}, &no_cancel())
+        .unwrap();
+    assert_eq!(a.tokens, b.tokens);
+    let greedy = &g.tokens[..16];
+    assert!((0..8).any(|s| {
+        engine
+            .generate(&frame, q, &sample(s), &mut |_| {}, &no_cancel())
+            .unwrap()
+            .tokens
+            != greedy
+    }));
+
+    // A stop token: the greedy sequence's 5th token as stop ends generation right before it.
+    let stop_at = g.tokens[4];
+    let first = g.tokens.iter().position(|&t| t == stop_at).unwrap();
+    let p = GenerateParams {
+        max_tokens: 24,
+        use_bundle_stop_tokens: false,
+        stop_tokens: vec![stop_at],
+        ..Default::default()
+    };
+    let s = engine
+        .generate(&frame, q, &p, &mut |_| {}, &no_cancel())
+        .unwrap();
+    assert_eq!(s.finish, FinishReason::Stop);
+    assert_eq!(s.tokens, g.tokens[..first].to_vec());
+
+    // A stop string: text ends before it and it is never streamed.
+    if let Some(cut) = g
+        .text
+        .char_indices()
+        .map(|(i, _)| i)
+        .find(|&i| i >= 3 && g.text.len() - i >= 2)
+    {
+        let stop = g.text[cut..].chars().take(2).collect::<String>();
+        let expect_end = g.text.find(&stop).unwrap();
+        let mut streamed = String::new();
+        let p = GenerateParams {
+            max_tokens: 24,
+            use_bundle_stop_tokens: false,
+            stop_strings: vec![stop.clone()],
+            ..Default::default()
+        };
+        let s = engine
+            .generate(&frame, q, &p, &mut |t| streamed.push_str(t), &no_cancel())
+            .unwrap();
+        assert_eq!(s.finish, FinishReason::Stop);
+        assert_eq!(s.text, g.text[..expect_end]);
+        assert_eq!(streamed, s.text);
+    }
+
+    // Cancelled before the first token.
+    let c = engine
+        .generate(&frame, q, &params, &mut |_| {}, &AtomicBool::new(true))
+        .unwrap();
+    assert_eq!(c.finish, FinishReason::Cancelled);
+    assert!(c.tokens.is_empty());
+}
+
+#[test]
+fn detokenizer_never_splits_utf8_characters() {
+    let b = Bundle::load(&tiny(), None, Verify::Presence).unwrap();
+    let text = "Der Fahrer schaut nach vorn — naïve façade ✓ 🚗 ok";
+    let ids = b.tokenizer.encode(text, false).unwrap().get_ids().to_vec();
+    assert!(
+        ids.len() > text.chars().count() / 3,
+        "byte-level pieces expected"
+    );
+    let mut d = Detokenizer::new();
+    let mut out = String::new();
+    for id in ids.iter().copied() {
+        let delta = d.push(&b.tokenizer, id).unwrap();
+        assert!(
+            !delta.contains('\u{FFFD}'),
+            "half a character was emitted: {delta:?}"
+        );
+        out.push_str(&delta);
+    }
+    assert_eq!(out, b.tokenizer.decode(&ids, true).unwrap());
+}
+
+// ------------------------------------------------------------------------------------------------
+// Bad input: typed errors, no panics
+
+#[test]
+fn missing_file_is_named() {
+    let dir = scratch("missing");
+    copy_dir(&tiny(), &dir);
+    std::fs::remove_file(dir.join("fp32/embed.onnx")).unwrap();
+    match Bundle::load(&dir, None, Verify::Checksums) {
+        Err(BundleError::Missing { path, .. }) => {
+            assert!(path.ends_with("fp32/embed.onnx"), "{path:?}")
+        }
+        other => panic!("expected Missing, got {other:?}"),
+    }
+    let err = Engine::load(&cpu_config(&dir, "fp32")).unwrap_err();
+    assert!(err.to_string().contains("fp32/embed.onnx"), "{err}");
+    assert!(matches!(
+        Bundle::load(&dir.join("nope"), None, Verify::Checksums),
+        Err(BundleError::Missing { .. })
+    ));
+}
+
+#[test]
+fn wrong_checksum_and_unlisted_files_are_named() {
+    let dir = scratch("checksum");
+    copy_dir(&tiny(), &dir);
+    let probes = dir.join("probes.toml");
+    let mut text = std::fs::read_to_string(&probes).unwrap();
+    text.push_str("\n# tampered\n");
+    std::fs::write(&probes, text).unwrap();
+    match Bundle::load(&dir, None, Verify::Checksums) {
+        Err(BundleError::Checksum {
+            path,
+            expected,
+            actual,
+        }) => {
+            assert!(path.ends_with("probes.toml"));
+            assert_ne!(expected, actual);
+        }
+        other => panic!("expected Checksum, got {other:?}"),
+    }
+    let dir = scratch("unlisted");
+    copy_dir(&tiny(), &dir);
+    std::fs::write(dir.join("fp32/extra.onnx"), b"x").unwrap();
+    assert!(
+        matches!(Bundle::load(&dir, None, Verify::Checksums), Err(BundleError::Unlisted { path }) if path.ends_with("fp32/extra.onnx"))
+    );
+}
+
+#[test]
+fn bad_manifest_is_named() {
+    let dir = scratch("manifest");
+    copy_dir(&tiny(), &dir);
+    let m = dir.join("manifest.toml");
+    let text = std::fs::read_to_string(&m)
+        .unwrap()
+        .replace("[image]\n", "[image]\ncolour = true\n");
+    std::fs::write(&m, text).unwrap();
+    match Bundle::load(&dir, None, Verify::Checksums) {
+        Err(BundleError::Invalid { path, message }) => {
+            assert!(path.ends_with("manifest.toml"));
+            assert!(message.contains("colour"), "{message}");
+        }
+        other => panic!("expected Invalid, got {other:?}"),
+    }
+}
+
+#[test]
+fn graph_with_wrong_inputs_is_rejected_with_its_file() {
+    let dir = scratch("wrong-graph");
+    copy_dir(&tiny(), &dir);
+    // Put the embed graph where the vision graph belongs and make the checksum agree.
+    std::fs::copy(dir.join("fp32/embed.onnx"), dir.join("fp32/vision.onnx")).unwrap();
+    let sha = autoneural_inference::sha256_file(&dir.join("fp32/vision.onnx")).unwrap();
+    let m = dir.join("manifest.toml");
+    let old = Bundle::load(&tiny(), None, Verify::Presence)
+        .unwrap()
+        .manifest
+        .files["fp32/vision.onnx"]
+        .clone();
+    std::fs::write(&m, std::fs::read_to_string(&m).unwrap().replace(&old, &sha)).unwrap();
+    match Engine::load(&cpu_config(&dir, "fp32")) {
+        Err(Error::Bundle(BundleError::Graph { path, message })) => {
+            assert!(path.ends_with("fp32/vision.onnx"), "{path:?}");
+            assert!(message.contains("pixel_values"), "{message}");
+        }
+        other => panic!("expected a Graph error, got {other:?}"),
+    }
+}
+
+#[test]
+fn over_long_prompt_bad_frames_and_bad_questions_are_typed_errors() {
+    let mut engine = Engine::load(&cpu_config(&tiny(), "fp32")).unwrap();
+    let frame = load_frame(&tiny(), "golden/0.png", 1);
+    let long = "Is the driver looking at the road ahead or somewhere else? ".repeat(40);
+    match engine.generate(
+        &frame,
+        &long,
+        &GenerateParams::default(),
+        &mut |_| {},
+        &no_cancel(),
+    ) {
+        Err(Error::ContextFull { needed, capacity }) => assert!(needed > capacity),
+        other => panic!("expected ContextFull, got {other:?}"),
+    }
+    // The engine is still usable afterwards.
+    assert!(
+        engine
+            .generate(
+                &frame,
+                "Describe the driver.",
+                &GenerateParams::default(),
+                &mut |_| {},
+                &no_cancel()
+            )
+            .is_ok()
+    );
+
+    let short = Frame::new(2, 64, 64, PixelFormat::Rgb8, vec![0u8; 64 * 64 * 3 - 1]);
+    match engine.probe(&short, &engine.probes().probes.clone()) {
+        Err(Error::Frame(FrameError::SizeMismatch {
+            expected, actual, ..
+        })) => assert_eq!(expected, actual + 1),
+        other => panic!("expected a frame size error, got {other:?}"),
+    }
+    let empty = Frame::new(3, 0, 10, PixelFormat::Mono8, Vec::new());
+    assert!(matches!(
+        engine.encode_frame(&empty),
+        Err(Error::Frame(FrameError::Empty { .. }))
+    ));
+    // Any size and mono frames are fine.
+    let mono = Frame::new(4, 97, 61, PixelFormat::Mono8, vec![128u8; 97 * 61]);
+    let one = engine.probes().probes[..1].to_vec();
+    assert!(engine.probe(&mono, &one).is_ok());
+
+    assert!(matches!(
+        engine.generate(
+            &frame,
+            "what is <image> here",
+            &GenerateParams::default(),
+            &mut |_| {},
+            &no_cancel()
+        ),
+        Err(Error::Prompt(_))
+    ));
+}
+
+// ------------------------------------------------------------------------------------------------
+// Worker: priority queue, bounds, cancellation, futures
+
+/// Polls a future on this thread (no async runtime needed for the test).
+fn block_on<F: std::future::Future>(fut: F) -> F::Output {
+    use std::task::{Context, Poll, Wake, Waker};
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut fut = std::pin::pin!(fut);
+    loop {
+        if let Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::park_timeout(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn worker_runs_safety_before_description_before_questions_within_bounds() {
+    let limits = QueueLimits {
+        safety: 1,
+        description: 1,
+        question: 2,
+    };
+    let worker = Worker::spawn(cpu_config(&tiny(), "fp32"), limits).unwrap();
+    assert_eq!(worker.info().reports.len(), 4);
+    let frame = load_frame(&tiny(), "golden/0.png", 1);
+    let params = GenerateParams {
+        max_tokens: 6,
+        use_bundle_stop_tokens: false,
+        ..Default::default()
+    };
+
+    // Block the worker inside a streaming callback until the queue is set up.
+    let (gate_tx, gate_rx) = mpsc::channel::<()>();
+    let (started_tx, started_rx) = mpsc::channel::<()>();
+    let gate = Mutex::new(Some((gate_rx, started_tx)));
+    let blocker = worker
+        .ask(
+            frame.clone(),
+            "Describe the driver.".into(),
+            GenerateParams {
+                max_tokens: 64,
+                use_bundle_stop_tokens: false,
+                ..Default::default()
+            },
+            Some(Box::new(move |_| {
+                if let Some((rx, started)) = gate.lock().unwrap().take() {
+                    let _ = started.send(());
+                    let _ = rx.recv();
+                }
+            })),
+        )
+        .unwrap();
+    started_rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the blocking job started");
+
+    let t0 = Instant::now();
+    let q1 = worker
+        .ask(
+            frame.clone(),
+            "Is the driver yawning?".into(),
+            params.clone(),
+            None,
+        )
+        .unwrap();
+    let q2 = worker
+        .ask(
+            frame.clone(),
+            "Describe the cabin.".into(),
+            params.clone(),
+            None,
+        )
+        .unwrap();
+    match worker.ask(frame.clone(), "One too many?".into(), params.clone(), None) {
+        Err(Error::QueueFull {
+            class: JobClass::Question,
+            capacity: 2,
+        }) => {}
+        other => panic!("expected QueueFull, got {other:?}"),
+    }
+    let d_old = worker
+        .describe(
+            frame.clone(),
+            "Describe the driver.".into(),
+            params.clone(),
+            None,
+        )
+        .unwrap();
+    let d = worker
+        .describe(
+            frame.clone(),
+            "Describe the driver.".into(),
+            params.clone(),
+            None,
+        )
+        .unwrap();
+    let s_old = worker.probe(frame.clone(), None).unwrap();
+    let s = worker.probe(frame.clone(), None).unwrap();
+    let cancelled = worker.ask(
+        Frame {
+            id: 2,
+            ..frame.clone()
+        },
+        "cancel me".into(),
+        params.clone(),
+        None,
+    );
+    assert!(
+        matches!(cancelled, Err(Error::QueueFull { .. })),
+        "the question queue is still full"
+    );
+    q2.cancel();
+    assert_eq!(worker.queued(), [1, 1, 2]);
+    blocker.cancel();
+    gate_tx.send(()).unwrap();
+
+    let blocked = blocker.wait().unwrap();
+    assert_eq!(blocked.finish, FinishReason::Cancelled);
+    assert!(matches!(
+        block_on(s_old),
+        Err(Error::Superseded {
+            class: JobClass::Safety
+        })
+    ));
+    assert!(matches!(
+        d_old.wait(),
+        Err(Error::Superseded {
+            class: JobClass::Description
+        })
+    ));
+    let s = block_on(s).unwrap();
+    let d = d.wait().unwrap();
+    let q1 = block_on(q1).unwrap();
+    assert!(matches!(q2.wait(), Err(Error::Cancelled)));
+    assert_eq!(s.answers.len(), worker.info().probes.probes.len());
+    // Start times (enqueue + queue wait) follow the class priority, not the submission order.
+    let start = |w: Duration| t0 + w;
+    assert!(start(s.timings.queue_wait) < start(d.timings.queue_wait));
+    assert!(start(d.timings.queue_wait) < start(q1.timings.queue_wait));
+    worker.shutdown();
+}
+
+// ------------------------------------------------------------------------------------------------
+// QNN HTP simulator
+
+fn qnn_config(bundle: &Path, cache: &Path, use_bundle_context: bool) -> EngineConfig {
+    let mut c = EngineConfig::new(bundle);
+    c.variant = Some("w8a16".into());
+    c.require_full_offload = true;
+    c.cache_dir = Some(cache.to_path_buf());
+    c.providers = vec![Provider::Qnn(QnnOptions {
+        use_bundle_context,
+        ..Default::default()
+    })];
+    c
+}
+
+#[test]
+fn qnn_htp_full_offload_matches_cpu_answers_and_caches_context_binaries() {
+    let cache = scratch("qnn-cache");
+    let frame = load_frame(&tiny(), "golden/0.png", 1);
+
+    // First load compiles every graph on the HTP (CPU fallback disabled) and writes the cache.
+    let mut npu = Engine::load(&qnn_config(&tiny(), &cache, false)).unwrap();
+    for r in npu.reports() {
+        assert_eq!(r.provider, "qnn");
+        assert_eq!(r.source, ModelSource::CompiledToCache, "{r}");
+        assert!(r.fully_offloaded(), "{r}");
+        assert!(r.model.starts_with(&cache) && r.model.is_file(), "{r}");
+        assert!(!r.compile_time.is_zero());
+    }
+    let probes = npu.probes().probes.clone();
+    let on_npu = npu.probe(&frame, &probes).unwrap();
+    drop(npu);
+
+    let mut cpu = Engine::load(&cpu_config(&tiny(), "w8a16")).unwrap();
+    let on_cpu = cpu.probe(&frame, &probes).unwrap();
+    for (n, c) in on_npu.answers.iter().zip(&on_cpu.answers) {
+        assert_eq!(
+            n.answer, c.answer,
+            "probe {}: HTP {:?} vs CPU {:?}",
+            n.id, n.probabilities, c.probabilities
+        );
+    }
+
+    // Second load reuses the context binaries: nothing is compiled.
+    let again = Engine::load(&qnn_config(&tiny(), &cache, false)).unwrap();
+    for r in again.reports() {
+        assert_eq!(r.source, ModelSource::Cache, "{r}");
+        assert!(r.compile_time.is_zero());
+    }
+    drop(again);
+
+    // The bundle's own precompiled context binaries load as they are.
+    let shipped = Engine::load(&qnn_config(&tiny(), &cache, true)).unwrap();
+    assert!(
+        shipped
+            .reports()
+            .iter()
+            .all(|r| r.source == ModelSource::BundleContext && r.fully_offloaded())
+    );
+}
