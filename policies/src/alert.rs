@@ -76,8 +76,10 @@ pub struct Alert {
     pub level: u8,
     pub message: String,
     /// Observation timestamp of the frame at which the alert was raised.
+    #[serde(serialize_with = "crate::seconds::serialize")]
     pub raised_at: Duration,
     /// Observation timestamp at which it was cleared; `None` while active.
+    #[serde(serialize_with = "crate::seconds::serialize_option")]
     pub cleared_at: Option<Duration>,
 }
 

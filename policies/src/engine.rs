@@ -244,11 +244,12 @@ impl PolicyEngine {
 
         let off_road = samples[Field::EyesOnRoad.index()].map(Sample::not);
         let closed = samples[Field::EyesClosed.index()];
+        // Sensing is lost without a valid observation, with the face confirmed not visible, or
+        // when the observation has no eye data at all.
+        let no_eye_data = raw(Field::EyesOnRoad).is_none() && raw(Field::EyesClosed).is_none();
         let lost = Sample {
-            state: !valid || face_lost || (off_road.is_none() && closed.is_none()),
-            evidence: !valid
-                || face.is_some_and(|f| !f.evidence)
-                || (off_road.is_none() && closed.is_none()),
+            state: !valid || face_lost || no_eye_data,
+            evidence: !valid || face.is_some_and(|f| !f.evidence) || no_eye_data,
         };
         let slow = obs
             .vehicle_speed_kmh

@@ -30,6 +30,7 @@ mod alert;
 mod engine;
 mod observation;
 mod rules;
+mod seconds;
 mod signal;
 mod state;
 

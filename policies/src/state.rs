@@ -38,6 +38,7 @@ impl MonitoringState {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DriverState {
     /// Timestamp of the last accepted observation (`None` before the first).
+    #[serde(serialize_with = "crate::seconds::serialize_option")]
     pub timestamp: Option<Duration>,
     pub monitoring: MonitoringState,
     /// VSS `Vehicle.Driver.IsEyesOnRoad`.
@@ -64,6 +65,7 @@ pub struct DriverState {
     /// Confirmed yawns in the yawn window.
     pub yawns_in_window: u32,
     /// Eyes-off-road time counted by the short-distraction (VATS) rule in its window.
+    #[serde(serialize_with = "crate::seconds::serialize")]
     pub short_distraction_time: Duration,
 }
 
