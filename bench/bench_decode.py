@@ -47,6 +47,7 @@ class Loop:
         self.mask_value = mask_value
         self.conv = {n: np.zeros(i.shape, np.float32) for n, i in self.inputs.items() if n.startswith("past_conv.")}
         self.kv = {n: np.zeros(i.shape, np.float32) for n, i in self.inputs.items() if n.startswith("past_key_values.")}
+        self.in_run_s = 0.0  # time inside InferenceSession.run (the rest of step() is the loop's own)
 
     def kv_bytes_per_token(self) -> int:
         return sum(a[0, :, 0, :].nbytes for a in self.kv.values())
@@ -75,7 +76,9 @@ class Loop:
         """One call: embeds [1,T,H] at positions pos..pos+T; writes the new K/V rows in place."""
         feed = {"inputs_embeds": embeds, "position_ids": np.arange(pos, pos + self.t, dtype=np.int32)[None],
                 "attention_mask": self.mask(pos), **self.conv, **self.kv}
+        t = time.perf_counter()
         res = self.s.run(self.outputs, feed)
+        self.in_run_s += time.perf_counter() - t
         out = dict(zip(self.outputs, res))
         for n in self.conv:
             self.conv[n] = out["present_conv." + n.split(".", 1)[1]]

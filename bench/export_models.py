@@ -109,10 +109,16 @@ def _tensor_bytes(t: onnx.TensorProto, base: Path) -> bytes:
         return f.read(n)
 
 
-def export_lowmem(module, args, dst: Path, inputs, outputs, data: SharedData | None) -> dict:
+def export_lowmem(module, args, dst: Path, inputs, outputs, data: SharedData | None, params_as_inputs: bool = False) -> dict:
     """torch.onnx.export into a scratch dir, then rewrite: compact names, static output shapes,
     IR <= 10, and (with `data`) every initializer above 1 KiB moved into the shared data file one
-    tensor at a time (peak memory: the model plus the exporter, never a second copy of the weights)."""
+    tensor at a time.
+
+    params_as_inputs (for the ~2B decoders): the exporter gets `export_params=False`, so it never
+    holds a second copy of the weights (the legacy exporter's copy is what makes a 7.6 GB model peak
+    near 17 GB); the weights are then written from the torch parameters one by one, and the
+    Transpose nodes the tracer puts on Linear weights are applied to the stored tensors, which is
+    what the exporter's constant folding would have done."""
     dst.parent.mkdir(parents=True, exist_ok=True)
     with torch.no_grad():
         res = module(*args)
@@ -125,9 +131,12 @@ def export_lowmem(module, args, dst: Path, inputs, outputs, data: SharedData | N
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(module, args, str(raw), input_names=inputs, output_names=outputs,
-                              opset_version=fx.OPSET, dynamo=False, do_constant_folding=True)
+                              opset_version=fx.OPSET, dynamo=False, do_constant_folding=not params_as_inputs,
+                              export_params=not params_as_inputs)
         # small graphs (vision, < 2 GiB) keep their weights inline; big ones go to the shared file
         m = onnx.load(str(raw), load_external_data=data is None)
+        if params_as_inputs:
+            attach_params(m, module, set(inputs))
         m.ir_version = min(m.ir_version, fx.MAX_IR)
         fx.compact_names(m.graph)
         for vi in m.graph.output:
@@ -152,6 +161,44 @@ def export_lowmem(module, args, dst: Path, inputs, outputs, data: SharedData | N
                     e.key, e.value = k, v
         onnx.save(m, str(dst))
     return {"export_s": round(time.time() - t0, 1)}
+
+
+def attach_params(m: onnx.ModelProto, module, user_inputs: set[str]) -> None:
+    """Graph inputs named after module parameters/buffers become initializers (Transposes of them
+    applied), each written into the proto as raw bytes one at a time."""
+    from onnx import numpy_helper
+
+    tensors = dict(module.named_parameters(remove_duplicate=False))
+    tensors.update(dict(module.named_buffers(remove_duplicate=False)))
+    g = m.graph
+    params = {vi.name for vi in g.input if vi.name not in user_inputs}
+    missing = params - set(tensors)
+    if missing:
+        raise RuntimeError(f"graph inputs that are neither inputs nor parameters: {sorted(missing)[:5]}")
+    consumers: dict[str, int] = {}
+    for n in g.node:
+        for x in n.input:
+            consumers[x] = consumers.get(x, 0) + 1
+    keep = []
+    folded = []
+    for n in g.node:
+        if n.op_type == "Transpose" and n.input[0] in params:
+            perm = next((list(a.ints) for a in n.attribute if a.name == "perm"), None)
+            arr = tensors[n.input[0]].detach().numpy()
+            arr = np.ascontiguousarray(arr.transpose(perm) if perm else arr.T)
+            folded.append(numpy_helper.from_array(arr, n.output[0]))
+            consumers[n.input[0]] -= 1
+        else:
+            keep.append(n)
+    del g.node[:]
+    g.node.extend(keep)
+    g.initializer.extend(folded)
+    for name in sorted(params):
+        if consumers.get(name, 0) > 0:
+            g.initializer.append(numpy_helper.from_array(np.ascontiguousarray(tensors[name].detach().numpy()), name))
+    kept_inputs = [vi for vi in g.input if vi.name in user_inputs]
+    del g.input[:]
+    g.input.extend(kept_inputs)
 
 
 def with_capacity(step: Path, dst: Path, capacity: int) -> None:
@@ -233,11 +280,13 @@ def cmd_decoder(a) -> dict:
         t = time.time()
         if g == "embed":
             args = (torch.zeros(1, cfg.prefill_chunk, dtype=torch.int32),)
-            export_lowmem(fx.EmbedGraph(model), args, out / "embed.onnx", ["input_ids"], ["inputs_embeds"], data)
+            export_lowmem(fx.EmbedGraph(model), args, out / "embed.onnx", ["input_ids"], ["inputs_embeds"], data,
+                          params_as_inputs=a.lowmem)
         elif g in ("step", "prefill"):
             tt = 1 if g == "step" else cfg.prefill_chunk
             ins, outs, example = fx.decoder_io(model, tt)
-            export_lowmem(fx.DecoderGraph(model), tuple(example), out / f"decoder_{g}.onnx", ins, outs, data)
+            export_lowmem(fx.DecoderGraph(model), tuple(example), out / f"decoder_{g}.onnx", ins, outs, data,
+                          params_as_inputs=a.lowmem)
         else:
             raise SystemExit(f"unknown graph {g!r}")
         done.append({"graph": g, "s": round(time.time() - t, 1)})
@@ -271,6 +320,7 @@ def main() -> int:
     d.add_argument("--graphs", default="step")
     d.add_argument("--capacities", default="")
     d.add_argument("--threads", type=int, default=2)
+    d.add_argument("--lowmem", action="store_true", help="export without the exporter's copy of the weights")
     d.set_defaults(fn=cmd_decoder)
     a = p.parse_args()
     t = time.time()

@@ -248,6 +248,13 @@ class Report:
         genai = load(self.r, "genai")
         ttft = load(self.r, "ttft")
         self.add("### Rust pipeline: time outside `Session::run`", "")
+        for x in (ttft or {}).get("rows", []):
+            if "decoder_outside_run_ms" in x:
+                dec = x["prefill_ms"] + x["remainder_ms"]
+                self.add(f"For reference, the plain Python loop ({x['config']}, TTFT benchmark): "
+                         f"{x['decoder_outside_run_ms']:,.1f} ms of its {dec:,.0f} ms decoder phases "
+                         f"({100 * x['decoder_outside_run_ms'] / dec:.2f} %) were spent outside "
+                         "`InferenceSession.run` (masks, feeds, writing K/V rows into the buffers).", "")
         rrows = (rust or {}).get("rows", [])
         if rrows:
             self.add(table(list(rrows[0].keys()), [list(x.values()) for x in rrows]), "")
