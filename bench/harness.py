@@ -204,10 +204,19 @@ class Harness:
         return out
 
     def forge_hash(self) -> str:
-        """The forge files that decide what the generated graphs are (architecture, random weights,
-        calibration images, quantizer); changes elsewhere in the forge do not invalidate the cache."""
+        """What decides the generated graphs: the benchmark's configs (their values, not the whole
+        config file, which other configs share) and the forge modules that build, randomise and
+        calibrate them. Other forge changes do not invalidate the multi-GB cache."""
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location("forge_config_for_hash", ROOT / "forge" / "config.py")
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = mod  # dataclasses look their module up while the class is made
+        spec.loader.exec_module(mod)
         h = hashlib.sha256()
-        for name in ("config.py", "vision.py", "lfm2.py", "model.py", "images.py", "quantize.py"):
+        for name in ("autoneural-1.5b", "internvl2-2b-like", "tiny-random"):
+            h.update(repr(mod.CONFIGS[name]).encode())
+        for name in ("vision.py", "lfm2.py", "model.py", "images.py"):
             f = ROOT / "forge" / name
             h.update(f.read_bytes() if f.exists() else b"")
         return h.hexdigest()[:16]
