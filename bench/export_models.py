@@ -273,6 +273,9 @@ def cmd_decoder(a) -> dict:
     model = build_model(cfg)
     lm = model.language
     rep["decoder_params"] = sum(p.numel() for p in lm.parameters())
+    # above ~1.5 B fp32 parameters the exporter's own weight copy does not fit beside the model here
+    a.lowmem = a.lowmem or rep["decoder_params"] > 1_500_000_000
+    rep["lowmem_export"] = a.lowmem
     rep["build_s"] = round(time.time() - t, 1)
     data = SharedData(out / "weights.data")
     done = []

@@ -136,7 +136,7 @@ class Report:
                 ratio = vt["median_ms"] / mn["median_ms"] if mn and vt else None
                 pa, pb = PAPER_VISION[s]
                 paper = f"{pa} vs {pb if pb else 'OOM'} ms ({pb / pa:.1f}x)" if pb else f"{pa} ms vs out of memory"
-                table_rows.append([f"{s} / {vs}", variant,
+                table_rows.append([f"{s} / {vs}", f"{mn['tokens'] if mn else '–'} / {vt['tokens'] if vt else '–'}", variant,
                                    mn and f"{mn['median_ms']:,.0f} / {mn['p90_ms']:,.0f}", mn and mn["n"],
                                    vt and f"{vt['median_ms']:,.0f} / {vt['p90_ms']:,.0f}", vt and vt["n"],
                                    f"{ratio:.2f}x" if ratio else "–", paper])
@@ -146,7 +146,7 @@ class Report:
                     if ratio:
                         self.summary.append([f"vision encoder {s} px (fp32)", f"{ratio:.2f}x",
                                              f"{pb / pa:.1f}x" if pb else "baseline out of memory"])
-        self.add(table(["size (MobileNet / ViT)", "variant", "MobileNet median / p90 ms", "runs",
+        self.add(table(["size (MobileNet / ViT)", "image tokens", "variant", "MobileNet median / p90 ms", "runs",
                         "ViT median / p90 ms", "runs", "ViT / MobileNet", "paper, SA8295P W8A16"], table_rows), "")
         params = {x["config"]: x.get("params") for x in rows if x.get("params")}
         self.add(f"Parameters (encoder + connector): MobileNetV5-300M+MSFA {params.get('autoneural-1.5b', 0):,}, "
