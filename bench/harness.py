@@ -355,8 +355,21 @@ class Harness:
         return self.bench_json("bench_genai.py", self.results / "genai_rows.json", *args, step="genai")
 
     def rust(self) -> dict:
-        return self.bench_json("bench_rust.py", self.results / "rust_rows.json", "--models", self.models,
-                               "--quick" if self.a.quick else "--full", step="rust")
+        """The Rust runtime on the tiny bundle and on a bundle assembled from the cached 1.5B graphs
+        (vision at 512 px, the TTFT setting)."""
+        bundles = [ROOT / "models" / "tiny-random"]
+        big = self.cache / "bundles" / "autoneural-1.5b-512"
+        vis = self.models / "vision" / "autoneural-1.5b-512" / "vision.onnx"
+        dec = self.models / "decoder" / "lfm2-1.2b-hybrid"
+        if not self.a.quick and vis.exists() and (dec / "decoder_prefill.onnx").exists() and self.forge_py.exists():
+            if not (big / "manifest.toml").exists():
+                self.run("rust", [self.forge_py, BENCH / "make_bundle.py", "--config", "autoneural-1.5b", "--vision", vis,
+                                  "--decoder", dec, "--out", big])
+            bundles.append(big)
+            self.wait_for_memory(12, "rust 1.5B bundle")
+        image = ROOT / "models" / "tiny-random" / "golden" / "0.png"
+        return self.bench_json("bench_rust.py", self.results / "rust_rows.json",
+                               "--bundles", ",".join(str(b) for b in bundles), "--image", image, step="rust")
 
     def camera(self) -> dict:
         md = BENCH / "camera-conversions.md"

@@ -256,7 +256,20 @@ class Report:
                          f"({100 * x['decoder_outside_run_ms'] / dec:.2f} %) were spent outside "
                          "`InferenceSession.run` (masks, feeds, writing K/V rows into the buffers).", "")
         rrows = (rust or {}).get("rows", [])
-        if rrows:
+        if rrows and "request" in rrows[0]:
+            cols = [("bundle", "bundle"), ("request", "request"), ("vision_ms", "vision ms"),
+                    ("prefix_prefill_ms", "prefix prefill ms"), ("prefix_tokens", "prefix tokens"),
+                    ("prefill_ms", "prefill ms"), ("ttft_ms", "TTFT ms"), ("decode_tok_s", "decode tok/s"),
+                    ("probes_ms", "probes ms"), ("total_ms", "total ms"), ("in_run_ms", "in Session::run ms"),
+                    ("outside_run_ms", "outside ms"), ("outside_share_pct", "outside %")]
+            self.add(table([c[1] for c in cols], [[x.get(k, x.get("error", "–") if k == "vision_ms" else None)
+                                                   for k, _ in cols] for x in rrows]), "")
+            self.add(f"Source: `{rust.get('source')}`. " + rust.get("note", ""), "")
+            for x in rrows:
+                if x.get("outside_share_pct") is not None and x["bundle"] != "tiny-random" and x["request"] == "ask":
+                    self.summary.append(["Rust pipeline: time outside Session::run (1.5B, one question)",
+                                         f"{x['outside_share_pct']:.2f} %", "–"])
+        elif rrows:
             self.add(table(list(rrows[0].keys()), [list(x.values()) for x in rrows]), "")
             self.add(rust.get("note", ""), "")
         else:
