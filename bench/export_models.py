@@ -136,7 +136,7 @@ def export_lowmem(module, args, dst: Path, inputs, outputs, data: SharedData | N
         # small graphs (vision, < 2 GiB) keep their weights inline; big ones go to the shared file
         m = onnx.load(str(raw), load_external_data=data is None)
         if params_as_inputs:
-            attach_params(m, module, set(inputs))
+            attach_params(m, module, set(inputs), data)
         m.ir_version = min(m.ir_version, fx.MAX_IR)
         fx.compact_names(m.graph)
         for vi in m.graph.output:
@@ -146,6 +146,8 @@ def export_lowmem(module, args, dst: Path, inputs, outputs, data: SharedData | N
                 shape.dim.add().dim_value = n
         if data is not None:
             for t in m.graph.initializer:
+                if any(e.key == "location" and e.value == data.path.name for e in t.external_data):
+                    continue  # already streamed into the shared file by attach_params
                 if t.data_location == onnx.TensorProto.EXTERNAL:
                     b = _tensor_bytes(t, Path(tmp))
                 elif len(t.raw_data) > 1024:
@@ -163,10 +165,23 @@ def export_lowmem(module, args, dst: Path, inputs, outputs, data: SharedData | N
     return {"export_s": round(time.time() - t0, 1)}
 
 
-def attach_params(m: onnx.ModelProto, module, user_inputs: set[str]) -> None:
+def attach_params(m: onnx.ModelProto, module, user_inputs: set[str], data: SharedData | None) -> None:
     """Graph inputs named after module parameters/buffers become initializers (Transposes of them
-    applied), each written into the proto as raw bytes one at a time."""
+    applied). With `data`, each tensor goes straight into the shared file (the proto only gets a
+    reference), so memory never holds a second copy of the weights."""
     from onnx import numpy_helper
+
+    def initializer(arr: np.ndarray, name: str) -> onnx.TensorProto:
+        arr = np.ascontiguousarray(arr)
+        if data is None or arr.nbytes <= 1024:
+            return numpy_helper.from_array(arr, name)
+        off, n, _ = data.put(arr.tobytes())
+        t = onnx.TensorProto(name=name, data_type=onnx.helper.np_dtype_to_tensor_dtype(arr.dtype), dims=arr.shape)
+        t.data_location = onnx.TensorProto.EXTERNAL
+        for k, v in (("location", data.path.name), ("offset", str(off)), ("length", str(n))):
+            e = t.external_data.add()
+            e.key, e.value = k, v
+        return t
 
     tensors = dict(module.named_parameters(remove_duplicate=False))
     tensors.update(dict(module.named_buffers(remove_duplicate=False)))
@@ -185,8 +200,7 @@ def attach_params(m: onnx.ModelProto, module, user_inputs: set[str]) -> None:
         if n.op_type == "Transpose" and n.input[0] in params:
             perm = next((list(a.ints) for a in n.attribute if a.name == "perm"), None)
             arr = tensors[n.input[0]].detach().numpy()
-            arr = np.ascontiguousarray(arr.transpose(perm) if perm else arr.T)
-            folded.append(numpy_helper.from_array(arr, n.output[0]))
+            folded.append(initializer(arr.transpose(perm) if perm else arr.T, n.output[0]))
             consumers[n.input[0]] -= 1
         else:
             keep.append(n)
@@ -195,7 +209,7 @@ def attach_params(m: onnx.ModelProto, module, user_inputs: set[str]) -> None:
     g.initializer.extend(folded)
     for name in sorted(params):
         if consumers.get(name, 0) > 0:
-            g.initializer.append(numpy_helper.from_array(np.ascontiguousarray(tensors[name].detach().numpy()), name))
+            g.initializer.append(initializer(tensors[name].detach().numpy(), name))
     kept_inputs = [vi for vi in g.input if vi.name in user_inputs]
     del g.input[:]
     g.input.extend(kept_inputs)
