@@ -216,7 +216,9 @@ class Harness:
         h = hashlib.sha256()
         for name in ("autoneural-1.5b", "internvl2-2b-like", "tiny-random"):
             h.update(repr(mod.CONFIGS[name]).encode())
-        for name in ("vision.py", "lfm2.py", "model.py", "images.py"):
+        # model.py is left out on purpose: it changes for training and checkpoint I/O far more often
+        # than for the random initialisation (use --regenerate after such a change)
+        for name in ("vision.py", "lfm2.py", "images.py"):
             f = ROOT / "forge" / name
             h.update(f.read_bytes() if f.exists() else b"")
         return h.hexdigest()[:16]
@@ -226,6 +228,8 @@ class Harness:
             raise RuntimeError(f"the forge venv {rel(self.a.forge_venv)} is missing (forge/setup makes it)")
         stamp = self.models / "forge.sha"
         fh = self.forge_hash()
+        if self.a.regenerate and self.models.exists():
+            shutil.rmtree(self.models)
         if stamp.exists() and stamp.read_text().strip() != fh and not self.a.keep_models:
             print("[bench] the forge's code changed since the cached graphs were made: regenerating", flush=True)
             shutil.rmtree(self.models)
@@ -429,6 +433,7 @@ def main() -> int:
     p.add_argument("--cache", default=str(BENCH / "cache"))
     p.add_argument("--forge-venv", default=os.environ.get("FORGE_VENV", str(ROOT / ".venv-forge")))
     p.add_argument("--keep-models", action="store_true", help="reuse cached graphs even if forge's code changed")
+    p.add_argument("--regenerate", action="store_true", help="delete the cached graphs and generate them again")
     return Harness(p.parse_args()).main()
 
 
