@@ -150,9 +150,12 @@ class Report:
                         "ViT median / p90 ms", "runs", "ViT / MobileNet", "paper, SA8295P W8A16"], table_rows), "")
         params = {x["config"]: x.get("params") for x in rows if x.get("params")}
         self.add(f"Parameters (encoder + connector): MobileNetV5-300M+MSFA {params.get('autoneural-1.5b', 0):,}, "
-                 f"ViT-300M {params.get('internvl2-2b-like', 0):,}. Missing rows: not generated in this run "
-                 "(W8A16 only at 256 and 512 px: calibrating the 756 px ViT needs its attention maps, 24 layers x "
-                 "16 heads x 2916^2 floats = 13 GB per image, more than this shared machine has free).", "")
+                 f"ViT-300M {params.get('internvl2-2b-like', 0):,} (its position embeddings grow with the size). "
+                 "W8A16 only at 256 px: ONNX Runtime's calibrator keeps every intermediate tensor of a "
+                 "calibration image, and at 512 px the MobileNet's calibration was killed by the OOM killer on "
+                 "this shared 24 GB machine (the 756 px ViT's attention maps alone would be 24 layers x 16 heads "
+                 "x 2916^2 floats = 13 GB per image). On the SA8295P the baseline ViT at 768 px is the one that "
+                 "runs out of memory; on this CPU with 24 GB fp32 it runs, 2.4x slower than the MobileNet.", "")
         self.add(self.plot("vision_latency", svg.bars("Vision encoder latency, fp32, ORT CPU 2 threads", groups, "ms", log=True)), "")
         self.add(load_note(step), "")
 
