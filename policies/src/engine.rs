@@ -383,7 +383,7 @@ impl PolicyEngine {
             match &mut self.active[id.index()] {
                 None => {
                     let cooling = self.last_cleared[id.index()]
-                        .is_some_and(|cleared| now < cleared + common.cooldown);
+                        .is_some_and(|cleared| now < cleared.saturating_add(common.cooldown));
                     if let Some(level) = target
                         && !superseded
                         && !cooling

@@ -174,7 +174,7 @@ fn replay(
         let accepted = engine.stats().accepted > accepted_before;
         if accepted && next_state.is_none_or(|due| t >= due) {
             print_state(&mut out, engine.state(), json)?;
-            next_state = Some(t + state_every);
+            next_state = Some(t.saturating_add(state_every));
         }
     }
     let stats = engine.stats();

@@ -357,6 +357,8 @@ impl Rules {
     fn check_rule(&self, id: AlertId) -> Result<(), Problem> {
         let name = id.as_str();
         let common = self.common(id);
+        let longest = Some(Duration::from_secs_f64(MAX_SECONDS));
+        check_seconds(&[name, "cooldown_s"], common.cooldown, None, longest)?;
         if common.message.trim().is_empty() {
             return Err(Problem::new(&[name, "message"], "must not be empty"));
         }
@@ -377,6 +379,12 @@ impl Rules {
             for (i, step) in steps.iter().enumerate() {
                 let index = i.to_string();
                 check_level(&[name, "steps", &index, "level"], step.level)?;
+                check_seconds(
+                    &[name, "steps", &index, "after_s"],
+                    step.after,
+                    None,
+                    longest,
+                )?;
                 if let Some(prev) = previous {
                     if step.after <= prev.after {
                         return Err(Problem::new(
@@ -402,7 +410,7 @@ impl Rules {
                     &[name, "window_s"],
                     r.window,
                     Some(Duration::from_millis(1)),
-                    None,
+                    longest,
                 )?;
                 check_seconds(
                     &[name, "cumulative_s"],
@@ -414,7 +422,7 @@ impl Rules {
                     &[name, "reset_after_s"],
                     r.reset_after,
                     Some(Duration::from_millis(1)),
-                    None,
+                    longest,
                 )?;
             }
             AlertId::Drowsiness => {
@@ -427,13 +435,13 @@ impl Rules {
                     &[name, "yawn_window_s"],
                     r.yawn_window,
                     Some(Duration::from_millis(1)),
-                    None,
+                    longest,
                 )?;
                 check_seconds(
                     &[name, "perclos_window_s"],
                     r.perclos_window,
                     Some(Duration::from_millis(1)),
-                    None,
+                    longest,
                 )?;
                 for (key, value) in [
                     ("perclos_threshold", r.perclos_threshold),

@@ -310,3 +310,55 @@ proptest! {
         prop_assert_eq!(engine.stats().accepted, accepted);
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// Whatever a rules file says, parsing returns rules or an error, never a panic, and the
+    /// rules it returns pass validation.
+    #[test]
+    fn mangled_rules_files_never_panic(
+        start in 0usize..autoneural_policies::DEFAULT_RULES_TOML.len(),
+        len in 0usize..40,
+        insert in "[a-z0-9_.=\\[\\]{}\" -]{0,12}",
+    ) {
+        let text = autoneural_policies::DEFAULT_RULES_TOML;
+        let start = (0..=start).rev().find(|i| text.is_char_boundary(*i)).unwrap_or(0);
+        let end = (start + len).min(text.len());
+        let end = (end..=text.len()).find(|i| text.is_char_boundary(*i)).unwrap_or(text.len());
+        let mangled = format!("{}{}{}", &text[..start], insert, &text[end..]);
+        if let Ok(rules) = Rules::from_toml_str(&mangled) {
+            prop_assert!(rules.validate().is_ok());
+        }
+    }
+
+    /// Arbitrary observations (any numbers, any order) never panic the engine.
+    #[test]
+    fn arbitrary_observations_never_panic(
+        observations in prop::collection::vec(
+            (any::<u64>(), any::<bool>(), prop::collection::vec(prop::option::of(any::<f32>()), 8),
+             prop::option::of(any::<f32>())),
+            0..200,
+        ),
+    ) {
+        let mut engine = PolicyEngine::new(Rules::builtin());
+        for (nanos, valid, probabilities, speed) in observations {
+            let t = Duration::from_nanos(nanos);
+            let mut p = Probabilities::default();
+            for (field, value) in autoneural_policies::Field::ALL.iter().zip(probabilities) {
+                p.set(*field, value);
+            }
+            let mut obs = if valid {
+                Observation::valid(t, p)
+            } else {
+                Observation::invalid(t, "x")
+            };
+            obs.vehicle_speed_kmh = speed;
+            engine.observe(&obs);
+            let state = engine.state();
+            prop_assert!((0.0..=100.0).contains(&state.attentive_probability));
+            prop_assert!((0.0..=100.0).contains(&state.distraction_level));
+            prop_assert!((0.0..=100.0).contains(&state.fatigue_level));
+        }
+    }
+}
