@@ -7,7 +7,8 @@
 //! YUYV,MJPEG,NV12,GREY,Y16)  --width/--height/--fps (requested)  --count N  --out DIR
 //! --out-size WxH (default 256x256)  --mono  --gain N  --exposure N  --timeout-ms N
 //! --max-seconds N (give up if N frames have not arrived by then, default 60).
-//! In DIR: frame-NNN.png and frames.tsv (index, sequence, driver timestamp, latency, convert time).
+//! In DIR: frame-NNN.png, frames.tsv (index, sequence, driver timestamp, latency, convert time) and
+//! timing.tsv, which makes DIR playable by the replay source.
 //! The last line printed starts with SUMMARY and is key=value pairs (the VM test parses it).
 
 use std::io::Write;
@@ -100,6 +101,10 @@ fn main() -> Result<()> {
         println!("health: {:.3} {:?}", e.at.as_secs_f64(), e.health);
     })?;
     let mut converter = Converter::new(args.spec)?;
+    let mut timing = match &args.out {
+        Some(dir) => Some(std::fs::File::create(dir.join("timing.tsv"))?),
+        None => None,
+    };
     let mut tsv = match &args.out {
         Some(dir) => {
             let mut f = std::fs::File::create(dir.join("frames.tsv"))?;
@@ -161,6 +166,9 @@ fn main() -> Result<()> {
                 frame.width,
                 frame.height
             )?;
+        }
+        if let Some(f) = timing.as_mut() {
+            writeln!(f, "frame-{index:03}.png\t{}", frame.timestamp.as_micros())?;
         }
         first_ts.get_or_insert(frame.timestamp);
         last_ts = frame.timestamp;

@@ -426,9 +426,21 @@ impl Worker {
     }
 
     fn set_health(&mut self, health: Health) {
+        self.update(health, false);
+    }
+
+    /// Reports the final health and closes the slot; consumers see `Closed` once the callback runs.
+    fn finish(&mut self, health: Health) {
+        self.update(health, true);
+    }
+
+    fn update(&mut self, health: Health, close: bool) {
         {
             let mut slot = self.shared.lock();
+            slot.closed |= close;
             if slot.health == health {
+                drop(slot);
+                self.shared.changed.notify_all();
                 return;
             }
             slot.health = health.clone();
@@ -438,12 +450,6 @@ impl Worker {
             at: monotonic_now(),
             health,
         });
-    }
-
-    fn finish(&mut self, health: Health) {
-        self.set_health(health);
-        self.shared.lock().closed = true;
-        self.shared.changed.notify_all();
     }
 }
 

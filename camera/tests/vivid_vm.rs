@@ -174,6 +174,19 @@ fn vivid_capture_in_a_vm() {
         run.check_bars(name, mono);
     }
 
+    // The capture directory replays as is (timing.tsv written by the example).
+    let mut config = autoneural_camera::ReplayConfig::new(out.join("yuyv"));
+    config.pace = autoneural_camera::Pace::AsFastAsPossible;
+    let mut replay = autoneural_camera::ReplaySource::open(config).expect("replay of the capture");
+    let mut replayed = 0;
+    while let Some(frame) =
+        autoneural_camera::FrameSource::next_frame(&mut replay).expect("replays")
+    {
+        assert_eq!((frame.width, frame.height), (320, 240));
+        replayed += 1;
+    }
+    assert_eq!(replayed, 30);
+
     // Unplug and replug mid-stream: the capture reports the loss, reconnects, and finishes.
     let replug = load(&out, "replug");
     let serial = std::fs::read_to_string(out.join("serial.txt")).expect("serial log");

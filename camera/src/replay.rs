@@ -1,0 +1,383 @@
+//! Replay: plays a directory of images or raw frames as a [`FrameSource`], in real time or as fast as
+//! possible, optionally looping — for offline evaluation and tests.
+//!
+//! Directory layout:
+//! - images (`.png`, `.jpg`, `.jpeg`) and/or raw frames (`.raw`, `.yuv`, ...), and
+//! - optionally `timing.tsv`: one line per frame, `FILE TIMESTAMP_US [FORMAT WIDTH HEIGHT [STRIDE]]`
+//!   (whitespace-separated, `#` starts a comment). Raw files need the format and size; images decode
+//!   to RGB24 (GREY for grey-scale images). Timestamps only set the pacing (their differences).
+//!   Without `timing.tsv`, every image in the directory plays in name order at `interval`.
+//!
+//! The `capture` example writes `timing.tsv` next to its frames, so a capture replays as is.
+//! Frames are stamped with the monotonic time they are produced at (the source contract); their
+//! sequence numbers continue across loops.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::{CameraError, Frame, FrameSource, PixelFormat, convert, monotonic_now};
+
+/// How fast to play.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pace {
+    /// Keep the recorded spacing between frames.
+    RealTime,
+    /// Produce each frame as soon as it is asked for.
+    AsFastAsPossible,
+}
+
+#[derive(Debug, Clone)]
+pub struct ReplayConfig {
+    pub dir: PathBuf,
+    pub pace: Pace,
+    pub looping: bool,
+    /// Spacing when the directory has no `timing.tsv`.
+    pub interval: Duration,
+}
+
+impl ReplayConfig {
+    pub fn new(dir: impl Into<PathBuf>) -> ReplayConfig {
+        ReplayConfig {
+            dir: dir.into(),
+            pace: Pace::RealTime,
+            looping: false,
+            interval: Duration::from_micros(33_333),
+        }
+    }
+}
+
+/// One entry of the play list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Entry {
+    file: PathBuf,
+    /// Offset from the first frame.
+    at: Duration,
+    /// Format and geometry for raw files; `None` for images.
+    raw: Option<(PixelFormat, u32, u32, u32)>,
+}
+
+pub struct ReplaySource {
+    config: ReplayConfig,
+    entries: Vec<Entry>,
+    /// Length of one pass, for pacing loops (last offset + one typical interval).
+    period: Duration,
+    next: usize,
+    pass: u32,
+    sequence: u64,
+    started: Option<Instant>,
+    spare: Vec<u8>,
+}
+
+const IMAGE_EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
+
+impl ReplaySource {
+    pub fn open(config: ReplayConfig) -> Result<ReplaySource, CameraError> {
+        let err = |reason: String| CameraError::Replay {
+            path: config.dir.display().to_string(),
+            reason,
+        };
+        let timing = config.dir.join("timing.tsv");
+        let entries = if timing.exists() {
+            let text =
+                std::fs::read_to_string(&timing).map_err(|e| err(format!("timing.tsv: {e}")))?;
+            parse_timing(&config.dir, &text).map_err(|reason| CameraError::Replay {
+                path: timing.display().to_string(),
+                reason,
+            })?
+        } else {
+            list_images(&config.dir, config.interval).map_err(err)?
+        };
+        if entries.is_empty() {
+            return Err(err("no frames (no timing.tsv and no images)".into()));
+        }
+        let last = entries[entries.len() - 1].at;
+        let step = if entries.len() > 1 {
+            last / (entries.len() as u32 - 1)
+        } else {
+            config.interval
+        };
+        Ok(ReplaySource {
+            period: last + step,
+            entries,
+            config,
+            next: 0,
+            pass: 0,
+            sequence: 0,
+            started: None,
+            spare: Vec::new(),
+        })
+    }
+
+    /// Frames per pass.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    fn load(&mut self, entry: &Entry) -> Result<Frame, CameraError> {
+        let sequence = self.sequence;
+        let corrupt = |format: PixelFormat, reason: String| CameraError::CorruptFrame {
+            format,
+            sequence,
+            reason: format!("{}: {reason}", entry.file.display()),
+        };
+        let bytes = std::fs::read(&entry.file).map_err(|e| CameraError::Replay {
+            path: entry.file.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        let (format, width, height, stride, data) = match entry.raw {
+            Some((format, width, height, stride)) => {
+                if format != PixelFormat::Mjpeg {
+                    convert::check_frame(format, width, height, stride, bytes.len())
+                        .map_err(|e| corrupt(format, e.to_string()))?;
+                }
+                (format, width, height, stride, bytes)
+            }
+            None => {
+                let img = image::load_from_memory(&bytes)
+                    .map_err(|e| corrupt(PixelFormat::Rgb24, e.to_string()))?;
+                let (w, h) = (img.width(), img.height());
+                let mut data = std::mem::take(&mut self.spare);
+                data.clear();
+                if img.color().channel_count() <= 2 {
+                    data.extend_from_slice(img.to_luma8().as_raw());
+                    (PixelFormat::Grey, w, h, w, data)
+                } else {
+                    data.extend_from_slice(img.to_rgb8().as_raw());
+                    (PixelFormat::Rgb24, w, h, w * 3, data)
+                }
+            }
+        };
+        Ok(Frame {
+            format,
+            width,
+            height,
+            stride,
+            data,
+            timestamp: Duration::ZERO,
+            sequence,
+        })
+    }
+}
+
+impl FrameSource for ReplaySource {
+    fn next_frame(&mut self) -> Result<Option<Frame>, CameraError> {
+        if self.next == self.entries.len() {
+            if !self.config.looping {
+                return Ok(None);
+            }
+            self.next = 0;
+            self.pass += 1;
+        }
+        let entry = self.entries[self.next].clone();
+        self.next += 1;
+        let result = self.load(&entry);
+        self.sequence += 1;
+        let mut frame = result?;
+        if self.config.pace == Pace::RealTime {
+            let started = *self.started.get_or_insert_with(Instant::now);
+            let due = started + self.period * self.pass + entry.at;
+            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        }
+        frame.timestamp = monotonic_now();
+        Ok(Some(frame))
+    }
+
+    fn recycle(&mut self, buffer: Vec<u8>) {
+        if self.spare.capacity() < buffer.capacity() {
+            self.spare = buffer;
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "replay {} ({} frames{}{})",
+            self.config.dir.display(),
+            self.entries.len(),
+            if self.config.pace == Pace::RealTime {
+                ", real time"
+            } else {
+                ", fast"
+            },
+            if self.config.looping { ", looping" } else { "" }
+        )
+    }
+}
+
+fn list_images(dir: &Path, interval: Duration) -> Result<Vec<Entry>, String> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| e.to_string())?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension()
+                .and_then(|x| x.to_str())
+                .is_some_and(|x| IMAGE_EXTENSIONS.contains(&x.to_ascii_lowercase().as_str()))
+        })
+        .collect();
+    files.sort();
+    Ok(files
+        .into_iter()
+        .enumerate()
+        .map(|(i, file)| Entry {
+            file,
+            at: interval * i as u32,
+            raw: None,
+        })
+        .collect())
+}
+
+fn parse_timing(dir: &Path, text: &str) -> Result<Vec<Entry>, String> {
+    let mut entries = Vec::new();
+    let mut first: Option<u64> = None;
+    for (n, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        let bad = |what: &str| format!("line {}: {what}: {line:?}", n + 1);
+        let number = |i: usize, what: &str| -> Result<u64, String> {
+            cols.get(i)
+                .ok_or_else(|| bad(&format!("missing {what}")))?
+                .parse::<u64>()
+                .map_err(|_| bad(&format!("{what} is not a number")))
+        };
+        let file = dir.join(cols[0]);
+        if file.strip_prefix(dir).is_err() || cols[0].contains("..") {
+            return Err(bad("the file must be inside the directory"));
+        }
+        let us = number(1, "timestamp")?;
+        let base = *first.get_or_insert(us);
+        let at = us
+            .checked_sub(base)
+            .ok_or_else(|| bad("timestamps must not go backwards from the first"))?;
+        if let Some(prev) = entries.last().map(|e: &Entry| e.at)
+            && Duration::from_micros(at) < prev
+        {
+            return Err(bad("timestamps must not go backwards"));
+        }
+        let raw = match cols.get(2) {
+            None => {
+                let ext = file.extension().and_then(|x| x.to_str()).unwrap_or("");
+                if !IMAGE_EXTENSIONS.contains(&ext.to_ascii_lowercase().as_str()) {
+                    return Err(bad("a raw frame needs FORMAT WIDTH HEIGHT"));
+                }
+                None
+            }
+            Some(name) => {
+                let format = PixelFormat::parse(name).ok_or_else(|| bad("unknown pixel format"))?;
+                let width = number(3, "width")? as u32;
+                let height = number(4, "height")? as u32;
+                let stride = match cols.get(5) {
+                    Some(_) => number(5, "stride")? as u32,
+                    None => format.min_stride(width).unwrap_or(0) as u32,
+                };
+                Some((format, width, height, stride))
+            }
+        };
+        entries.push(Entry {
+            file,
+            at: Duration::from_micros(at),
+            raw,
+        });
+    }
+    Ok(entries)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("autoneural-replay-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        dir
+    }
+
+    #[test]
+    fn images_and_raw_frames_play_in_order_with_their_formats() {
+        let dir = temp_dir("mixed");
+        image::RgbImage::from_pixel(4, 2, image::Rgb([10, 20, 30]))
+            .save(dir.join("a.png"))
+            .expect("png");
+        image::GrayImage::from_pixel(3, 3, image::Luma([99]))
+            .save(dir.join("b.png"))
+            .expect("png");
+        std::fs::write(dir.join("c.raw"), [235, 128, 16, 128]).expect("raw");
+        std::fs::write(
+            dir.join("timing.tsv"),
+            "# file ts\na.png 1000\nb.png 2000\nc.raw 3000 YUYV 2 1\n",
+        )
+        .expect("timing");
+        let mut config = ReplayConfig::new(&dir);
+        config.pace = Pace::AsFastAsPossible;
+        let mut replay = ReplaySource::open(config).expect("opens");
+        let a = replay.next_frame().expect("ok").expect("frame");
+        assert_eq!(
+            (a.format, a.width, a.height, a.stride),
+            (PixelFormat::Rgb24, 4, 2, 12)
+        );
+        assert_eq!(a.data[..3], [10, 20, 30]);
+        let b = replay.next_frame().expect("ok").expect("frame");
+        assert_eq!((b.format, b.data[0]), (PixelFormat::Grey, 99));
+        let c = replay.next_frame().expect("ok").expect("frame");
+        assert_eq!((c.format, c.width, c.sequence), (PixelFormat::Yuyv, 2, 2));
+        assert!(
+            replay.next_frame().expect("ok").is_none(),
+            "ends without looping"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn real_time_looping_keeps_the_spacing_and_counts_on() {
+        let dir = temp_dir("loop");
+        for name in ["0.png", "1.png"] {
+            image::GrayImage::new(2, 2)
+                .save(dir.join(name))
+                .expect("png");
+        }
+        let mut config = ReplayConfig::new(&dir);
+        config.looping = true;
+        config.interval = Duration::from_millis(20);
+        let mut replay = ReplaySource::open(config).expect("opens");
+        let frames: Vec<Frame> = (0..4)
+            .map(|_| replay.next_frame().expect("ok").expect("frame"))
+            .collect();
+        let seqs: Vec<u64> = frames.iter().map(|f| f.sequence).collect();
+        assert_eq!(seqs, [0, 1, 2, 3]);
+        // Four frames 20 ms apart span at least 60 ms of the monotonic clock.
+        assert!(frames[3].timestamp - frames[0].timestamp >= Duration::from_millis(59));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn bad_timing_files_and_truncated_raw_frames_are_errors() {
+        let dir = temp_dir("bad");
+        for (timing, needle) in [
+            ("x.raw 0\n", "raw frame needs"),
+            ("x.raw zero YUYV 2 2\n", "not a number"),
+            ("x.raw 0 H264 2 2\n", "unknown pixel format"),
+            ("../x.png 0\n", "inside the directory"),
+            ("a.png 5\nb.png 1\n", "backwards"),
+        ] {
+            std::fs::write(dir.join("timing.tsv"), timing).expect("timing");
+            let err = ReplaySource::open(ReplayConfig::new(&dir))
+                .err()
+                .expect("rejected");
+            assert!(err.to_string().contains(needle), "{timing:?}: {err}");
+        }
+        std::fs::write(dir.join("short.raw"), [0u8; 7]).expect("raw");
+        std::fs::write(dir.join("timing.tsv"), "short.raw 0 YUYV 2 2\n").expect("timing");
+        let mut replay = ReplaySource::open(ReplayConfig::new(&dir)).expect("opens");
+        let err = replay.next_frame().expect_err("truncated");
+        assert_eq!(err.recovery(), crate::Recovery::SkipFrame, "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(ReplaySource::open(ReplayConfig::new("/nonexistent/replay")).is_err());
+    }
+}
