@@ -2,6 +2,8 @@
 //! the `<image>` token -> chunked prefill -> probes / decode. One `Engine` is used by one thread at a
 //! time (the `Worker` owns one); every call blocks on ONNX Runtime.
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
@@ -22,7 +24,6 @@ use crate::types::{
 struct Prefix {
     frame_id: u64,
     pos: usize,
-    conv: Vec<f32>,
 }
 
 /// A loaded bundle with one session per graph and the decoder's state.
@@ -39,6 +40,13 @@ pub struct Engine {
     /// Token ids of the prompt before the image token (system turn), the same for every question.
     prefix_ids: Vec<u32>,
     prefix: Option<Prefix>,
+    /// Conv states after the prefix (KV rows below the prefix length are never overwritten).
+    prefix_conv: Vec<f32>,
+    /// Token ids of probe questions / answers, tokenized once ("q:" / "a:" + text).
+    ids_cache: HashMap<String, Arc<[u32]>>,
+    /// Probe scratch: logits and conv states after a probe's question.
+    q_logits: Vec<f32>,
+    q_conv: Vec<f32>,
     /// Reused buffers: embedding rows to feed, the last logits row.
     seq: Vec<f32>,
     logits: Vec<f32>,
@@ -117,6 +125,10 @@ impl Engine {
             step,
             state,
             prefix: None,
+            prefix_conv: Vec::new(),
+            ids_cache: HashMap::new(),
+            q_logits: Vec::new(),
+            q_conv: Vec::new(),
             seq: Vec::new(),
             logits,
             clock: RunClock::default(),
@@ -231,19 +243,17 @@ impl Engine {
         res?;
         timings.prefix_prefill = t.elapsed();
         timings.prefix_tokens = self.state.pos;
-        let mut conv = Vec::new();
-        self.state.save_conv(&mut conv);
+        self.state.save_conv(&mut self.prefix_conv);
         self.prefix = Some(Prefix {
             frame_id: frame.id,
             pos: self.state.pos,
-            conv,
         });
         Ok(())
     }
 
     fn restore_prefix(&mut self) -> Result<()> {
         let p = self.prefix.as_ref().ok_or(Error::NoFrame)?;
-        self.state.restore(&p.conv, p.pos);
+        self.state.restore(&self.prefix_conv, p.pos);
         Ok(())
     }
 
@@ -311,24 +321,52 @@ impl Engine {
         self.ensure_prefix(frame, &mut timings)?;
         let t_probe = Instant::now();
         let mut answers = Vec::with_capacity(probes.len());
-        let mut q_logits = vec![0f32; self.logits.len()];
-        let mut q_conv = Vec::new();
+        let mut q_logits = std::mem::take(&mut self.q_logits);
+        let mut q_conv = std::mem::take(&mut self.q_conv);
+        let res = self.score_probes(
+            probes,
+            &mut timings,
+            &mut q_logits,
+            &mut q_conv,
+            &mut answers,
+        );
+        self.q_logits = q_logits;
+        self.q_conv = q_conv;
+        res?;
+        timings.probe = t_probe.elapsed();
+        self.finish_timings(&mut timings, start);
+        Ok(ProbeOutcome {
+            frame_id: frame.id,
+            answers,
+            timings,
+        })
+    }
+
+    fn score_probes(
+        &mut self,
+        probes: &[Probe],
+        timings: &mut Timings,
+        q_logits: &mut Vec<f32>,
+        q_conv: &mut Vec<f32>,
+        answers: &mut Vec<ProbeAnswer>,
+    ) -> Result<()> {
         for probe in probes {
-            let (_, q_ids) = self.prompt_ids(&probe.question)?;
+            let q_ids = self.cached_ids("q:", &probe.question)?;
             self.restore_prefix()?;
             let t = Instant::now();
             self.feed_ids(&q_ids)?;
             timings.prefill += t.elapsed();
             timings.prefill_tokens += q_ids.len();
-            q_logits.copy_from_slice(&self.logits);
-            self.state.save_conv(&mut q_conv);
+            q_logits.clear();
+            q_logits.extend_from_slice(&self.logits);
+            self.state.save_conv(q_conv);
             let q_pos = self.state.pos;
             let mut scores = Vec::with_capacity(probe.answers.len());
             for answer in &probe.answers {
-                let ids = self.answer_ids(answer)?;
-                let mut score = log_prob(&q_logits, ids[0]);
+                let ids = self.cached_ids("a:", answer)?;
+                let mut score = log_prob(q_logits, ids[0]);
                 if ids.len() > 1 {
-                    self.state.restore(&q_conv, q_pos);
+                    self.state.restore(q_conv, q_pos);
                     for k in 1..ids.len() {
                         self.feed_ids(&ids[k - 1..k])?;
                         score += log_prob(&self.logits, ids[k]);
@@ -338,13 +376,26 @@ impl Engine {
             }
             answers.push(probe_answer(probe, &scores));
         }
-        timings.probe = t_probe.elapsed();
-        self.finish_timings(&mut timings, start);
-        Ok(ProbeOutcome {
-            frame_id: frame.id,
-            answers,
-            timings,
-        })
+        Ok(())
+    }
+
+    /// Token ids of a probe question (`kind` "q:", the part after the image) or answer ("a:"),
+    /// tokenized once per text.
+    fn cached_ids(&mut self, kind: &str, text: &str) -> Result<Arc<[u32]>> {
+        let key = format!("{kind}{text}");
+        if let Some(ids) = self.ids_cache.get(&key) {
+            return Ok(Arc::clone(ids));
+        }
+        let ids: Arc<[u32]> = if kind == "q:" {
+            self.prompt_ids(text)?.1.into()
+        } else {
+            self.answer_ids(text)?.into()
+        };
+        if self.ids_cache.len() >= 1024 {
+            self.ids_cache.clear(); // bounded: probe sets are small, arbitrary callers cannot grow it
+        }
+        self.ids_cache.insert(key, Arc::clone(&ids));
+        Ok(ids)
     }
 
     fn answer_ids(&self, answer: &str) -> Result<Vec<u32>> {

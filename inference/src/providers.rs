@@ -428,11 +428,10 @@ impl SessionFactory<'_> {
             ("ep.context_embed_mode", "0".to_string()),
         ];
         let compiled = commit(make(&compile_opts)?, &graph);
-        let compile_time = match compiled {
-            Ok((s, dt)) => {
-                drop(s);
-                dt
-            }
+        // Node placement is taken from the compiling session: it sees the original graph's nodes
+        // (the context model that is loaded afterwards holds only EPContext nodes).
+        let (compile_time, placement) = match compiled {
+            Ok((s, dt)) => (dt, assignment(&s)),
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&tmp);
                 return Err(e);
@@ -464,6 +463,11 @@ impl SessionFactory<'_> {
             compile_time,
             &s,
         );
+        let r = SessionReport {
+            nodes_per_ep: nodes_per_ep(&placement),
+            fallback_ops: fallback_ops(&placement, QNN_EP_NAME),
+            ..r
+        };
         Ok((s, r))
     }
 
@@ -520,15 +524,9 @@ fn report(
     compile_time: Duration,
     session: &Session,
 ) -> SessionReport {
-    let assignment = assignment(session);
-    let mut nodes_per_ep = BTreeMap::new();
-    let mut fallback_ops = Vec::new();
-    for (ep_name, ops) in &assignment {
-        *nodes_per_ep.entry(ep_name.clone()).or_insert(0) += ops.len();
-        if ep_name != ep {
-            fallback_ops.extend(ops.iter().cloned());
-        }
-    }
+    let placement = assignment(session);
+    let nodes_per_ep = nodes_per_ep(&placement);
+    let fallback_ops = fallback_ops(&placement, ep);
     SessionReport {
         graph: kind,
         provider,
@@ -540,6 +538,22 @@ fn report(
         fallback_ops,
         skipped: Vec::new(),
     }
+}
+
+fn nodes_per_ep(placement: &[(String, Vec<String>)]) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for (ep_name, ops) in placement {
+        *out.entry(ep_name.clone()).or_insert(0) += ops.len();
+    }
+    out
+}
+
+fn fallback_ops(placement: &[(String, Vec<String>)], ep: &str) -> Vec<String> {
+    placement
+        .iter()
+        .filter(|(e, _)| e != ep)
+        .flat_map(|(_, ops)| ops.iter().cloned())
+        .collect()
 }
 
 /// (EP name, op types of its nodes) per assigned subgraph, read through the C API that `ort` does not

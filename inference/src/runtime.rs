@@ -64,6 +64,8 @@ pub(crate) fn runtime(
             path: lib.clone(),
             message: e.to_string(),
         })?;
+    // The custom logger is installed at verbose level; format nothing below warnings.
+    env.set_log_level(ort::logging::LogLevel::Warning);
     let rt = Runtime {
         env,
         ort_lib: lib,

@@ -696,3 +696,28 @@ fn qnn_htp_full_offload_matches_cpu_answers_and_caches_context_binaries() {
             .all(|r| r.source == ModelSource::BundleContext && r.fully_offloaded())
     );
 }
+
+#[test]
+fn an_unavailable_provider_is_skipped_and_reported() {
+    let mut c = cpu_config(&tiny(), "fp32");
+    c.providers.insert(0, Provider::Qnn(QnnOptions::default()));
+    c.libraries.qnn_ep = Some(scratch("no-qnn").join("libonnxruntime_providers_qnn.so"));
+    let engine = Engine::load(&c).unwrap();
+    for r in engine.reports() {
+        assert_eq!(r.provider, "cpu");
+        assert!(
+            r.skipped.len() == 1 && r.skipped[0].contains("libonnxruntime_providers_qnn.so"),
+            "{:?}",
+            r.skipped
+        );
+    }
+    // With nothing left to fall back to, the error lists what was tried.
+    c.providers.truncate(1);
+    match Engine::load(&c) {
+        Err(Error::NoProvider { graph, attempts }) => {
+            assert_eq!(graph, "vision");
+            assert!(attempts[0].contains("./scripts/setup"), "{attempts:?}");
+        }
+        other => panic!("expected NoProvider, got {other:?}"),
+    }
+}
