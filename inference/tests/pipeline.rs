@@ -13,6 +13,9 @@ use autoneural_inference::{
     QueueLimits, Verify, Worker,
 };
 
+// The default cabin model's Rust-side accuracy check (issue 4) shares this binary.
+mod cabin;
+
 fn models() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../models")
 }
