@@ -53,10 +53,10 @@ def card(bundle: Path) -> str:
                   f"(held-out mean {held['mean_pct']:.1f} %, worst probe {held['min_pct']:.1f} %). Where a probe's "
                   "accuracy is close to its most frequent answer's share, the model has not learned it from "
                   "the pixels. The bundle is complete and valid (contract 1), so everything downstream runs.")
-    rust_test = ROOT / "inference/tests/cabin_model.rs"
-    rust_line = ("The Rust-side check (`inference/tests/cabin_model.rs`, in the default test command) renders the first"
+    rust_test = ROOT / "inference/tests/cabin/mod.rs"
+    rust_line = ("The Rust-side check (`inference/tests/cabin/mod.rs`, part of the `pipeline` test binary in the default test command) renders the first"
                  if rust_test.is_file() else
-                 "The Rust-side check (to be added as `inference/tests/cabin_model.rs` once the inference crate is on"
+                 "The Rust-side check (to be added as `inference/tests/cabin/mod.rs` once the inference crate is on"
                  " main; not in the tree yet) renders the first")
     return f"""# autoneural-cabin — model card
 
