@@ -419,6 +419,8 @@ class Harness:
             old = json.loads(prev.read_text())
             run["commands"] = [c for c in old.get("commands", []) if c["step"] not in self.a.only.split(",")] + self.commands
             run["total_s_full_run"] = old.get("total_s_full_run", old.get("total_s"))
+            earlier = old.get("reruns") or ([{"only": old["only"], "total_s": old["total_s"]}] if old.get("only") else [])
+            run["reruns"] = earlier + [{"only": self.a.only, "total_s": run["total_s"]}]
         prev.write_text(json.dumps(run, indent=1))
         subprocess.run([self.bench_py, BENCH / "report.py", "--results", self.results, "--out", BENCH / "REPORT.md"],
                        cwd=ROOT, check=True)
