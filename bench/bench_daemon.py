@@ -34,8 +34,8 @@ def bench_config(demo: Path, out: Path) -> None:
     absolute paths (the daemon resolves them relative to the config file)."""
     text = demo.read_text()
     text = re.sub(r'(?m)^end_of_stream\s*=.*$', "", text)
-    text = re.sub(r'(?m)^looping\s*=.*$', "", text)
-    text = text.replace("[camera]\n", "[camera]\nlooping = true\n", 1)
+    text = re.sub(r'(?m)^loop\s*=.*$', "", text)
+    text = text.replace("[camera]\n", "[camera]\nloop = true\n", 1)
 
     def absolute(m):
         p = m.group(2)
@@ -207,4 +207,8 @@ def markdown(r: dict) -> str:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    try:
+        raise SystemExit(main())
+    except RuntimeError as e:  # the daemon failing is a finding for the report, not a crash
+        out = Path(__import__("sys").argv[__import__("sys").argv.index("--out") + 1])
+        write_json(out, {"status": "error", "reason": str(e)[-1500:]})
