@@ -132,8 +132,6 @@ pub struct ModelConfig {
     /// Bundle variant: `fp32`, `w8a16`, ...
     #[serde(default = "default_variant")]
     pub variant: String,
-    /// A smaller-input variant the daemon may switch to when it must degrade (optional).
-    pub low_resolution_variant: Option<String>,
     /// Ordered fallback list of execution providers.
     #[serde(default = "default_eps")]
     pub execution_providers: Vec<ExecutionProvider>,

@@ -16,6 +16,7 @@ use log::{debug, info, warn};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::budget::{Governor, Level};
+use crate::stages::Sensing;
 use crate::stages::{
     Alert, AlertEvent, Captured, DriverState, FrameSource, Observation, Perception, Policy,
     SourceEvent, mono_now,
@@ -131,6 +132,8 @@ pub struct Pipeline<S: FrameSource, P: Perception<Frame = S::Frame>, L: Policy> 
     pub config: PipelineConfig,
     pub updates: mpsc::Sender<Update>,
     pub commands: std_mpsc::Receiver<Command>,
+    /// Events of a rules reload, published with the next observation.
+    pub pending_events: Vec<AlertEvent>,
 }
 
 impl<S: FrameSource, P: Perception<Frame = S::Frame>, L: Policy> Pipeline<S, P, L> {
@@ -186,7 +189,14 @@ impl<S: FrameSource, P: Perception<Frame = S::Frame>, L: Policy> Pipeline<S, P, 
                     }
                     format!("camera: no frame for {} ms", silent.as_millis())
                 }
-                SourceEvent::Failed(e) => format!("camera: {e}"),
+                SourceEvent::Failed(e) => {
+                    // A source that fails at once must not make this a busy loop.
+                    let silent = mono_now().saturating_sub(last_frame_at);
+                    if silent < TICK {
+                        std::thread::sleep(TICK - silent);
+                    }
+                    format!("camera: {e}")
+                }
                 SourceEvent::Ended => {
                     if self.config.exit_at_end {
                         info!("pipeline: the source ended; exiting as configured");
@@ -211,7 +221,13 @@ impl<S: FrameSource, P: Perception<Frame = S::Frame>, L: Policy> Pipeline<S, P, 
         while let Ok(cmd) = self.commands.try_recv() {
             match cmd {
                 Command::ReloadRules(reply) => {
-                    let result = self.policy.reload().map_err(|e| e.0);
+                    let result = match self.policy.reload() {
+                        Ok((summary, events)) => {
+                            self.pending_events.extend(events);
+                            Ok(summary)
+                        }
+                        Err(e) => Err(e.0),
+                    };
                     let _ = reply.send(result);
                 }
             }
@@ -253,7 +269,8 @@ impl<S: FrameSource, P: Perception<Frame = S::Frame>, L: Policy> Pipeline<S, P, 
             }
         };
         let t = mono_now();
-        let (state, events) = self.policy.update(&observation);
+        let (state, mut events) = self.policy.update(&observation);
+        events.splice(0..0, self.pending_events.drain(..));
         self.shared
             .record(Stage::Policies, mono_now().saturating_sub(t));
         self.shared.frames_processed.fetch_add(1, Ordering::Relaxed);
@@ -271,10 +288,12 @@ impl<S: FrameSource, P: Perception<Frame = S::Frame>, L: Policy> Pipeline<S, P, 
             }
         }
         let (level, level_reason) = self.shared.level();
-        let (monitoring, reason) = match inference_error {
-            Some(e) => (MonitoringState::Unavailable, e),
-            None if level > Level::Full => (MonitoringState::Degraded, level_reason),
-            None => (MonitoringState::Active, String::new()),
+        let (monitoring, reason) = match (inference_error, &state.sensing) {
+            (Some(e), _) => (MonitoringState::Unavailable, e),
+            (None, Sensing::Unavailable(why)) => (MonitoringState::Unavailable, why.clone()),
+            (None, Sensing::Degraded(why)) => (MonitoringState::Degraded, why.clone()),
+            (None, Sensing::Ok) if level > Level::Full => (MonitoringState::Degraded, level_reason),
+            (None, Sensing::Ok) => (MonitoringState::Active, String::new()),
         };
         if !*first_valid && monitoring != MonitoringState::Unavailable {
             *first_valid = true;
@@ -312,7 +331,8 @@ impl<S: FrameSource, P: Perception<Frame = S::Frame>, L: Policy> Pipeline<S, P, 
             answers: vec![],
             invalid: Some(reason.clone()),
         };
-        let (state, events) = self.policy.update(&observation);
+        let (state, mut events) = self.policy.update(&observation);
+        events.splice(0..0, self.pending_events.drain(..));
         let (level, _) = self.shared.level();
         let snapshot = Snapshot {
             state,

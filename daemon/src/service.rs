@@ -119,7 +119,9 @@ where
     P: Perception<Frame = S::Frame>,
     L: Policy,
 {
-    let governor = Governor::new(&cfg.budgets, cfg.model.low_resolution_variant.is_some());
+    // Bundle format autoneural-bundle/1 has one input size per bundle, so the ladder ends at
+    // reduced-rate (see budget.rs).
+    let governor = Governor::new(&cfg.budgets, false);
     let shared = Arc::new(Shared::new(governor, 256));
     let published = Arc::new(Mutex::new(Published::default()));
     let diag: Arc<dyn DiagnosticsSource> = Arc::new(DiagnosticsView {
@@ -161,6 +163,7 @@ where
         },
         updates: updates_tx,
         commands: commands_rx,
+        pending_events: vec![],
     };
     let pipeline_thread = std::thread::Builder::new()
         .name("pipeline".into())
@@ -503,7 +506,7 @@ mod tests {
                 vec![]
             }
         }
-        fn reload(&mut self) -> Result<String, StageError> {
+        fn reload(&mut self) -> Result<(String, Vec<AlertEvent>), StageError> {
             Err(StageError::new("test rules cannot be reloaded"))
         }
     }

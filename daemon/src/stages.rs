@@ -114,6 +114,17 @@ pub struct Observation {
     pub invalid: Option<String>,
 }
 
+/// How well the policies can see the driver (their view of the monitoring state).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum Sensing {
+    #[default]
+    Ok,
+    /// Data missing or the face not visible, not yet for the monitoring-unavailable time.
+    Degraded(String),
+    /// The monitoring-unavailable alert is active.
+    Unavailable(String),
+}
+
 /// The driver state as published (COVESA VSS `Vehicle.Driver.*` where one exists).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct DriverState {
@@ -125,6 +136,7 @@ pub struct DriverState {
     pub phone_in_use: bool,
     pub eyes_closed: bool,
     pub face_visible: bool,
+    pub sensing: Sensing,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -154,6 +166,7 @@ pub enum AlertEvent {
 pub trait Policy: Send + 'static {
     fn update(&mut self, observation: &Observation) -> (DriverState, Vec<AlertEvent>);
     fn active_alerts(&self) -> Vec<Alert>;
-    /// Re-reads the rules file; on error the running rules stay.
-    fn reload(&mut self) -> Result<String, StageError>;
+    /// Re-reads the rules file; on error the running rules stay. Returns a summary and the
+    /// events of the change (alerts of rules the new file disables are cleared).
+    fn reload(&mut self) -> Result<(String, Vec<AlertEvent>), StageError>;
 }

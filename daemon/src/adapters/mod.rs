@@ -1,6 +1,8 @@
 //! The stage traits implemented with the project's crates: autoneural-camera (frames),
 //! autoneural-inference (the model) and autoneural-policies (rules).
 
+pub mod policy;
+
 use crate::config::Config;
 
 /// Loads the configured bundle and reports the execution provider of every graph.
