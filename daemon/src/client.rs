@@ -63,6 +63,10 @@ pub trait Diagnostics {
     #[zbus(property)]
     fn degradation_reason(&self) -> zbus::Result<String>;
     #[zbus(property)]
+    fn source(&self) -> zbus::Result<String>;
+    #[zbus(property)]
+    fn source_epoch(&self) -> zbus::Result<u64>;
+    #[zbus(property)]
     fn frames_processed(&self) -> zbus::Result<u64>;
     #[zbus(property)]
     fn frames_dropped(&self) -> zbus::Result<u64>;

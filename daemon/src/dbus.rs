@@ -114,6 +114,8 @@ pub trait DiagnosticsSource: Send + Sync {
     fn frames(&self) -> (u64, u64);
     fn budgets(&self) -> Vec<(Stage, Duration)>;
     fn record(&self, stage: Stage, d: Duration);
+    /// The camera source's name and its epoch (0 for live cameras).
+    fn source(&self) -> (String, u64);
 }
 
 /// Calls per sender within the last minute, for the rate limit; at most `MAX_SENDERS` are tracked.
@@ -418,6 +420,19 @@ impl Diagnostics {
     #[zbus(property)]
     fn degradation_reason(&self) -> String {
         self.source.degradation().1
+    }
+
+    /// The camera source ("/dev/video0 GREY 1280x800 @ 15 fps", "synthetic scenario ...").
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn source(&self) -> String {
+        self.source.source().0
+    }
+
+    /// For synthetic and recorded sources: CLOCK_MONOTONIC microseconds of the stream's time
+    /// zero, so that timestamps map back to scenario time; 0 for a live camera.
+    #[zbus(property(emits_changed_signal = "const"))]
+    fn source_epoch(&self) -> u64 {
+        self.source.source().1
     }
 
     #[zbus(property(emits_changed_signal = "false"))]

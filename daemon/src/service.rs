@@ -34,6 +34,7 @@ pub enum Exit {
 struct DiagnosticsView<F, P> {
     shared: Arc<Shared<F>>,
     perception: Arc<P>,
+    source: (String, u64),
 }
 
 impl<F: Send + Sync + 'static, P: Perception<Frame = F>> DiagnosticsSource
@@ -68,6 +69,9 @@ impl<F: Send + Sync + 'static, P: Perception<Frame = F>> DiagnosticsSource
     }
     fn record(&self, stage: Stage, d: Duration) {
         self.shared.record(stage, d);
+    }
+    fn source(&self) -> (String, u64) {
+        self.source.clone()
     }
 }
 
@@ -127,6 +131,10 @@ where
     let diag: Arc<dyn DiagnosticsSource> = Arc::new(DiagnosticsView {
         shared: Arc::clone(&shared),
         perception: Arc::clone(&perception),
+        source: (
+            source.describe(),
+            source.epoch().map_or(0, |e| e.as_micros() as u64),
+        ),
     });
     let runner = hmi_runner(
         &shared,
@@ -418,6 +426,9 @@ mod tests {
         }
         fn dropped(&self) -> u64 {
             0
+        }
+        fn describe(&self) -> String {
+            "test frames".into()
         }
     }
 

@@ -63,6 +63,13 @@ pub trait FrameSource: Send + 'static {
     fn next(&mut self, timeout: Duration) -> SourceEvent<Self::Frame>;
     /// Frames the source dropped because the consumer was busy.
     fn dropped(&self) -> u64;
+    /// For recorded and synthetic sources: the CLOCK_MONOTONIC time of the stream's time zero,
+    /// so that observation timestamps map back to scenario time. None for live cameras.
+    fn epoch(&self) -> Option<Duration> {
+        None
+    }
+    /// A short name for logs and diagnostics.
+    fn describe(&self) -> String;
 }
 
 /// One probe's answer on one frame.

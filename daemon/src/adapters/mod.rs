@@ -1,6 +1,7 @@
 //! The stage traits implemented with the project's crates: autoneural-camera (frames),
 //! autoneural-inference (the model) and autoneural-policies (rules).
 
+pub mod camera;
 pub mod policy;
 
 use crate::config::Config;

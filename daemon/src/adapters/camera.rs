@@ -1,0 +1,193 @@
+//! The frame stage: an autoneural-camera source on its capture thread (latest frame wins,
+//! reconnect with back-off), each taken frame converted once into the model's input size.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use autoneural_camera as camera;
+use camera::{
+    Capture, CaptureOptions, Channels, Converter, Health, LatestFrame, OutputSpec, TakeError,
+};
+use log::{info, warn};
+
+use crate::config::{CameraConfig, SourceKind};
+use crate::stages::{Captured, FrameSource, SourceEvent};
+
+/// A frame converted into the model's input: packed RGB (or mono), `size` x `size`.
+#[derive(Debug, Clone)]
+pub struct ModelInput {
+    pub sequence: u64,
+    pub width: u32,
+    pub height: u32,
+    pub mono: bool,
+    pub pixels: Arc<[u8]>,
+}
+
+/// Opens the configured source (not yet started).
+pub fn open(
+    cfg: &CameraConfig,
+) -> anyhow::Result<(Box<dyn camera::FrameSource>, Option<Duration>)> {
+    match cfg.source {
+        SourceKind::Synthetic => {
+            let name = cfg
+                .scenario
+                .as_ref()
+                .map(|s| s.get_ref().clone())
+                .unwrap_or_default();
+            let scenario = if name.ends_with(".toml") {
+                camera::Scenario::load(std::path::Path::new(&name))
+                    .map_err(|e| anyhow::anyhow!("camera.scenario: {e}"))?
+            } else {
+                camera::Scenario::builtin(&name).ok_or_else(|| {
+                    let names: Vec<&str> =
+                        camera::synthetic::BUILTIN.iter().map(|(n, _)| *n).collect();
+                    anyhow::anyhow!(
+                        "camera.scenario: no shipped scenario {name:?} (shipped: {})",
+                        names.join(", ")
+                    )
+                })?
+            };
+            let source = camera::ScenarioSource::new(
+                scenario,
+                cfg.width.get() as u32,
+                cfg.height.get() as u32,
+            )
+            .realtime(true)
+            .looping(cfg.looping);
+            let epoch = source.epoch();
+            Ok((Box::new(source), Some(epoch)))
+        }
+        SourceKind::V4l2 | SourceKind::Replay => anyhow::bail!(
+            "camera.source = {:?} is not available in this build yet; use \"synthetic\"",
+            format!("{:?}", cfg.source).to_lowercase()
+        ),
+    }
+}
+
+pub struct CameraStage {
+    capture: Capture,
+    frames: LatestFrame,
+    converter: Converter,
+    mono: bool,
+    epoch: Option<Duration>,
+    name: String,
+}
+
+impl CameraStage {
+    /// Starts the capture thread. `input_size`/`mono`: what the model takes.
+    pub fn start(
+        source: Box<dyn camera::FrameSource>,
+        epoch: Option<Duration>,
+        input_size: u32,
+        mono: bool,
+        frame_timeout: Duration,
+    ) -> anyhow::Result<Self> {
+        let name = source.describe();
+        let converter = Converter::new(OutputSpec::square(
+            input_size,
+            if mono { Channels::Mono } else { Channels::Rgb },
+        ))
+        .map_err(|e| anyhow::anyhow!("model input {input_size}x{input_size}: {e}"))?;
+        let options = CaptureOptions {
+            // A frame older than the frame timeout is not worth processing.
+            max_age: Some(frame_timeout),
+            ..CaptureOptions::default()
+        };
+        // Health changes are rare; frames are not logged.
+        let capture = Capture::spawn(source, options, |event| match &event.health {
+            Health::Streaming { source } => info!("camera: streaming from {source}"),
+            Health::Starting => {}
+            Health::Ended => info!("camera: the stream ended"),
+            other => warn!("camera: {other:?}"),
+        })?;
+        let frames = capture.frames();
+        info!("camera: {name}");
+        Ok(Self {
+            capture,
+            frames,
+            converter,
+            mono,
+            epoch,
+            name,
+        })
+    }
+
+    fn problem(&self) -> Option<String> {
+        match self.frames.health() {
+            Health::Reconnecting {
+                reason, attempt, ..
+            } => Some(format!("{reason} (reconnect attempt {attempt})")),
+            Health::Failed { reason, .. } => Some(reason),
+            _ => None,
+        }
+    }
+}
+
+impl FrameSource for CameraStage {
+    type Frame = ModelInput;
+
+    fn next(&mut self, timeout: Duration) -> SourceEvent<ModelInput> {
+        match self.frames.take(Some(timeout)) {
+            Ok(frame) => {
+                let converted = self
+                    .converter
+                    .convert(&frame)
+                    .map(|px| Arc::<[u8]>::from(px));
+                let (sequence, timestamp) = (frame.sequence, frame.timestamp);
+                self.frames.give_back(frame);
+                match converted {
+                    Ok(pixels) => {
+                        let spec = self.converter.spec();
+                        SourceEvent::Frame(Captured {
+                            frame: Arc::new(ModelInput {
+                                sequence,
+                                width: spec.width,
+                                height: spec.height,
+                                mono: self.mono,
+                                pixels,
+                            }),
+                            timestamp,
+                            sequence,
+                        })
+                    }
+                    Err(e) if e.is_corrupt_frame() => SourceEvent::Timeout,
+                    Err(e) => SourceEvent::Failed(format!("frame conversion: {e}")),
+                }
+            }
+            Err(TakeError::Timeout) => match self.problem() {
+                Some(p) => SourceEvent::Failed(p),
+                None => SourceEvent::Timeout,
+            },
+            Err(TakeError::Closed) => match self.frames.health() {
+                Health::Ended => SourceEvent::Ended,
+                _ => {
+                    std::thread::sleep(timeout);
+                    SourceEvent::Failed(
+                        self.problem()
+                            .unwrap_or_else(|| "the capture stopped".into()),
+                    )
+                }
+            },
+        }
+    }
+
+    fn dropped(&self) -> u64 {
+        let s = self.frames.stats();
+        s.dropped + s.stale
+    }
+
+    fn epoch(&self) -> Option<Duration> {
+        self.epoch
+    }
+
+    fn describe(&self) -> String {
+        self.name.clone()
+    }
+}
+
+impl Drop for CameraStage {
+    fn drop(&mut self) {
+        // Capture stops its thread when dropped; nothing else to release.
+        let _ = &self.capture;
+    }
+}
