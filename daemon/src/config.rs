@@ -222,6 +222,9 @@ pub struct DescriptionConfig {
     pub interval_ms: Bounded<0, 3_600_000>,
     #[serde(default = "d_description_tokens")]
     pub max_tokens: Bounded<1, 512>,
+    /// The question the model answers with the description.
+    #[serde(default = "d_description_prompt")]
+    pub prompt: String,
 }
 
 impl Default for DescriptionConfig {
@@ -229,6 +232,7 @@ impl Default for DescriptionConfig {
         Self {
             interval_ms: d_description_interval(),
             max_tokens: d_description_tokens(),
+            prompt: d_description_prompt(),
         }
     }
 }
@@ -400,6 +404,9 @@ fn d_description_interval() -> Bounded<0, 3_600_000> {
 }
 fn d_description_tokens() -> Bounded<1, 512> {
     Bounded(32)
+}
+fn d_description_prompt() -> String {
+    "Describe the cabin.".into()
 }
 fn d_question_chars() -> Bounded<1, 4096> {
     Bounded(256)

@@ -65,7 +65,8 @@ pub fn open(
 }
 
 pub struct CameraStage {
-    capture: Capture,
+    /// Owns the capture thread (stopped when dropped).
+    _capture: Capture,
     frames: LatestFrame,
     converter: Converter,
     mono: bool,
@@ -103,7 +104,7 @@ impl CameraStage {
         let frames = capture.frames();
         info!("camera: {name}");
         Ok(Self {
-            capture,
+            _capture: capture,
             frames,
             converter,
             mono,
@@ -132,7 +133,7 @@ impl FrameSource for CameraStage {
                 let converted = self
                     .converter
                     .convert(&frame)
-                    .map(|px| Arc::<[u8]>::from(px));
+                    .map(Arc::<[u8]>::from);
                 let (sequence, timestamp) = (frame.sequence, frame.timestamp);
                 self.frames.give_back(frame);
                 match converted {
@@ -185,9 +186,3 @@ impl FrameSource for CameraStage {
     }
 }
 
-impl Drop for CameraStage {
-    fn drop(&mut self) {
-        // Capture stops its thread when dropped; nothing else to release.
-        let _ = &self.capture;
-    }
-}

@@ -2,21 +2,83 @@
 //! autoneural-inference (the model) and autoneural-policies (rules).
 
 pub mod camera;
+pub mod model;
 pub mod policy;
 
-use crate::config::Config;
+use std::fmt::Write;
+use std::sync::Arc;
 
-/// Loads the configured bundle and reports the execution provider of every graph.
-pub async fn check_model(_cfg: &Config) -> anyhow::Result<String> {
-    anyhow::bail!("check-model needs the inference crate, which is not wired into this build yet")
+use anyhow::Context;
+
+use crate::config::Config;
+use crate::notify::Notifier;
+use crate::service::{self, Exit};
+
+/// Loads the model, the rules and the camera, then runs the service until it stops.
+pub async fn run(cfg: Config, notifier: Arc<Notifier>) -> anyhow::Result<Exit> {
+    let rules = policy::Rulebook::load(cfg.policies.rules.clone()).context("policies.rules")?;
+    let size = model::input_size(&cfg)?;
+    let load_cfg = cfg.clone();
+    let model = tokio::task::spawn_blocking(move || model::Model::load(&load_cfg))
+        .await
+        .context("model loader")??;
+    let _ = notifier.status("Model loaded; waiting for the first observation");
+    let (source, epoch) = camera::open(&cfg.camera)?;
+    let camera =
+        camera::CameraStage::start(source, epoch, size, false, cfg.camera.frame_timeout_ms.ms())?;
+    service::run(cfg, camera, Arc::new(model), rules, notifier).await
 }
 
-/// Builds the stages from the configuration and runs the service until it stops.
-pub async fn run(
-    _cfg: Config,
-    _notifier: std::sync::Arc<crate::notify::Notifier>,
-) -> anyhow::Result<crate::service::Exit> {
-    anyhow::bail!(
-        "the pipeline needs the inference and policies crates, which are not wired into this build yet"
-    )
+/// Loads the configured bundle and reports the execution provider of every graph.
+pub async fn check_model(cfg: &Config) -> anyhow::Result<String> {
+    let load_cfg = cfg.clone();
+    let model = tokio::task::spawn_blocking(move || model::Model::load(&load_cfg))
+        .await
+        .context("model loader")??;
+    let info = model.info();
+    let mut out = String::new();
+    let _ = writeln!(out, "bundle   {} ({})", info.bundle_name, info.variant);
+    let _ = writeln!(out, "loaded   in {} ms", info.load_time.as_millis());
+    let mut full = true;
+    for r in &info.reports {
+        let offload = if r.fallback_ops.is_empty() {
+            "full offload".to_string()
+        } else {
+            full = false;
+            format!(
+                "NOT fully offloaded: {} on another EP",
+                r.fallback_ops.join(", ")
+            )
+        };
+        let _ = writeln!(
+            out,
+            "graph    {:<16} {:<5} {:?}, created in {} ms (compile {} ms), {offload}",
+            r.graph.name(),
+            r.provider,
+            r.source,
+            r.create_time.as_millis(),
+            r.compile_time.as_millis()
+        );
+        for s in &r.skipped {
+            let _ = writeln!(out, "         skipped: {s}");
+        }
+    }
+    let _ = writeln!(
+        out,
+        "offload  {}",
+        if full {
+            "yes: every graph runs entirely on its EP"
+        } else {
+            "no"
+        }
+    );
+    let cache = match cfg.cache_dir() {
+        Some(d) => match std::fs::read_dir(&d) {
+            Ok(entries) => format!("{} ({} entries)", d.display(), entries.count()),
+            Err(e) => format!("{} ({e})", d.display()),
+        },
+        None => "none configured (QNN graphs compile at every start)".into(),
+    };
+    let _ = writeln!(out, "cache    {cache}");
+    Ok(out)
 }

@@ -143,9 +143,21 @@ async fn watch(bus: &Bus, wait: Option<Duration>) -> anyhow::Result<()> {
     }
     let cockpit = CockpitProxy::new(&conn).await?;
     let diag = DiagnosticsProxy::new(&conn).await?;
+    let stamp = |start: tokio::time::Instant| format!("{:>7.2}s", start.elapsed().as_secs_f64());
     let start = tokio::time::Instant::now();
     let mut last_summary = start;
-    let stamp = |start: tokio::time::Instant| format!("{:>7.2}s", start.elapsed().as_secs_f64());
+    // Synthetic and recorded sources: alert times in the scenario's own clock.
+    let epoch = diag.source_epoch().await.unwrap_or(0);
+    let at = |ts: u64| {
+        if epoch > 0 && ts >= epoch {
+            format!(" [scenario t={:.1} s]", (ts - epoch) as f64 / 1e6)
+        } else {
+            String::new()
+        }
+    };
+    if let Ok(src) = diag.source().await {
+        println!("{} source: {src}", stamp(start));
+    }
     println!(
         "{} monitoring={} eyes_on_road={} phone={} eyes_closed={} face={} alerts={:?}",
         stamp(start),
@@ -166,15 +178,17 @@ async fn watch(bus: &Bus, wait: Option<Duration>) -> anyhow::Result<()> {
             match event {
                 WatchEvent::Changed(name, value) => println!("{} {name} = {value}", stamp(start)),
                 WatchEvent::AlertRaised {
-                    id, level, message, ..
-                } => {
-                    println!(
-                        "{} ALERT RAISED  {id} (level {level}): {message}",
-                        stamp(start)
-                    )
-                }
-                WatchEvent::AlertCleared { id, .. } => {
-                    println!("{} ALERT CLEARED {id}", stamp(start))
+                    id,
+                    level,
+                    message,
+                    timestamp,
+                } => println!(
+                    "{} ALERT RAISED  {id} (level {level}): {message}{}",
+                    stamp(start),
+                    at(timestamp)
+                ),
+                WatchEvent::AlertCleared { id, timestamp } => {
+                    println!("{} ALERT CLEARED {id}{}", stamp(start), at(timestamp))
                 }
                 WatchEvent::ServiceGone => {
                     println!("{} the service left the bus", stamp(start));
