@@ -130,10 +130,7 @@ impl FrameSource for CameraStage {
     fn next(&mut self, timeout: Duration) -> SourceEvent<ModelInput> {
         match self.frames.take(Some(timeout)) {
             Ok(frame) => {
-                let converted = self
-                    .converter
-                    .convert(&frame)
-                    .map(Arc::<[u8]>::from);
+                let converted = self.converter.convert(&frame).map(Arc::<[u8]>::from);
                 let (sequence, timestamp) = (frame.sequence, frame.timestamp);
                 self.frames.give_back(frame);
                 match converted {
@@ -185,4 +182,3 @@ impl FrameSource for CameraStage {
         self.name.clone()
     }
 }
-
