@@ -412,7 +412,8 @@ class Report:
         cam = load(self.r, "camera")
         if cam and cam.get("markdown"):
             self.add("From `bench/camera-conversions.md` (written by the camera crate's conversion benchmark):", "",
-                     cam["markdown"].strip(), "")
+                     "\n".join(("####" + x.lstrip("#")) if x.startswith("#") else x
+                               for x in cam["markdown"].strip().splitlines()), "")
         else:
             self.add(not_measured(cam, "camera"))
         self.add("### The daemon on the demo scenario", "")
