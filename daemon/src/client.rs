@@ -72,6 +72,22 @@ pub trait Diagnostics {
     fn frames_dropped(&self) -> zbus::Result<u64>;
 }
 
+/// Proxies that read every property from the service: some are not signalled (they change with
+/// every frame), so a cached value would go stale.
+pub async fn cockpit(conn: &Connection) -> zbus::Result<CockpitProxy<'static>> {
+    CockpitProxy::builder(conn)
+        .cache_properties(zbus::proxy::CacheProperties::No)
+        .build()
+        .await
+}
+
+pub async fn diagnostics(conn: &Connection) -> zbus::Result<DiagnosticsProxy<'static>> {
+    DiagnosticsProxy::builder(conn)
+        .cache_properties(zbus::proxy::CacheProperties::No)
+        .build()
+        .await
+}
+
 /// Which bus to talk to.
 #[derive(Debug, Clone)]
 pub enum Bus {

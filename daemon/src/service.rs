@@ -389,7 +389,7 @@ mod tests {
     //! The scheduler, the publisher and the D-Bus API with test doubles for the three stages,
     //! on a private dbus-daemon. The end-to-end tests in daemon/tests/ use the real stages.
     use super::*;
-    use crate::client::{self, CockpitProxy, DiagnosticsProxy, WatchEvent};
+    use crate::client::{self, WatchEvent};
     use crate::config::{Bounded, BusKind};
     use crate::stages::{
         Alert, AlertEvent, Captured, DriverState, Observation, Perceived, ProbeAnswer, SourceEvent,
@@ -583,7 +583,7 @@ mod tests {
                 .await
                 .unwrap()
         );
-        let cockpit = CockpitProxy::new(&conn).await.unwrap();
+        let cockpit = client::cockpit(&conn).await.unwrap();
 
         wait_for(
             &mut signals,
@@ -636,7 +636,7 @@ mod tests {
         )
         .await;
 
-        let diag = DiagnosticsProxy::new(&conn).await.unwrap();
+        let diag = client::diagnostics(&conn).await.unwrap();
         let stages: Vec<String> = diag
             .latency()
             .await

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use autoneural_daemon::client::{self, Bus, CockpitProxy, DiagnosticsProxy, WatchEvent};
+use autoneural_daemon::client::{self, Bus, WatchEvent};
 use autoneural_daemon::config::Config;
 
 const USAGE: &str = "usage: autoneuralctl [--system | --session | --address ADDR] COMMAND
@@ -118,14 +118,14 @@ async fn run(bus: Bus, cmd: Cmd) -> anyhow::Result<()> {
             let conn = client::connect(&bus)
                 .await
                 .context("cannot connect to the bus")?;
-            println!("{}", CockpitProxy::new(&conn).await?.ask(&q).await?);
+            println!("{}", client::cockpit(&conn).await?.ask(&q).await?);
             Ok(())
         }
         Cmd::Describe => {
             let conn = client::connect(&bus)
                 .await
                 .context("cannot connect to the bus")?;
-            println!("{}", CockpitProxy::new(&conn).await?.describe().await?);
+            println!("{}", client::cockpit(&conn).await?.describe().await?);
             Ok(())
         }
         Cmd::Watch { wait } => watch(&bus, wait).await,
@@ -141,8 +141,8 @@ async fn watch(bus: &Bus, wait: Option<Duration>) -> anyhow::Result<()> {
     if !client::wait_for_service(&conn, wait.unwrap_or_default()).await? {
         bail!("{} is not on the bus", autoneural_daemon::dbus::BUS_NAME);
     }
-    let cockpit = CockpitProxy::new(&conn).await?;
-    let diag = DiagnosticsProxy::new(&conn).await?;
+    let cockpit = client::cockpit(&conn).await?;
+    let diag = client::diagnostics(&conn).await?;
     let stamp = |start: tokio::time::Instant| format!("{:>7.2}s", start.elapsed().as_secs_f64());
     let start = tokio::time::Instant::now();
     let mut last_summary = start;
