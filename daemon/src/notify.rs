@@ -41,6 +41,18 @@ impl Notifier {
         }
     }
 
+    /// A notifier for a socket path with a watchdog interval (tests of the service).
+    #[cfg(test)]
+    pub(crate) fn for_test(path: &std::path::Path, watchdog: Duration) -> Self {
+        Self {
+            target: Some((
+                UnixDatagram::unbound().expect("socket"),
+                SocketAddr::from_pathname(path).expect("path"),
+            )),
+            watchdog: Some(watchdog),
+        }
+    }
+
     pub fn enabled(&self) -> bool {
         self.target.is_some()
     }

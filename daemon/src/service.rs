@@ -687,4 +687,37 @@ mod tests {
         wait_for(&mut signals, |e| matches!(e, WatchEvent::Changed(n, v) if n == "MonitoringState" && v == "\"active\"")).await;
         service.abort();
     }
+
+    #[tokio::test]
+    async fn watchdog_is_fed_only_while_observations_flow() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify");
+        let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        sock.set_nonblocking(true).unwrap();
+        let interval = Duration::from_millis(200);
+        let notifier = Arc::new(Notifier::for_test(&path, interval));
+        let progress = Arc::new(AtomicU64::new(mono_now().as_millis() as u64));
+        let task = tokio::spawn(feed_watchdog(notifier, interval, Arc::clone(&progress)));
+        let count = |sock: &std::os::unix::net::UnixDatagram| {
+            let mut buf = [0u8; 64];
+            let mut n = 0;
+            while let Ok(len) = sock.recv(&mut buf) {
+                assert_eq!(&buf[..len], b"WATCHDOG=1");
+                n += 1;
+            }
+            n
+        };
+        // Observations keep coming: pings.
+        for _ in 0..6 {
+            progress.store(mono_now().as_millis() as u64, Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(count(&sock) >= 1);
+        // The pipeline stalls: the pings stop.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        count(&sock);
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert_eq!(count(&sock), 0);
+        task.abort();
+    }
 }
