@@ -108,9 +108,34 @@ async fn run(bus: Bus, cmd: Cmd) -> anyhow::Result<()> {
             let conn = client::connect(&bus)
                 .await
                 .context("cannot connect to the bus")?;
+            let typed = ["Latency", "Budgets", "ExecutionProviders"];
             for (iface, name, value) in client::all_properties(&conn).await? {
+                if typed.contains(&name.as_str()) {
+                    continue;
+                }
                 let short = iface.rsplit('.').next().unwrap_or(&iface);
                 println!("{short:<12} {name:<22} {value}");
+            }
+            let diag = client::diagnostics(&conn).await?;
+            let mut eps: Vec<(String, String)> =
+                diag.execution_providers().await?.into_iter().collect();
+            eps.sort();
+            for (graph, ep) in eps {
+                println!(
+                    "{:<12} {:<22} {graph} on {ep}",
+                    "Diagnostics", "ExecutionProviders"
+                );
+            }
+            let budgets = diag.budgets().await?;
+            for (stage, p50, p99, n) in diag.latency().await? {
+                let budget = budgets
+                    .get(&stage)
+                    .map(|b| format!(", budget {b:.0} ms"))
+                    .unwrap_or_default();
+                println!(
+                    "{:<12} {:<22} {stage}: p50 {p50:.1} ms, p99 {p99:.1} ms (n={n}){budget}",
+                    "Diagnostics", "Latency"
+                );
             }
             Ok(())
         }
