@@ -57,10 +57,47 @@ pub fn open(
             let epoch = source.epoch();
             Ok((Box::new(source), Some(epoch)))
         }
-        SourceKind::V4l2 | SourceKind::Replay => anyhow::bail!(
-            "camera.source = {:?} is not available in this build yet; use \"synthetic\"",
-            format!("{:?}", cfg.source).to_lowercase()
-        ),
+        SourceKind::V4l2 => {
+            let device = cfg
+                .device
+                .as_ref()
+                .map(|d| d.get_ref().display().to_string())
+                .unwrap_or_default();
+            let mut v = camera::V4l2Config {
+                device,
+                width: cfg.width.get() as u32,
+                height: cfg.height.get() as u32,
+                fps: Some(cfg.fps.get() as u32),
+                timeout: cfg.frame_timeout_ms.ms(),
+                ..camera::V4l2Config::default()
+            };
+            if !cfg.formats.is_empty() {
+                v.formats = cfg
+                    .formats
+                    .iter()
+                    .map(|n| {
+                        camera::PixelFormat::parse(n).ok_or_else(|| {
+                            anyhow::anyhow!("camera.formats: unknown pixel format {n:?}")
+                        })
+                    })
+                    .collect::<anyhow::Result<_>>()?;
+            }
+            let source = camera::V4l2Source::open(v).map_err(|e| anyhow::anyhow!("camera: {e}"))?;
+            Ok((Box::new(source), None))
+        }
+        SourceKind::Replay => {
+            let dir = cfg
+                .directory
+                .as_ref()
+                .map(|d| d.get_ref().clone())
+                .unwrap_or_default();
+            let mut r = camera::ReplayConfig::new(dir);
+            r.looping = cfg.looping;
+            r.interval = Duration::from_secs_f64(1.0 / cfg.fps.get() as f64);
+            let source =
+                camera::ReplaySource::open(r).map_err(|e| anyhow::anyhow!("camera: {e}"))?;
+            Ok((Box::new(source), None))
+        }
     }
 }
 
