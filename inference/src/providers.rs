@@ -177,6 +177,33 @@ impl SessionFactory<'_> {
             .map_err(|e| Attempt::Failed(ort_fail(kind, "session options", e.into())))
     }
 
+    /// Creates the session from the bundle's plain graph (no EP context) and reports it.
+    fn commit_graph(
+        &self,
+        kind: GraphKind,
+        mut builder: ort::session::builder::SessionBuilder,
+        provider: &'static str,
+        ep_name: &'static str,
+    ) -> Result<(Session, SessionReport), Attempt> {
+        let path = self.graph_path(kind);
+        let t = Instant::now();
+        let session = builder
+            .commit_from_file(&path)
+            .map_err(|e| Attempt::Failed(ort_fail(kind, "session creation", e)))?;
+        let create_time = t.elapsed();
+        let report = report(
+            kind,
+            provider,
+            ep_name,
+            path,
+            ModelSource::Graph,
+            create_time,
+            Duration::ZERO,
+            &session,
+        );
+        Ok((session, report))
+    }
+
     fn cpu(&self, kind: GraphKind, o: &CpuOptions) -> Result<(Session, SessionReport), Attempt> {
         let fail = |e: ort::Error| Attempt::Failed(ort_fail(kind, "session creation", e));
         let mut b = self.builder(kind)?;
@@ -202,21 +229,7 @@ impl SessionFactory<'_> {
             ));
         }
         b = b.with_devices(cpu, None).map_err(|e| fail(e.into()))?;
-        let path = self.graph_path(kind);
-        let t = Instant::now();
-        let session = b.commit_from_file(&path).map_err(fail)?;
-        let create_time = t.elapsed();
-        let report = report(
-            kind,
-            "cpu",
-            "CPUExecutionProvider",
-            path,
-            ModelSource::Graph,
-            create_time,
-            Duration::ZERO,
-            &session,
-        );
-        Ok((session, report))
+        self.commit_graph(kind, b, "cpu", "CPUExecutionProvider")
     }
 
     fn cuda(&self, kind: GraphKind, o: &CudaOptions) -> Result<(Session, SessionReport), Attempt> {
@@ -242,21 +255,7 @@ impl SessionFactory<'_> {
         b = b
             .with_execution_providers([ep])
             .map_err(|e| fail(e.into()))?;
-        let path = self.graph_path(kind);
-        let t = Instant::now();
-        let session = b.commit_from_file(&path).map_err(fail)?;
-        let create_time = t.elapsed();
-        let report = report(
-            kind,
-            "cuda",
-            "CUDAExecutionProvider",
-            path,
-            ModelSource::Graph,
-            create_time,
-            Duration::ZERO,
-            &session,
-        );
-        Ok((session, report))
+        self.commit_graph(kind, b, "cuda", "CUDAExecutionProvider")
     }
 
     fn qnn(&self, kind: GraphKind, o: &QnnOptions) -> Result<(Session, SessionReport), Attempt> {
