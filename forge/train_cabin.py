@@ -104,6 +104,43 @@ def to_pixels(batch_u8: np.ndarray) -> torch.Tensor:
     return (x / 255.0 - 0.5) / 0.5
 
 
+def augment(batch_u8: np.ndarray, gen: torch.Generator) -> torch.Tensor:
+    """Training-time camera and colour variation beyond what the training renders show, so that the
+    shifted set (unseen palettes, harsher light, stronger noise and blur) is not out of reach: for
+    colour frames a random channel order and per-channel gain; for every frame exposure, a linear
+    light gradient, gamma, optics blur and sensor noise. uint8 [B,S,S,3] -> normalised [B,3,S,S]."""
+    x = torch.from_numpy(batch_u8).permute(0, 3, 1, 2).float() / 255.0
+    b, _, s, _ = x.shape
+
+    def u(lo, hi, *shape):
+        return lo + (hi - lo) * torch.rand(*shape, generator=gen)
+
+    colour = (x[:, 0] - x[:, 1]).abs().amax((1, 2)) + (x[:, 1] - x[:, 2]).abs().amax((1, 2)) > 0.02
+    perm = torch.stack([torch.randperm(3, generator=gen) for _ in range(b)])
+    shuffled = torch.gather(x, 1, perm[:, :, None, None].expand(-1, -1, s, s))
+    swap = colour & (torch.rand(b, generator=gen) < 0.5)
+    x = torch.where(swap[:, None, None, None], shuffled, x)
+    gain = torch.where(colour[:, None], u(0.75, 1.25, b, 3), torch.ones(b, 3))
+    x = x * gain[:, :, None, None]
+    ramp = torch.linspace(-0.5, 0.5, s)
+    angle = u(0.0, 2 * math.pi, b)
+    light = (ramp[None, None, :] * angle.cos()[:, None, None] + ramp[None, :, None] * angle.sin()[:, None, None])
+    x = x * (u(0.6, 1.4, b)[:, None, None] * (1 + u(0.0, 0.9, b)[:, None, None] * light)).clamp_min(0.05)[:, None]
+    x = x.clamp(0, 1) ** u(0.75, 1.35, b)[:, None, None, None]
+    sigma = u(0.3, 1.3, b)
+    k = torch.exp(-(torch.arange(-2, 3).float()[None] ** 2) / (2 * sigma[:, None] ** 2))
+    k = k / k.sum(1, keepdim=True)
+    blurred = F.conv2d(F.pad(x.reshape(1, b * 3, s, s), (2, 2, 0, 0), mode="replicate"),
+                       k.repeat_interleave(3, 0)[:, None, None, :], groups=b * 3)
+    blurred = F.conv2d(F.pad(blurred, (0, 0, 2, 2), mode="replicate"), k.repeat_interleave(3, 0)[:, None, :, None],
+                       groups=b * 3).reshape(b, 3, s, s)
+    x = torch.where((torch.rand(b, generator=gen) < 0.4)[:, None, None, None], blurred, x)
+    noise = torch.randn(b, 1, s, s, generator=gen).expand(-1, 3, -1, -1)
+    noise = torch.where(colour[:, None, None, None], torch.randn(b, 3, s, s, generator=gen), noise)
+    x = (x + noise * u(0.0, 0.08, b)[:, None, None, None]).clamp(0, 1)
+    return (x - 0.5) / 0.5
+
+
 def attentive(labels: dict) -> bool:
     return (labels["face"] == "visible" and labels["eyes"] == "open" and labels["gaze"] == "road"
             and labels["phone"] == "none")
@@ -166,9 +203,29 @@ class AuxHeads(torch.nn.Module):
         super().__init__()
         self.heads = torch.nn.ModuleDict({p.id: torch.nn.Linear(tokens * hidden, len(p.answers)) for p in DEFAULT_PROBES})
 
-    def loss(self, image_embeds: torch.Tensor, targets: dict[str, torch.Tensor]) -> torch.Tensor:
+    def logits(self, image_embeds: torch.Tensor) -> dict[str, torch.Tensor]:
         f = F.layer_norm(image_embeds.flatten(1), (image_embeds[0].numel(),))
-        return sum(F.cross_entropy(h(f), targets[k]) for k, h in self.heads.items()) / len(self.heads)
+        return {k: h(f) for k, h in self.heads.items()}
+
+    def loss(self, image_embeds: torch.Tensor, targets: dict[str, torch.Tensor]) -> torch.Tensor:
+        logits = self.logits(image_embeds)
+        return sum(F.cross_entropy(logits[k], targets[k]) for k in self.heads) / len(self.heads)
+
+
+def answer_indices(labels: list[dict]) -> list[dict[str, int]]:
+    return [{p.id: p.answers.index(probe_answers(l)[p.id]) for p in DEFAULT_PROBES} for l in labels]
+
+
+@torch.no_grad()
+def aux_accuracy(model, aux: AuxHeads, images: np.ndarray, labels: list[dict], chunk: int = 100) -> dict[str, float]:
+    """Per-probe accuracy of the training-only read-outs: how far the encoder has got, cheaply."""
+    truth = answer_indices(labels)
+    right = {p.id: 0 for p in DEFAULT_PROBES}
+    for c in range(0, len(images), chunk):
+        logits = aux.logits(model.image_embeds(to_pixels(images[c : c + chunk])))
+        for k, lg in logits.items():
+            right[k] += sum(int(a) == t[k] for a, t in zip(lg.argmax(-1), truth[c : c + chunk]))
+    return {k: round(100 * v / len(images), 1) for k, v in right.items()}
 
 
 def sequence_logits(model, image_embeds: torch.Tensor, prefix_emb: torch.Tensor, rest: torch.Tensor) -> torch.Tensor:
@@ -190,12 +247,14 @@ def pad_batch(rows: list[list[int]], pad: int) -> torch.Tensor:
 
 
 def train(model, tasks: Tasks, images: np.ndarray, labels: list[dict], steps: int, batch: int, lr: float,
-          probes_per_image: int, seed: int, log) -> dict:
+          probes_per_image: int, seed: int, log, watch: dict | None = None, watch_every: int = 500) -> dict:
+    """`watch`: name -> (images, labels) whose read-out accuracy is logged every `watch_every` steps."""
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
     model.train()
     aux = AuxHeads(model.cfg.vision.tokens, model.cfg.decoder.hidden)
-    answer_index = [{p.id: p.answers.index(a) for p in DEFAULT_PROBES for a in [probe_answers(l)[p.id]]} for l in labels]
+    answer_index = answer_indices(labels)
     named = list(model.named_parameters()) + list(aux.named_parameters())
     decay = [p for n, p in named if p.dim() >= 2]
     other = [p for n, p in named if p.dim() < 2]
@@ -209,7 +268,7 @@ def train(model, tasks: Tasks, images: np.ndarray, labels: list[dict], steps: in
     order = rng.permutation(n)
     cursor = 0
     t0 = time.time()
-    history = []
+    history, read_outs = [], []
     running = None
     for step in range(steps):
         if cursor + batch > n:
@@ -227,7 +286,7 @@ def train(model, tasks: Tasks, images: np.ndarray, labels: list[dict], steps: in
         target = torch.full_like(rest, -100)
         for k, (r, s) in enumerate(zip(rows, starts)):
             target[k, s : len(r)] = rest[k, s : len(r)]
-        img = model.image_embeds(to_pixels(images[idx]))
+        img = model.image_embeds(augment(images[idx], gen))
         aux_targets = {p.id: torch.tensor([answer_index[i][p.id] for i in idx]) for p in DEFAULT_PROBES}
         logits = sequence_logits(model, img[torch.tensor(owner)], model.language.embed_tokens(prefix), rest)
         # Row j predicts token j; score every answer token and the end of turn, one mean per sequence
@@ -247,8 +306,16 @@ def train(model, tasks: Tasks, images: np.ndarray, labels: list[dict], steps: in
             log(f"step {step}/{steps} loss {running:.4f} lr {sched.get_last_lr()[0]:.2e} {el:.0f} s "
                 f"({el / (step + 1):.2f} s/step)")
             history.append({"step": step, "loss": round(running, 4), "elapsed_s": round(el, 1)})
+        if watch and (step + 1) % watch_every == 0:
+            model.eval()
+            for name, (ims, lab) in watch.items():
+                acc = aux_accuracy(model, aux, ims, lab)
+                log(f"  read-out {name} at step {step + 1}: {json.dumps(acc)}")
+                read_outs.append({"step": step + 1, "set": name, "per_probe_pct": acc})
+            model.train()
     model.eval()
-    return {"steps": steps, "batch_images": batch, "seconds": round(time.time() - t0, 1), "history": history}
+    return {"steps": steps, "batch_images": batch, "seconds": round(time.time() - t0, 1), "history": history,
+            "read_outs": read_outs}
 
 
 # --- evaluation ---------------------------------------------------------------------------------
@@ -294,7 +361,9 @@ def describe(model, tasks: Tasks, images: np.ndarray, max_new: int = 48, chunk: 
         done = torch.zeros(b, dtype=torch.bool)
         gen = [[] for _ in range(b)]
         for _ in range(max_new):
-            nxt = sequence_logits(model, img, prefix_emb, rest)[:, -1].argmax(-1)
+            # The next token is predicted at the last position (sequence_logits' rows stop one short).
+            x = torch.cat([prefix_emb[None].expand(b, -1, -1), img, model.language.embed_tokens(rest)], dim=1)
+            nxt = model.language(x)[:, -1].argmax(-1)
             for i in range(b):
                 if not done[i]:
                     if int(nxt[i]) == tasks.eos:
@@ -403,6 +472,7 @@ def main(argv=None) -> None:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=4)
+    ap.add_argument("--watch-every", type=int, default=500, help="log read-out accuracy every N steps")
     ap.add_argument("--bench", type=int, default=0, help="only time this many training steps")
     ap.add_argument("--no-export", action="store_true")
     args = ap.parse_args(argv)
@@ -442,7 +512,9 @@ def main(argv=None) -> None:
         rep = train(model, tasks, images, labels, args.bench, args.batch, args.lr, args.probes_per_image, args.seed, log)
         log(f"bench: {rep['seconds'] / args.bench:.2f} s/step")
         return
-    train_rep = train(model, tasks, images, labels, args.steps, args.batch, args.lr, args.probes_per_image, args.seed, log)
+    watch = {k: (v[0][:300], v[1][:300]) for k, v in data.items() if k != "train"}
+    train_rep = train(model, tasks, images, labels, args.steps, args.batch, args.lr, args.probes_per_image, args.seed,
+                      log, watch, args.watch_every)
     log(f"trained {args.steps} steps in {train_rep['seconds']} s")
     args.data.mkdir(parents=True, exist_ok=True)
     save_weights(model, args.data / "autoneural-cabin.safetensors")  # to re-export without retraining
@@ -450,7 +522,7 @@ def main(argv=None) -> None:
     results = {"config": cfg.name, "parameters": params, "vision_parameters": vision_params,
                "data": {k: {"count": len(v[1]), "seed": s, "shifted": k == "shifted", "size": args.size}
                         for (k, v), s in zip(data.items(), (1, 2, 3))},
-               "training": {k: v for k, v in train_rep.items() if k != "history"} | {
+               "training": {k: v for k, v in train_rep.items() if k not in ("history", "read_outs")} | {
                    "lr": args.lr, "probes_per_image": args.probes_per_image, "seed": args.seed,
                    "threads": args.threads, "final_loss": train_rep["history"][-1]["loss"]},
                "pytorch": {}}
