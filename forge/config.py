@@ -179,10 +179,12 @@ CONFIGS: dict[str, ModelConfig] = {
         prefill_chunk=16,
         seed=0,
     ),
-    "autoneural-cabin": ModelConfig(
-        name="autoneural-cabin",
-        description="Small AutoNeural for driver monitoring on the cockpit CPU/NPU, trained on rendered "
-        "cabin scenes (random weights unless exported with --state-dict).",
+    # The shipped default model (models/autoneural-cabin) is forge.train_cabin.cabin_config(), a smaller
+    # 128 px layout that fits the 2-core training budget; this is the larger layout for more compute.
+    "cabin-256": ModelConfig(
+        name="cabin-256",
+        description="Larger cabin-sized AutoNeural (256 px, 64 image tokens) for driver monitoring on the "
+        "cockpit CPU/NPU (random weights unless exported with --state-dict).",
         vision=VisionConfig(image_size=256, stem_channels=16, stages=CABIN_STAGES, msfa_channels=256, grid=8),
         decoder=DecoderConfig(
             vocab_size=1024,

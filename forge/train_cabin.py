@@ -475,6 +475,8 @@ def main(argv=None) -> None:
     ap.add_argument("--watch-every", type=int, default=500, help="log read-out accuracy every N steps")
     ap.add_argument("--bench", type=int, default=0, help="only time this many training steps")
     ap.add_argument("--no-export", action="store_true")
+    ap.add_argument("--from-weights", action="store_true",
+                    help="skip training: evaluate and export the weights the last run saved in --data")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     log_lines: list[str] = []
@@ -508,23 +510,36 @@ def main(argv=None) -> None:
         f"prefix {len(tasks.prefix)} tokens + {cfg.vision.tokens} image tokens; vocab {tok.get_vocab_size()}")
 
     images, labels = data["train"]
-    if args.bench:
+    weights = args.data / "autoneural-cabin.safetensors"
+    report_file = args.data / "autoneural-cabin.train.json"
+    if args.from_weights:
+        # Evaluate and export the last training run's weights (e.g. after an interrupted export).
+        from .model import load_weights
+
+        model = load_weights(cfg, weights)
+        train_rep = json.loads(report_file.read_text())
+        log(f"loaded {weights} (trained {train_rep['steps']} steps in {train_rep['seconds']} s)")
+    elif args.bench:
         rep = train(model, tasks, images, labels, args.bench, args.batch, args.lr, args.probes_per_image, args.seed, log)
         log(f"bench: {rep['seconds'] / args.bench:.2f} s/step")
         return
-    watch = {k: (v[0][:300], v[1][:300]) for k, v in data.items() if k != "train"}
-    train_rep = train(model, tasks, images, labels, args.steps, args.batch, args.lr, args.probes_per_image, args.seed,
-                      log, watch, args.watch_every)
-    log(f"trained {args.steps} steps in {train_rep['seconds']} s")
-    args.data.mkdir(parents=True, exist_ok=True)
-    save_weights(model, args.data / "autoneural-cabin.safetensors")  # to re-export without retraining
+    else:
+        watch = {k: (v[0][:300], v[1][:300]) for k, v in data.items() if k != "train"}
+        train_rep = train(model, tasks, images, labels, args.steps, args.batch, args.lr, args.probes_per_image,
+                          args.seed, log, watch, args.watch_every)
+        log(f"trained {args.steps} steps in {train_rep['seconds']} s")
+        args.data.mkdir(parents=True, exist_ok=True)
+        save_weights(model, weights)  # to re-export without retraining (--from-weights)
+        report_file.write_text(json.dumps(train_rep | {"lr": args.lr, "probes_per_image": args.probes_per_image}))
 
     results = {"config": cfg.name, "parameters": params, "vision_parameters": vision_params,
                "data": {k: {"count": len(v[1]), "seed": s, "shifted": k == "shifted", "size": args.size}
                         for (k, v), s in zip(data.items(), (1, 2, 3))},
-               "training": {k: v for k, v in train_rep.items() if k not in ("history", "read_outs")} | {
-                   "lr": args.lr, "probes_per_image": args.probes_per_image, "seed": args.seed,
-                   "threads": args.threads, "final_loss": train_rep["history"][-1]["loss"]},
+               "training": {"lr": args.lr, "probes_per_image": args.probes_per_image, "seed": args.seed,
+                            "threads": args.threads}
+               | {k: v for k, v in train_rep.items() if k not in ("history", "read_outs")}
+               | {"final_loss": train_rep["history"][-1]["loss"],
+                  "read_out_final": {r["set"]: r["per_probe_pct"] for r in train_rep.get("read_outs", [])}},
                "pytorch": {}}
     for name in ("held_out", "shifted"):
         ims, lab = data[name]
