@@ -21,6 +21,49 @@ def _row(name: str, per: dict) -> str:
     return f"| {name} | {cells} | {sum(per.values()) / len(per):.1f} |"
 
 
+def _status(pt: dict, bu: dict) -> str:
+    """Which of issue 4's targets the measured numbers meet (>= 97 % held-out, >= 90 % shifted per
+    probe, quantized within 1 point of fp32)."""
+    fp, q = bu.get("fp32", {}), bu.get("w8a16", {})
+    checks = []
+    for name, target in (("held_out", 97.0), ("shifted", 90.0)):
+        per = fp.get(name, pt[name]["probes"])["per_probe_pct"]
+        worst = min(per, key=per.get)
+        met = per[worst] >= target
+        checks.append((met, f"{name.replace('_', '-')} >= {target:.0f} % per probe: "
+                            f"{'met' if met else '**NOT met**'} (worst: {worst} {per[worst]:.1f} %)"))
+    gaps = [abs(q[n]["per_probe_pct"][k] - fp[n]["per_probe_pct"][k])
+            for n in ("held_out", "shifted") if n in q and n in fp for k in fp[n]["per_probe_pct"]]
+    if gaps:
+        met = max(gaps) <= 1.0
+        checks.append((met, f"w8a16 within 1 point of fp32: {'met' if met else '**NOT met**'} "
+                            f"(largest gap {max(gaps):.1f} points)"))
+    lead = "all targets met" if all(m for m, _ in checks) else "targets partly met"
+    return f"{lead} (exported fp32 graphs on ONNX Runtime) — " + "; ".join(t for _, t in checks) + "."
+
+
+def _read_out_curve(ev: dict) -> str:
+    """The training-only read-outs' accuracy over training: how the encoder learned each attribute."""
+    rows = ev["training"].get("read_out_curve", [])
+    if not rows:
+        return ""
+    lines = ["| step | set | " + " | ".join(p.id for p in DEFAULT_PROBES) + " |",
+             "|---" * (len(DEFAULT_PROBES) + 2) + "|"]
+    for r in rows:
+        lines.append(f"| {r['step']} | {r['set'].replace('_', '-')} | "
+                     + " | ".join(f"{r['per_probe_pct'][p.id]:.1f}" for p in DEFAULT_PROBES) + " |")
+    return "\n".join(lines)
+
+
+def _align_text(tr: dict) -> str:
+    a = tr.get("align")
+    if not a:
+        return ""
+    return (f" Then {a['steps']} decoder-only steps of {a['batch_images']} images (lr {a['lr']}, "
+            f"{a['seconds'] / 60:.1f} min) with the encoder and connector frozen, asking every image all 8 probes:"
+            " phase 1's couple of questions per image leave the decoder behind what the image tokens carry.")
+
+
 def card(bundle: Path) -> str:
     ev = json.loads((bundle / "eval.json").read_text())
     man = load_manifest(bundle)
@@ -45,14 +88,8 @@ def card(bundle: Path) -> str:
     examples = "\n".join(f"  - truth: \"{e['truth']}\"\n    model: \"{e['model']}\"" for e in ex)
     sqnr = man["variants"].get("w8a16", {}).get("sqnr_db", {})
     lat = {v: bu[v]["held_out"].get("seconds_per_frame_8_probes") for v in bu}
-    held = pt["held_out"]["probes"]
-    if held["min_pct"] >= 97:
-        status = "meets the issue's held-out target (>= 97 % per probe)."
-    else:
-        status = (f"**undertrained: the targets (>= 97 % held-out, >= 90 % shifted per probe) are NOT met** "
-                  f"(held-out mean {held['mean_pct']:.1f} %, worst probe {held['min_pct']:.1f} %). Where a probe's "
-                  "accuracy is close to its most frequent answer's share, the model has not learned it from "
-                  "the pixels. The bundle is complete and valid (contract 1), so everything downstream runs.")
+    status = _status(pt, bu)
+    curve = _read_out_curve(ev)
     rust_test = ROOT / "inference/tests/cabin/mod.rs"
     rust_line = ("The Rust-side check (`inference/tests/cabin/mod.rs`, part of the `pipeline` test binary in the default test command) renders the first"
                  if rust_test.is_file() else
@@ -101,9 +138,17 @@ eval.json (all numbers below) and train.log; {size_mb:.1f} MB in total.
 {tr['probes_per_image']} probe question(s) plus, for 30 % of images, the description (one of three
 "describe" questions) and for 10 % "Is the driver paying attention to the road?" (yes/no); loss on
 the answer tokens and end of turn. Training-only linear read-outs of the 8 attributes from the image
-tokens (not exported) give the encoder a signal on every image. Training took {tr['seconds'] / 60:.1f} min
-on this shared 2-core machine (final loss {tr['final_loss']}); the whole command (render, train, evaluate,
+tokens (not exported) give the encoder a signal on every image.{_align_text(tr)} Every training image is augmented
+(for colour frames a random channel order and per-channel gain; for all, exposure, a linear light
+gradient, gamma, blur with sigma 0.3-1.3 px on 40 % of images, sensor noise up to sigma 0.08) so that the
+shifted set's unseen palettes and harsher camera are not out of reach. Training took {tr['seconds'] / 60:.1f} min
+on this 2-core machine (final loss {tr['final_loss']}); the whole command (render, train, evaluate,
 export, ONNX evaluation) {ev.get('total_s', 0) / 60:.1f} min.
+
+Read-out accuracy (%) during training, on 300 held-out and 300 shifted images — the encoder learns
+belt, face and passenger first, then phone, hands and yawn, and eyes and gaze last:
+
+{curve}
 
 ## Metrics
 
@@ -133,11 +178,8 @@ inference crate and must match the per-probe accuracy of eval.json's `rust_check
   training/export/evaluation path a real model follows.
 - The label space is the renderer's: 5 gaze targets, 3 phone states, etc. Hidden faces answer
   eyes=open, gaze=down by contract; occluders are a hand or a flat object.
-- Targets of issue 4 (>= 97 % held-out, >= 90 % shifted per probe) are met only where the table
-  says so. Training from scratch on a shared 2-core CPU (about half a core available, ~5 s per step
-  of 32 images) is the bound, not the architecture: a linear classifier on 32x32 pooled pixels already
-  reaches 82 % on `passenger` after 800 images, so the data carries the signal; the encoder needs
-  far more steps (or a GPU: the same command with more `--steps`) to learn it.
+- The targets of issue 4 are met only as far as Status says. Eyes and gaze are the hardest
+  attributes (a few pixels at 128 px; the shifted set adds blur and noise on top).
 
 ## Using real AutoNeural / LFM2 weights
 
