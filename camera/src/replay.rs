@@ -10,7 +10,13 @@
 //!
 //! The `capture` example writes `timing.tsv` next to its frames, so a capture replays as is.
 //! Frames are stamped with the monotonic time they are produced at (the source contract); their
-//! sequence numbers continue across loops.
+//! sequence numbers continue across loops and reconnects.
+//!
+//! A replay fails like a camera: a directory that is missing or holds no frames, or a frame file
+//! that cannot be read, is an error that asks for a reconnect ([`crate::Recovery::Reconnect`]), and
+//! [`FrameSource::reconnect`] reads the directory again and plays from its first frame. So a
+//! capture loop retries it with back-off until the frames are back. A malformed `timing.tsv` stays
+//! fatal (retrying cannot fix it); an undecodable image is a corrupt frame (skipped).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -71,24 +77,30 @@ pub struct ReplaySource {
 const IMAGE_EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
 
 impl ReplaySource {
+    /// Reads the play list. A missing or empty directory is a reconnectable error (the frames may
+    /// appear later); a malformed `timing.tsv` is fatal.
     pub fn open(config: ReplayConfig) -> Result<ReplaySource, CameraError> {
-        let err = |reason: String| CameraError::Replay {
-            path: config.dir.display().to_string(),
-            reason,
-        };
+        let device = format!("replay {}", config.dir.display());
         let timing = config.dir.join("timing.tsv");
         let entries = if timing.exists() {
-            let text =
-                std::fs::read_to_string(&timing).map_err(|e| err(format!("timing.tsv: {e}")))?;
+            let text = std::fs::read_to_string(&timing)
+                .map_err(|e| CameraError::from_io(&device, "read timing.tsv", e))?;
             parse_timing(&config.dir, &text).map_err(|reason| CameraError::Replay {
                 path: timing.display().to_string(),
                 reason,
             })?
         } else {
-            list_images(&config.dir, config.interval).map_err(err)?
+            list_images(&config.dir, config.interval)
+                .map_err(|e| CameraError::from_io(&device, "list the directory", e))?
         };
         if entries.is_empty() {
-            return Err(err("no frames (no timing.tsv and no images)".into()));
+            return Err(CameraError::DeviceGone {
+                device,
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "no frames (no timing.tsv and no images)",
+                ),
+            });
         }
         let last = entries[entries.len() - 1].at;
         let step = if entries.len() > 1 {
@@ -124,9 +136,10 @@ impl ReplaySource {
             sequence,
             reason: format!("{}: {reason}", entry.file.display()),
         };
-        let bytes = std::fs::read(&entry.file).map_err(|e| CameraError::Replay {
-            path: entry.file.display().to_string(),
-            reason: e.to_string(),
+        // A frame that cannot be read is a camera that went away (the directory was moved,
+        // unmounted, ...): reconnect, not give up.
+        let bytes = std::fs::read(&entry.file).map_err(|e| {
+            CameraError::from_io(&format!("replay {}", entry.file.display()), "read", e)
         })?;
         let (format, width, height, stride, data) = match entry.raw {
             Some((format, width, height, stride)) => {
@@ -186,6 +199,17 @@ impl FrameSource for ReplaySource {
         Ok(Some(frame))
     }
 
+    /// Reads the directory again and plays from its first frame; sequence numbers continue.
+    fn reconnect(&mut self) -> Result<(), CameraError> {
+        let fresh = ReplaySource::open(self.config.clone())?;
+        self.period = fresh.period;
+        self.entries = fresh.entries;
+        self.next = 0;
+        self.pass = 0;
+        self.started = None;
+        Ok(())
+    }
+
     fn recycle(&mut self, buffer: Vec<u8>) {
         if self.spare.capacity() < buffer.capacity() {
             self.spare = buffer;
@@ -207,9 +231,8 @@ impl FrameSource for ReplaySource {
     }
 }
 
-fn list_images(dir: &Path, interval: Duration) -> Result<Vec<Entry>, String> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| e.to_string())?
+fn list_images(dir: &Path, interval: Duration) -> std::io::Result<Vec<Entry>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
             p.extension()
@@ -378,6 +401,51 @@ mod tests {
         let err = replay.next_frame().expect_err("truncated");
         assert_eq!(err.recovery(), crate::Recovery::SkipFrame, "{err}");
         let _ = std::fs::remove_dir_all(&dir);
-        assert!(ReplaySource::open(ReplayConfig::new("/nonexistent/replay")).is_err());
+        let missing = ReplaySource::open(ReplayConfig::new("/nonexistent/replay"))
+            .err()
+            .expect("a missing directory is an error");
+        assert_eq!(missing.recovery(), crate::Recovery::Reconnect, "{missing}");
+    }
+
+    #[test]
+    fn a_vanished_directory_asks_for_a_reconnect_and_plays_again_when_back() {
+        let dir = temp_dir("vanish");
+        let away = dir.with_extension("away");
+        let _ = std::fs::remove_dir_all(&away);
+        for (name, grey) in [("0.png", 10u8), ("1.png", 20)] {
+            image::GrayImage::from_pixel(2, 2, image::Luma([grey]))
+                .save(dir.join(name))
+                .expect("png");
+        }
+        let mut config = ReplayConfig::new(&dir);
+        config.pace = Pace::AsFastAsPossible;
+        config.looping = true;
+        let mut replay = ReplaySource::open(config).expect("opens");
+        let first = replay.next_frame().expect("ok").expect("frame");
+        assert_eq!(first.data[0], 10);
+
+        std::fs::rename(&dir, &away).expect("move away");
+        let gone = replay.next_frame().expect_err("the frames are gone");
+        assert_eq!(gone.recovery(), crate::Recovery::Reconnect, "{gone}");
+        let still_gone = replay.reconnect().expect_err("still gone");
+        assert_eq!(still_gone.recovery(), crate::Recovery::Reconnect);
+
+        std::fs::rename(&away, &dir).expect("move back");
+        replay.reconnect().expect("back");
+        let again = replay.next_frame().expect("ok").expect("frame");
+        assert_eq!(again.data[0], 10, "plays from the first frame");
+        assert!(again.sequence > first.sequence, "sequence numbers continue");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn an_empty_directory_is_a_camera_not_there_yet() {
+        let dir = temp_dir("empty");
+        let err = ReplaySource::open(ReplayConfig::new(&dir))
+            .err()
+            .expect("no frames");
+        assert_eq!(err.recovery(), crate::Recovery::Reconnect, "{err}");
+        assert!(err.to_string().contains("no frames"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -243,3 +243,133 @@ pub async fn all_properties(conn: &Connection) -> zbus::Result<Vec<(String, Stri
     }
     Ok(out)
 }
+
+/// The properties that move with nearly every frame (whole percent).
+const LEVELS: [(&str, &str); 3] = [
+    ("AttentiveProbability", "attentive"),
+    ("DistractionLevel", "distraction"),
+    ("FatigueLevel", "fatigue"),
+];
+
+/// What `autoneuralctl watch` prints for each event: alerts and every change of a state
+/// (booleans, monitoring state and reason, active alerts, description) at once; the levels, which
+/// move by a percent with nearly every frame, only as one `levels` line at most once per
+/// `level_interval` (when one of them changed since the last such line).
+pub struct WatchPrinter {
+    level_interval: Duration,
+    levels: [Option<String>; 3],
+    levels_changed: bool,
+    last_levels_line: Option<std::time::Instant>,
+}
+
+impl WatchPrinter {
+    pub fn new(level_interval: Duration) -> Self {
+        Self {
+            level_interval,
+            levels: [None, None, None],
+            levels_changed: false,
+            last_levels_line: None,
+        }
+    }
+
+    /// The lines to print for `event`, seen at `now`.
+    pub fn lines(&mut self, event: &WatchEvent, now: std::time::Instant) -> Vec<String> {
+        match event {
+            WatchEvent::Changed(name, value) => {
+                if let Some(i) = LEVELS.iter().position(|(n, _)| n == name) {
+                    if self.levels[i].as_deref() != Some(value.as_str()) {
+                        self.levels[i] = Some(value.clone());
+                        self.levels_changed = true;
+                    }
+                    return self.levels_line(now).into_iter().collect();
+                }
+                vec![format!("{name} = {value}")]
+            }
+            WatchEvent::AlertRaised {
+                id, level, message, ..
+            } => vec![format!("ALERT RAISED  {id} (level {level}): {message}")],
+            WatchEvent::AlertCleared { id, .. } => vec![format!("ALERT CLEARED {id}")],
+            WatchEvent::ServiceGone => vec!["the service left the bus".into()],
+        }
+    }
+
+    /// The levels line, if a level changed and the last line is old enough.
+    pub fn levels_line(&mut self, now: std::time::Instant) -> Option<String> {
+        let due = self
+            .last_levels_line
+            .is_none_or(|t| now.duration_since(t) >= self.level_interval);
+        if !(self.levels_changed && due) {
+            return None;
+        }
+        self.levels_changed = false;
+        self.last_levels_line = Some(now);
+        let parts: Vec<String> = LEVELS
+            .iter()
+            .zip(&self.levels)
+            .filter_map(|((_, short), v)| v.as_ref().map(|v| format!("{short} {v} %")))
+            .collect();
+        Some(format!("levels: {}", parts.join(", ")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    fn changed(name: &str, value: &str) -> WatchEvent {
+        WatchEvent::Changed(name.into(), value.into())
+    }
+
+    #[test]
+    fn watch_prints_states_and_alerts_at_once_and_levels_at_a_low_rate() {
+        let mut p = WatchPrinter::new(Duration::from_secs(5));
+        let t0 = Instant::now();
+        let mut printed = vec![];
+        // Ten seconds at 10 fps with a level moving every frame and one state change.
+        for i in 0..100u64 {
+            let now = t0 + Duration::from_millis(100 * i);
+            let level = changed("DistractionLevel", &(i % 7).to_string());
+            printed.extend(p.lines(&level, now));
+            if i == 42 {
+                printed.extend(p.lines(&changed("IsEyesOnRoad", "false"), now));
+                printed.extend(p.lines(
+                    &WatchEvent::AlertRaised {
+                        id: "long_distraction".into(),
+                        level: 1,
+                        message: "Eyes on the road".into(),
+                        timestamp: 0,
+                    },
+                    now,
+                ));
+            }
+        }
+        let levels = printed.iter().filter(|l| l.starts_with("levels:")).count();
+        assert!((1..=2).contains(&levels), "{printed:#?}");
+        assert!(printed.contains(&"IsEyesOnRoad = false".to_string()));
+        assert!(
+            printed
+                .iter()
+                .any(|l| l.starts_with("ALERT RAISED  long_distraction")),
+            "{printed:#?}"
+        );
+        assert_eq!(printed.len(), levels + 2, "{printed:#?}");
+        assert!(
+            printed[0].starts_with("levels: distraction 0 %"),
+            "{printed:#?}"
+        );
+    }
+
+    #[test]
+    fn an_unchanged_level_prints_nothing() {
+        let mut p = WatchPrinter::new(Duration::from_secs(5));
+        let t0 = Instant::now();
+        assert_eq!(p.lines(&changed("FatigueLevel", "3"), t0).len(), 1);
+        let later = t0 + Duration::from_secs(60);
+        assert!(p.lines(&changed("FatigueLevel", "3"), later).is_empty());
+        assert_eq!(
+            p.lines(&changed("FatigueLevel", "4"), later),
+            ["levels: fatigue 4 %"]
+        );
+    }
+}

@@ -103,6 +103,12 @@ pub struct CameraConfig {
     /// No frame for this long counts as a camera failure (reported, reconnect attempted).
     #[serde(default = "default_frame_timeout_ms")]
     pub frame_timeout_ms: Bounded<50, 60_000>,
+    /// A failed or missing camera is reopened after this delay, doubled per failed attempt up to
+    /// `reconnect_max_ms` (the daemon keeps running and retrying meanwhile).
+    #[serde(default = "default_reconnect_initial_ms")]
+    pub reconnect_initial_ms: Bounded<10, 60_000>,
+    #[serde(default = "default_reconnect_max_ms")]
+    pub reconnect_max_ms: Bounded<10, 600_000>,
 }
 
 /// Execution providers the runtime may use, in the order it should try them.
@@ -360,6 +366,12 @@ fn default_fps() -> Bounded<1, 120> {
 fn default_frame_timeout_ms() -> Bounded<50, 60_000> {
     Bounded(2000)
 }
+fn default_reconnect_initial_ms() -> Bounded<10, 60_000> {
+    Bounded(500)
+}
+fn default_reconnect_max_ms() -> Bounded<10, 600_000> {
+    Bounded(10_000)
+}
 fn default_variant() -> String {
     "fp32".into()
 }
@@ -480,6 +492,16 @@ impl Config {
             return Err((
                 None,
                 format!("[camera] source = \"{kind}\" needs the key `{key}`"),
+            ));
+        }
+        if cam.reconnect_max_ms.get() < cam.reconnect_initial_ms.get() {
+            return Err((
+                None,
+                format!(
+                    "camera.reconnect_max_ms ({}) must not be below camera.reconnect_initial_ms ({})",
+                    cam.reconnect_max_ms.get(),
+                    cam.reconnect_initial_ms.get()
+                ),
             ));
         }
         if let Some(s) = &cam.scenario
@@ -653,6 +675,19 @@ bundle = "../models/tiny-random"
         ))
         .unwrap();
         assert_eq!(ok.bus.kind, BusKind::Address);
+    }
+
+    #[test]
+    fn reconnect_back_off_defaults_and_order() {
+        let cfg = parse(MINIMAL).unwrap();
+        assert_eq!(cfg.camera.reconnect_initial_ms.get(), 500);
+        assert_eq!(cfg.camera.reconnect_max_ms.get(), 10_000);
+        let src = MINIMAL.replace(
+            "scenario = \"phone-use\"",
+            "scenario = \"phone-use\"\nreconnect_initial_ms = 2000\nreconnect_max_ms = 1000",
+        );
+        let err = parse(&src).unwrap_err().to_string();
+        assert!(err.contains("reconnect_max_ms"), "{err}");
     }
 
     #[test]

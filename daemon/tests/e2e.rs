@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use autoneural_daemon::client;
+use autoneural_daemon::client::{self, WatchEvent};
 use autoneural_daemon::dbus::{BUS_NAME, OBJECT_PATH};
 use autoneural_daemon::testbus::PrivateBus;
 
@@ -33,12 +33,28 @@ struct Daemon {
     bus: PrivateBus,
     notify: UnixDatagram,
     rules: PathBuf,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
+
+/// The camera of most tests: the synthetic phone-use scenario, looping.
+const DEFAULT_RULES: &str = autoneural_policies::DEFAULT_RULES_TOML;
+
+const SYNTHETIC: &str = "[camera]\nsource = \"synthetic\"\nscenario = \"phone-use\"\nwidth = 160\nheight = 120\nloop = true\n";
 
 impl Daemon {
     /// `extra`: TOML appended to the config; `policy`: busconfig XML for the private bus.
     fn start(extra: &str, policy: &str) -> Daemon {
+        Daemon::start_with(|_| SYNTHETIC.to_string(), DEFAULT_RULES, extra, policy)
+    }
+
+    /// `camera`: given the test's directory, returns the `[camera]` table (and may write frames
+    /// there); `rules`: the policy rules file's text.
+    fn start_with(
+        camera: impl FnOnce(&Path) -> String,
+        rules_text: &str,
+        extra: &str,
+        policy: &str,
+    ) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         // Other users (the bus policy test's clients) must reach the bus socket.
         std::fs::set_permissions(
@@ -50,18 +66,19 @@ impl Daemon {
         let notify_path = dir.path().join("notify");
         let notify = UnixDatagram::bind(&notify_path).unwrap();
         notify
-            .set_read_timeout(Some(Duration::from_secs(1)))
+            .set_read_timeout(Some(Duration::from_millis(200)))
             .unwrap();
         let rules = dir.path().join("rules.toml");
-        std::fs::write(&rules, autoneural_policies::DEFAULT_RULES_TOML).unwrap();
+        std::fs::write(&rules, rules_text).unwrap();
         let config = dir.path().join("autoneurald.toml");
         std::fs::write(
             &config,
             format!(
-                "[camera]\nsource = \"synthetic\"\nscenario = \"phone-use\"\nwidth = 160\nheight = 120\nloop = true\n\
+                "{}\
                  [model]\nbundle = \"{}\"\nvariant = \"fp32\"\ncpu_threads = 1\n\
                  [policies]\nrules = \"{}\"\n\
                  [bus]\nkind = \"address\"\naddress = \"{}\"\n{extra}",
+                camera(dir.path()),
                 bundle().display(),
                 rules.display(),
                 bus.address
@@ -84,8 +101,25 @@ impl Daemon {
             bus,
             notify,
             rules,
-            _dir: dir,
+            dir,
         }
+    }
+
+    /// Notify messages that arrive within `d`.
+    fn notify_for(&self, d: Duration) -> Vec<String> {
+        let deadline = Instant::now() + d;
+        let mut seen = vec![];
+        let mut buf = [0u8; 4096];
+        while Instant::now() < deadline {
+            if let Ok(n) = self.notify.recv(&mut buf) {
+                seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+        }
+        seen
+    }
+
+    fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
     }
 
     /// Notify messages until one contains `want` (panics after `limit`).
@@ -358,4 +392,295 @@ async fn bus_policy_admits_only_the_hmi_group() {
     );
     let (ok, _, stderr) = d.terminate();
     assert!(ok, "{stderr}");
+}
+
+/// Budgets no loaded test machine overruns (a budget overrun would be a legitimate `degraded`),
+/// and no description refresh competing for the CPU.
+const QUIET: &str = "[budgets]\nprobes_ms = 3000\nvision_ms = 3000\ncapture_to_observation_ms = 3000\n[description]\ninterval_ms = 0\n";
+
+/// A replay camera on `frames` (which may not exist yet), retried every 0.2 s doubling to 1 s so
+/// the tests stay short (the defaults are 0.5 s to 10 s).
+fn replay_camera(frames: &Path) -> String {
+    format!(
+        "[camera]\nsource = \"replay\"\ndirectory = \"{}\"\nfps = 10\nloop = true\n\
+         frame_timeout_ms = 1000\nreconnect_initial_ms = 200\nreconnect_max_ms = 1000\n",
+        frames.display()
+    )
+}
+
+/// Renders `n` frames of the shipped attentive-drive scenario (a driver with a visible face,
+/// eyes on the road) into `dir` as raw RGB24 frames with a timing file — a recording the replay
+/// source plays.
+fn render_frames(dir: &Path, n: u64) {
+    std::fs::create_dir_all(dir).unwrap();
+    let scenario = autoneural_camera::Scenario::builtin("attentive-drive").unwrap();
+    let mut timing = String::new();
+    for i in 0..n {
+        let f = scenario.frame(i, 160, 120);
+        let name = format!("{i:03}.rgb");
+        std::fs::write(dir.join(&name), f.image.to_rgb()).unwrap();
+        timing += &format!("{name} {} RGB24 160 120\n", f.timestamp.as_micros());
+    }
+    std::fs::write(dir.join("timing.tsv"), timing).unwrap();
+}
+
+/// The default rules with monitoring-unavailable after 1.5 s instead of 10 s, so that the camera
+/// tests do not wait 10 s (the rule's own timing is tested in autoneural-policies).
+fn quick_monitoring_unavailable() -> String {
+    let from = "steps = [{ after_s = 10.0, level = 1 }]";
+    assert_eq!(
+        DEFAULT_RULES.matches(from).count(),
+        1,
+        "default rules changed"
+    );
+    let rules = DEFAULT_RULES.replace(from, "steps = [{ after_s = 1.5, level = 1 }]");
+    assert!(
+        rules
+            .split("[monitoring_unavailable]")
+            .nth(1)
+            .is_some_and(|section| section.contains("after_s = 1.5")),
+        "the shortened step must be monitoring_unavailable's"
+    );
+    rules
+}
+
+/// Signals of the service until `done` holds for those seen; panics after `limit`.
+async fn events_until(
+    stream: &mut zbus::MessageStream,
+    limit: Duration,
+    done: impl Fn(&[WatchEvent]) -> bool,
+) -> Vec<WatchEvent> {
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut seen = vec![];
+    while !done(&seen) {
+        match tokio::time::timeout_at(deadline, client::next(stream)).await {
+            Ok(Some(Ok(msg))) => seen.extend(client::decode(&msg)),
+            Ok(Some(Err(e))) => panic!("signal stream: {e}; saw {seen:?}"),
+            Ok(None) => panic!("signal stream ended; saw {seen:?}"),
+            Err(_) => panic!("not within {limit:?}; saw {seen:?}"),
+        }
+    }
+    seen
+}
+
+fn state_changed_to(seen: &[WatchEvent], state: &str) -> bool {
+    let want = format!("{state:?}");
+    seen.iter()
+        .any(|e| matches!(e, WatchEvent::Changed(n, v) if n == "MonitoringState" && *v == want))
+}
+
+fn raised(seen: &[WatchEvent], alert: &str) -> bool {
+    seen.iter()
+        .any(|e| matches!(e, WatchEvent::AlertRaised { id, .. } if id == alert))
+}
+
+fn cleared(seen: &[WatchEvent], alert: &str) -> bool {
+    seen.iter()
+        .any(|e| matches!(e, WatchEvent::AlertCleared { id, .. } if id == alert))
+}
+
+/// Polls `MonitoringState` until it is `want`; panics after `limit` with the last value/reason.
+async fn wait_for_state(cockpit: &client::CockpitProxy<'_>, want: &str, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let state = cockpit.monitoring_state().await.unwrap();
+        if state == want {
+            return;
+        }
+        if Instant::now() > deadline {
+            let reason = cockpit.monitoring_reason().await.unwrap_or_default();
+            panic!("MonitoringState {state:?} ({reason}), not {want:?} within {limit:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn camera_failure_mid_run_is_reported_alerted_and_recovered() {
+    let mut d = Daemon::start_with(
+        |dir| {
+            render_frames(&dir.join("frames"), 20);
+            replay_camera(&dir.join("frames"))
+        },
+        &quick_monitoring_unavailable(),
+        QUIET,
+        "",
+    );
+    let frames = d.dir.path().join("frames");
+    d.notify_until("READY=1", Duration::from_secs(60));
+    let conn = d.connect().await;
+    let mut signals = client::watch_stream(&conn).await.unwrap();
+    let cockpit = client::cockpit(&conn).await.unwrap();
+    wait_for_state(&cockpit, "active", Duration::from_secs(30)).await;
+
+    // The camera goes away (its frames vanish, as a device node does when unplugged).
+    let away = frames.with_extension("away");
+    std::fs::rename(&frames, &away).unwrap();
+    let seen = events_until(&mut signals, Duration::from_secs(10), |seen| {
+        state_changed_to(seen, "unavailable") && raised(seen, "monitoring_unavailable")
+    })
+    .await;
+    assert!(!cleared(&seen, "monitoring_unavailable"), "{seen:?}");
+    let reason = cockpit.monitoring_reason().await.unwrap();
+    assert!(
+        reason.contains("camera") && reason.contains("frames"),
+        "{reason}"
+    );
+    assert!(!cockpit.is_eyes_on_road().await.unwrap());
+    let alerts = cockpit.active_alerts().await.unwrap();
+    assert!(
+        alerts.iter().any(|a| a.0 == "monitoring_unavailable"),
+        "{alerts:?}"
+    );
+    // Blind is not stalled: the daemon runs on, answers, and keeps feeding the watchdog.
+    let outage = d.notify_for(Duration::from_millis(2500));
+    assert!(outage.iter().any(|m| m == "WATCHDOG=1"), "{outage:?}");
+    assert!(d.alive());
+    assert_eq!(cockpit.monitoring_state().await.unwrap(), "unavailable");
+
+    // The frames come back: the capture reconnects, monitoring recovers, the alert clears.
+    std::fs::rename(&away, &frames).unwrap();
+    let seen = events_until(&mut signals, Duration::from_secs(30), |seen| {
+        state_changed_to(seen, "active") && cleared(seen, "monitoring_unavailable")
+    })
+    .await;
+    assert!(!raised(&seen, "monitoring_unavailable"), "{seen:?}");
+    assert!(cockpit.active_alerts().await.unwrap().is_empty());
+    assert!(d.alive());
+    let (ok, _, stderr) = d.terminate();
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("camera reconnected"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_camera_missing_at_start_up_is_waited_for() {
+    let mut d = Daemon::start_with(
+        |dir| replay_camera(&dir.join("frames")),
+        DEFAULT_RULES,
+        QUIET,
+        "",
+    );
+    let frames = d.dir.path().join("frames");
+    // READY=1 once the model is loaded and the first observation (here: "no camera") is out.
+    let first = d.notify_until("READY=1", Duration::from_secs(60));
+    let ready = first.last().unwrap();
+    assert!(
+        ready.contains("STATUS=Monitoring unavailable: camera"),
+        "{first:?}"
+    );
+    let conn = d.connect().await;
+    let cockpit = client::cockpit(&conn).await.unwrap();
+    assert_eq!(cockpit.monitoring_state().await.unwrap(), "unavailable");
+    let reason = cockpit.monitoring_reason().await.unwrap();
+    assert!(
+        reason.contains("frames"),
+        "names the missing camera: {reason}"
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(d.alive(), "the daemon must wait for the camera, not exit");
+
+    // The camera appears (rendered elsewhere and moved in at once, as a device node appears).
+    let staging = d.dir.path().join("staging");
+    render_frames(&staging, 20);
+    std::fs::rename(&staging, &frames).unwrap();
+    wait_for_state(&cockpit, "active", Duration::from_secs(30)).await;
+    let diag = client::diagnostics(&conn).await.unwrap();
+    assert!(diag.frames_processed().await.unwrap() > 0);
+    let (ok, _, stderr) = d.terminate();
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("starting without it"), "{stderr}");
+}
+
+/// Stops the threads of another process whose name starts with `prefix` (ptrace: seize and
+/// interrupt; the rest of the process runs on) until dropped. A stopped model thread is what a
+/// model call that hangs (a wedged NPU call) looks like to the rest of the daemon.
+struct FrozenThreads {
+    release: Option<std::sync::mpsc::Sender<()>>,
+    tracer: Option<std::thread::JoinHandle<()>>,
+}
+
+fn freeze_threads(pid: u32, prefix: &str) -> FrozenThreads {
+    let tids: Vec<libc::pid_t> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            std::fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.starts_with(prefix))
+        })
+        .filter_map(|e| e.file_name().to_str().and_then(|t| t.parse().ok()))
+        .collect();
+    assert!(!tids.is_empty(), "no thread {prefix}* in {pid}");
+    let (frozen_tx, frozen_rx) = std::sync::mpsc::channel();
+    let (release, release_rx) = std::sync::mpsc::channel::<()>();
+    // ptrace requests must come from the thread that attached.
+    let tracer = std::thread::spawn(move || {
+        let null = std::ptr::null_mut::<libc::c_void>();
+        for &tid in &tids {
+            // SAFETY: ptrace/waitpid on threads of our own child; no memory is passed.
+            unsafe {
+                let seized = libc::ptrace(libc::PTRACE_SEIZE, tid, null, null);
+                assert_eq!(
+                    seized,
+                    0,
+                    "PTRACE_SEIZE {tid}: {}",
+                    std::io::Error::last_os_error()
+                );
+                assert_eq!(libc::ptrace(libc::PTRACE_INTERRUPT, tid, null, null), 0);
+                let mut status = 0;
+                assert_eq!(libc::waitpid(tid, &mut status, libc::__WALL), tid);
+            }
+        }
+        frozen_tx.send(()).unwrap();
+        let _ = release_rx.recv();
+        for &tid in &tids {
+            // SAFETY: as above; the tracee is in a ptrace stop.
+            unsafe { libc::ptrace(libc::PTRACE_DETACH, tid, null, null) };
+        }
+    });
+    frozen_rx.recv().expect("threads frozen");
+    FrozenThreads {
+        release: Some(release),
+        tracer: Some(tracer),
+    }
+}
+
+impl Drop for FrozenThreads {
+    fn drop(&mut self) {
+        drop(self.release.take());
+        if let Some(t) = self.tracer.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watchdog_pings_stop_while_the_pipeline_stalls_and_resume_after() {
+    // WATCHDOG_USEC = 2 s: a ping every second while an observation is younger than a second.
+    let mut d = Daemon::start(QUIET, "");
+    d.notify_until("READY=1", Duration::from_secs(60));
+    d.notify_until("WATCHDOG=1", Duration::from_secs(5));
+    let conn = d.connect().await;
+    let cockpit = client::cockpit(&conn).await.unwrap();
+
+    // The model hangs: the inference worker stops, so the safety path waits on its probe.
+    let frozen = freeze_threads(d.child.id(), "autoneural-inf");
+    // A ping already due may still go out; after that none while the pipeline is stalled.
+    d.notify_for(Duration::from_secs(2));
+    let last = cockpit.last_observation().await.unwrap();
+    let stalled = d.notify_for(Duration::from_secs(3));
+    assert!(
+        !stalled.iter().any(|m| m.contains("WATCHDOG=1")),
+        "{stalled:?}"
+    );
+    // The process is alive and serving the bus; it just publishes nothing new.
+    assert!(d.alive());
+    assert_eq!(cockpit.last_observation().await.unwrap(), last);
+
+    // The model call returns: observations and pings resume.
+    drop(frozen);
+    d.notify_until("WATCHDOG=1", Duration::from_secs(10));
+    assert!(cockpit.last_observation().await.unwrap() > last);
+    let (ok, _, stderr) = d.terminate();
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("not feeding the watchdog"), "{stderr}");
+    assert!(stderr.contains("observations flow again"), "{stderr}");
 }

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use autoneural_camera as camera;
 use camera::{
-    Capture, CaptureOptions, Channels, Converter, Health, LatestFrame, OutputSpec, TakeError,
+    CameraError, Capture, CaptureOptions, Channels, Converter, Health, LatestFrame, OutputSpec,
+    Recovery, TakeError,
 };
 use log::{info, warn};
 
@@ -23,10 +24,28 @@ pub struct ModelInput {
     pub pixels: Arc<[u8]>,
 }
 
-/// Opens the configured source (not yet started).
+/// Opens the configured source (not yet started). A camera that is not there yet (no device
+/// node, a replay directory without frames: errors that ask for a reconnect) is not an error: the
+/// daemon starts without it and the capture thread opens it with back-off when it appears
+/// ([`Reopening`]). Configuration problems (an unknown scenario or pixel format, a device that is
+/// not a camera) are errors, since retrying cannot fix them.
 pub fn open(
     cfg: &CameraConfig,
 ) -> anyhow::Result<(Box<dyn camera::FrameSource>, Option<Duration>)> {
+    match try_open(cfg) {
+        Ok(opened) => Ok(opened),
+        Err(e) if e.recovery() == Recovery::Reconnect => {
+            warn!("camera: {e}; starting without it and retrying with back-off");
+            Ok((Box::new(Reopening::new(cfg.clone(), e)), None))
+        }
+        Err(e) => Err(anyhow::anyhow!("camera: {e}")),
+    }
+}
+
+/// Opens the configured source once.
+fn try_open(
+    cfg: &CameraConfig,
+) -> Result<(Box<dyn camera::FrameSource>, Option<Duration>), CameraError> {
     match cfg.source {
         SourceKind::Synthetic => {
             let name = cfg
@@ -36,15 +55,15 @@ pub fn open(
                 .unwrap_or_default();
             let scenario = if name.ends_with(".toml") {
                 camera::Scenario::load(std::path::Path::new(&name))
-                    .map_err(|e| anyhow::anyhow!("camera.scenario: {e}"))?
+                    .map_err(|e| CameraError::Config(format!("camera.scenario: {e}")))?
             } else {
                 camera::Scenario::builtin(&name).ok_or_else(|| {
                     let names: Vec<&str> =
                         camera::synthetic::BUILTIN.iter().map(|(n, _)| *n).collect();
-                    anyhow::anyhow!(
+                    CameraError::Config(format!(
                         "camera.scenario: no shipped scenario {name:?} (shipped: {})",
                         names.join(", ")
-                    )
+                    ))
                 })?
             };
             let source = camera::ScenarioSource::new(
@@ -58,13 +77,8 @@ pub fn open(
             Ok((Box::new(source), Some(epoch)))
         }
         SourceKind::V4l2 => {
-            let device = cfg
-                .device
-                .as_ref()
-                .map(|d| d.get_ref().display().to_string())
-                .unwrap_or_default();
             let mut v = camera::V4l2Config {
-                device,
+                device: device_name(cfg),
                 width: cfg.width.get() as u32,
                 height: cfg.height.get() as u32,
                 fps: Some(cfg.fps.get() as u32),
@@ -77,26 +91,103 @@ pub fn open(
                     .iter()
                     .map(|n| {
                         camera::PixelFormat::parse(n).ok_or_else(|| {
-                            anyhow::anyhow!("camera.formats: unknown pixel format {n:?}")
+                            CameraError::Config(format!(
+                                "camera.formats: unknown pixel format {n:?}"
+                            ))
                         })
                     })
-                    .collect::<anyhow::Result<_>>()?;
+                    .collect::<Result<_, _>>()?;
             }
-            let source = camera::V4l2Source::open(v).map_err(|e| anyhow::anyhow!("camera: {e}"))?;
-            Ok((Box::new(source), None))
+            Ok((Box::new(camera::V4l2Source::open(v)?), None))
         }
         SourceKind::Replay => {
-            let dir = cfg
-                .directory
-                .as_ref()
-                .map(|d| d.get_ref().clone())
-                .unwrap_or_default();
-            let mut r = camera::ReplayConfig::new(dir);
+            let mut r = camera::ReplayConfig::new(replay_dir(cfg));
             r.looping = cfg.looping;
             r.interval = Duration::from_secs_f64(1.0 / cfg.fps.get() as f64);
-            let source =
-                camera::ReplaySource::open(r).map_err(|e| anyhow::anyhow!("camera: {e}"))?;
-            Ok((Box::new(source), None))
+            Ok((Box::new(camera::ReplaySource::open(r)?), None))
+        }
+    }
+}
+
+fn device_name(cfg: &CameraConfig) -> String {
+    cfg.device
+        .as_ref()
+        .map(|d| d.get_ref().display().to_string())
+        .unwrap_or_default()
+}
+
+fn replay_dir(cfg: &CameraConfig) -> std::path::PathBuf {
+    cfg.directory
+        .as_ref()
+        .map(|d| d.get_ref().clone())
+        .unwrap_or_default()
+}
+
+/// A camera that was not there at start-up: every frame request fails with the reason until
+/// `reconnect` (called by the capture thread with back-off) manages to open it; from then on it
+/// is that source.
+pub struct Reopening {
+    cfg: CameraConfig,
+    inner: Option<Box<dyn camera::FrameSource>>,
+    /// Why the last open failed, reported by the next frame request.
+    pending: Option<CameraError>,
+}
+
+impl Reopening {
+    fn new(cfg: CameraConfig, first: CameraError) -> Self {
+        Self {
+            cfg,
+            inner: None,
+            pending: Some(first),
+        }
+    }
+
+    /// The configured source's name (what it is called before it could be opened).
+    fn configured(&self) -> String {
+        match self.cfg.source {
+            SourceKind::V4l2 => format!("v4l2 {}", device_name(&self.cfg)),
+            SourceKind::Replay => format!("replay {}", replay_dir(&self.cfg).display()),
+            SourceKind::Synthetic => "synthetic".into(),
+        }
+    }
+}
+
+impl camera::FrameSource for Reopening {
+    fn next_frame(&mut self) -> Result<Option<camera::Frame>, CameraError> {
+        match &mut self.inner {
+            Some(source) => source.next_frame(),
+            None => Err(self
+                .pending
+                .take()
+                .unwrap_or_else(|| CameraError::DeviceGone {
+                    device: self.configured(),
+                    source: std::io::Error::new(std::io::ErrorKind::NotFound, "not opened yet"),
+                })),
+        }
+    }
+
+    fn reconnect(&mut self) -> Result<(), CameraError> {
+        match &mut self.inner {
+            Some(source) => source.reconnect(),
+            None => {
+                let (source, _) = try_open(&self.cfg)?;
+                info!("camera: opened {}", source.describe());
+                self.inner = Some(source);
+                Ok(())
+            }
+        }
+    }
+
+    fn recycle(&mut self, buffer: Vec<u8>) {
+        if let Some(source) = &mut self.inner {
+            source.recycle(buffer);
+        }
+    }
+
+    fn describe(&self) -> String {
+        match &self.inner {
+            Some(source) => source.describe(),
+            None => self.configured(),
         }
     }
 }
@@ -119,6 +210,7 @@ impl CameraStage {
         input_size: u32,
         mono: bool,
         frame_timeout: Duration,
+        backoff: (Duration, Duration),
     ) -> anyhow::Result<Self> {
         let name = source.describe();
         let converter = Converter::new(OutputSpec::square(
@@ -129,6 +221,8 @@ impl CameraStage {
         let options = CaptureOptions {
             // A frame older than the frame timeout is not worth processing.
             max_age: Some(frame_timeout),
+            backoff_initial: backoff.0,
+            backoff_max: backoff.1,
             ..CaptureOptions::default()
         };
         // Health changes are rare; frames are not logged.

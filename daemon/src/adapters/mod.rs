@@ -24,8 +24,17 @@ pub async fn run(cfg: Config, notifier: Arc<Notifier>) -> anyhow::Result<Exit> {
         .context("model loader")??;
     let _ = notifier.status("Model loaded; waiting for the first observation");
     let (source, epoch) = camera::open(&cfg.camera)?;
-    let camera =
-        camera::CameraStage::start(source, epoch, size, false, cfg.camera.frame_timeout_ms.ms())?;
+    let camera = camera::CameraStage::start(
+        source,
+        epoch,
+        size,
+        false,
+        cfg.camera.frame_timeout_ms.ms(),
+        (
+            cfg.camera.reconnect_initial_ms.ms(),
+            cfg.camera.reconnect_max_ms.ms(),
+        ),
+    )?;
     service::run(cfg, camera, Arc::new(model), rules, notifier).await
 }
 

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use autoneural_daemon::client::{self, Bus, WatchEvent};
+use autoneural_daemon::client::{self, Bus, WatchEvent, WatchPrinter};
 use autoneural_daemon::config::Config;
 
 const USAGE: &str = "usage: autoneuralctl [--system | --session | --address ADDR] COMMAND
@@ -193,6 +193,8 @@ async fn watch(bus: &Bus, wait: Option<Duration>) -> anyhow::Result<()> {
         cockpit.face_visible().await.unwrap_or_default(),
         cockpit.active_alerts().await.unwrap_or_default()
     );
+    // States and alerts at once; the levels (they move with every frame) every few seconds.
+    let mut printer = WatchPrinter::new(Duration::from_secs(5));
     loop {
         let msg = tokio::select! {
             m = client::next(&mut signals) => m,
@@ -200,25 +202,16 @@ async fn watch(bus: &Bus, wait: Option<Duration>) -> anyhow::Result<()> {
         };
         let Some(Ok(msg)) = msg else { break };
         for event in client::decode(&msg) {
-            match event {
-                WatchEvent::Changed(name, value) => println!("{} {name} = {value}", stamp(start)),
-                WatchEvent::AlertRaised {
-                    id,
-                    level,
-                    message,
-                    timestamp,
-                } => println!(
-                    "{} ALERT RAISED  {id} (level {level}): {message}{}",
-                    stamp(start),
-                    at(timestamp)
-                ),
-                WatchEvent::AlertCleared { id, timestamp } => {
-                    println!("{} ALERT CLEARED {id}{}", stamp(start), at(timestamp))
-                }
-                WatchEvent::ServiceGone => {
-                    println!("{} the service left the bus", stamp(start));
-                    return Ok(());
-                }
+            let when = match &event {
+                WatchEvent::AlertRaised { timestamp, .. }
+                | WatchEvent::AlertCleared { timestamp, .. } => at(*timestamp),
+                _ => String::new(),
+            };
+            for line in printer.lines(&event, std::time::Instant::now()) {
+                println!("{} {line}{when}", stamp(start));
+            }
+            if event == WatchEvent::ServiceGone {
+                return Ok(());
             }
         }
         // Every few seconds, the safety path's latency (a summary line, not per frame).
