@@ -67,6 +67,9 @@ class DecoderConfig:
     qk_norm: bool = True
     tie_embeddings: bool = True
     conv_bias: bool = False
+    # RMSNorm computed on rows pre-scaled by their max |x| (same values; see forge.lfm2.RMSNorm): for
+    # trained models whose token scales differ by orders of magnitude, so 16-bit activations hold them.
+    prescaled_norm: bool = False
 
     @property
     def num_layers(self) -> int:

@@ -24,15 +24,26 @@ from .config import DecoderConfig
 
 
 class RMSNorm(nn.Module):
-    """y = x / rms(x) * weight, over the last dimension (decomposed: no fused op for the HTP)."""
+    """y = x / rms(x) * weight, over the last dimension (decomposed: no fused op for the HTP).
 
-    def __init__(self, dim: int, eps: float):
+    `prescaled`: the same value computed as (x/s) / sqrt(mean((x/s)^2) + eps/s^2) with s = max|x| per
+    row (at least 1e-3; any s > 0 gives the exact result). A trained model's image tokens can be
+    1000x larger than its text tokens; the plain form's x^2 then spans [1e-9, 1e4], and a 16-bit
+    activation range cannot hold the text tokens' squares (they quantize to 0 and the norm explodes).
+    After the pre-scaling every row's squares lie in [0, 1] with a mean of at least 1/dim."""
+
+    def __init__(self, dim: int, eps: float, prescaled: bool = False):
         super().__init__()
         self.eps = eps
+        self.prescaled = prescaled
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+        if not self.prescaled:
+            return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
+        s = x.abs().amax(-1, keepdim=True).clamp_min(1e-3)
+        y = x / s
+        return y * torch.rsqrt(y.pow(2).mean(-1, keepdim=True) + self.eps / (s * s)) * self.weight
 
 
 class SwiGLU(nn.Module):
@@ -100,8 +111,8 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(h, self.nkv * self.d, bias=False)
         self.out_proj = nn.Linear(self.nh * self.d, h, bias=False)
         if cfg.qk_norm:
-            self.q_layernorm = RMSNorm(self.d, cfg.norm_eps)
-            self.k_layernorm = RMSNorm(self.d, cfg.norm_eps)
+            self.q_layernorm = RMSNorm(self.d, cfg.norm_eps, cfg.prescaled_norm)
+            self.k_layernorm = RMSNorm(self.d, cfg.norm_eps, cfg.prescaled_norm)
         else:
             self.q_layernorm = nn.Identity()
             self.k_layernorm = nn.Identity()
@@ -153,8 +164,8 @@ class DecoderLayer(nn.Module):
             self.conv = ShortConv(cfg)
         else:
             raise ValueError(f"unknown layer type {layer_type!r} (want 'conv' or 'full_attention')")
-        self.operator_norm = RMSNorm(cfg.hidden, cfg.norm_eps)
-        self.ffn_norm = RMSNorm(cfg.hidden, cfg.norm_eps)
+        self.operator_norm = RMSNorm(cfg.hidden, cfg.norm_eps, cfg.prescaled_norm)
+        self.ffn_norm = RMSNorm(cfg.hidden, cfg.norm_eps, cfg.prescaled_norm)
         self.feed_forward = SwiGLU(cfg.hidden, cfg.intermediate)
 
 
@@ -166,7 +177,7 @@ class Lfm2Decoder(nn.Module):
         self.cfg = cfg
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden)
         self.layers = nn.ModuleList(DecoderLayer(cfg, t) for t in cfg.layer_types)
-        self.embedding_norm = RMSNorm(cfg.hidden, cfg.norm_eps)
+        self.embedding_norm = RMSNorm(cfg.hidden, cfg.norm_eps, cfg.prescaled_norm)
         self.lm_head = nn.Linear(cfg.hidden, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.lm_head.weight = self.embed_tokens.weight

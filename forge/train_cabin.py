@@ -66,6 +66,7 @@ def cabin_config(image_size: int = 128) -> ModelConfig:
             num_heads=4,
             num_kv_heads=2,
             head_dim=32,
+            prescaled_norm=True,  # image tokens ~100, text tokens ~0.05: see forge.lfm2.RMSNorm
         ),
         text=TextConfig(system_prompt="Driver camera."),
         kv_capacity=128,
@@ -578,6 +579,7 @@ def main(argv=None) -> None:
 
         model = load_weights(cfg, weights)
         train_rep = json.loads(report_file.read_text())
+        log_lines[:0] = train_rep.pop("log", [])  # train.log tells the whole story
         log(f"loaded {weights} (trained {train_rep['steps']} steps in {train_rep['seconds']} s)")
     elif args.bench:
         rep = train(model, tasks, images, labels, args.bench, args.batch, args.lr, args.probes_per_image, args.seed, log)
@@ -590,7 +592,8 @@ def main(argv=None) -> None:
         log(f"trained {args.steps} steps in {train_rep['seconds']} s")
         args.data.mkdir(parents=True, exist_ok=True)
         save_weights(model, weights)  # to re-export without retraining (--from-weights)
-        report_file.write_text(json.dumps(train_rep | {"lr": args.lr, "probes_per_image": args.probes_per_image}))
+        report_file.write_text(json.dumps(train_rep | {"lr": args.lr, "probes_per_image": args.probes_per_image,
+                                                       "log": log_lines}))
     if args.align_steps:
         align = align_decoder(model, tasks, images, labels, args.align_steps, args.align_batch, args.align_lr,
                               args.seed, log)
@@ -655,10 +658,14 @@ def main(argv=None) -> None:
     # What the Rust-side check reproduces: the fp32 bundle on the first `n` held-out scenes.
     results["rust_check"] = {"variant": "fp32", "seed": 2, "count": n, "size": args.size, "variation": "train",
                              "per_probe_pct": results["bundle"]["fp32"]["held_out"]["per_probe_pct"]}
-    results["total_s"] = round(time.time() - t_start, 1)
+    # With --from-weights: this run plus the training run that made the weights.
+    results["total_s"] = round(time.time() - t_start + (train_rep["seconds"] if args.from_weights else 0.0), 1)
     (args.out / "eval.json").write_text(json.dumps(results, indent=1) + "\n")
     (args.out / "train.log").write_text("\n".join(log_lines) + "\n")
     bundle_mod.save_manifest(args.out, bundle_mod.load_manifest(args.out), checksums=True)
+    from .train_cabin_card import main as write_card
+
+    write_card([str(args.out)])  # MODEL.md from eval.json, then the manifest's checksums again
     log(f"done in {results['total_s']} s")
 
 
