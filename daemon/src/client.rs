@@ -272,6 +272,13 @@ impl WatchPrinter {
         }
     }
 
+    /// Records a level's current value (read at start) without printing it.
+    pub fn know_level(&mut self, name: &str, value: String) {
+        if let Some(i) = LEVELS.iter().position(|(n, _)| *n == name) {
+            self.levels[i] = Some(value);
+        }
+    }
+
     /// The lines to print for `event`, seen at `now`.
     pub fn lines(&mut self, event: &WatchEvent, now: std::time::Instant) -> Vec<String> {
         match event {
@@ -367,9 +374,10 @@ mod tests {
         assert_eq!(p.lines(&changed("FatigueLevel", "3"), t0).len(), 1);
         let later = t0 + Duration::from_secs(60);
         assert!(p.lines(&changed("FatigueLevel", "3"), later).is_empty());
+        p.know_level("DistractionLevel", "12".into());
         assert_eq!(
             p.lines(&changed("FatigueLevel", "4"), later),
-            ["levels: fatigue 4 %"]
+            ["levels: distraction 12 %, fatigue 4 %"]
         );
     }
 }

@@ -94,7 +94,11 @@ async fn phone_use_alert_follows_the_scenario() {
     loop {
         let msg = tokio::select! {
             m = client::next(&mut signals) => m,
-            _ = client::next(&mut gone) => break,
+            // The stream also carries the name being taken; only its release ends the run.
+            m = client::next(&mut gone) => match m {
+                Some(Ok(m)) if !client::decode(&m).contains(&WatchEvent::ServiceGone) => continue,
+                _ => break,
+            },
             _ = tokio::time::sleep_until(deadline) => panic!("the scenario did not end within 60 s"),
         };
         let Some(Ok(msg)) = msg else { break };
@@ -161,7 +165,7 @@ async fn phone_use_alert_follows_the_scenario() {
                 WatchEvent::Changed(name, value) if name == "PhoneInUse" => Some(value == "true"),
                 _ => None,
             })
-            .last()
+            .next_back()
             .unwrap_or(phone_at_start)
     };
     for t in [2.0, 6.5, 10.5, 14.5] {

@@ -183,18 +183,34 @@ async fn watch(bus: &Bus, wait: Option<Duration>) -> anyhow::Result<()> {
     if let Ok(src) = diag.source().await {
         println!("{} source: {src}", stamp(start));
     }
+    let levels = [
+        (
+            "AttentiveProbability",
+            cockpit.attentive_probability().await,
+        ),
+        ("DistractionLevel", cockpit.distraction_level().await),
+        ("FatigueLevel", cockpit.fatigue_level().await),
+    ];
     println!(
-        "{} monitoring={} eyes_on_road={} phone={} eyes_closed={} face={} alerts={:?}",
+        "{} monitoring={} eyes_on_road={} phone={} eyes_closed={} face={} alerts={:?} attentive={:.0}% distraction={:.0}% fatigue={:.0}%",
         stamp(start),
         cockpit.monitoring_state().await.unwrap_or_default(),
         cockpit.is_eyes_on_road().await.unwrap_or_default(),
         cockpit.phone_in_use().await.unwrap_or_default(),
         cockpit.eyes_closed().await.unwrap_or_default(),
         cockpit.face_visible().await.unwrap_or_default(),
-        cockpit.active_alerts().await.unwrap_or_default()
+        cockpit.active_alerts().await.unwrap_or_default(),
+        levels[0].1.as_ref().copied().unwrap_or_default(),
+        levels[1].1.as_ref().copied().unwrap_or_default(),
+        levels[2].1.as_ref().copied().unwrap_or_default(),
     );
     // States and alerts at once; the levels (they move with every frame) every few seconds.
     let mut printer = WatchPrinter::new(Duration::from_secs(5));
+    for (name, value) in levels {
+        if let Ok(v) = value {
+            printer.know_level(name, format!("{v:.0}"));
+        }
+    }
     loop {
         let msg = tokio::select! {
             m = client::next(&mut signals) => m,
@@ -214,9 +230,13 @@ async fn watch(bus: &Bus, wait: Option<Duration>) -> anyhow::Result<()> {
                 return Ok(());
             }
         }
-        // Every few seconds, the safety path's latency (a summary line, not per frame).
+        // Every few seconds, the levels if they moved and the safety path's latency (summary
+        // lines, not per frame).
         if last_summary.elapsed() >= Duration::from_secs(5) {
             last_summary = tokio::time::Instant::now();
+            if let Some(line) = printer.levels_line(std::time::Instant::now()) {
+                println!("{} {line}", stamp(start));
+            }
             if let Ok(lat) = diag.latency().await {
                 let parts: Vec<String> = lat
                     .iter()
