@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use autoneural_camera::synthetic::{Phone, Scenario};
+use autoneural_camera::synthetic::{Gaze, Phone, Scenario};
 use autoneural_daemon::client::{self, WatchEvent};
 use autoneural_daemon::stages::mono_now;
 use autoneural_daemon::testbus::PrivateBus;
@@ -87,6 +87,7 @@ async fn phone_use_alert_follows_the_scenario() {
         "connected only at scenario time {start_s:.1} s: the phone segment would be half over"
     );
     let phone_at_start = cockpit.phone_in_use().await.unwrap();
+    let eyes_on_road_at_start = cockpit.is_eyes_on_road().await.unwrap();
 
     // Record until the scenario ends and the daemon leaves the bus (end_of_stream = "exit").
     let mut seen: Vec<Seen> = vec![];
@@ -155,25 +156,35 @@ async fn phone_use_alert_follows_the_scenario() {
         cleared[0]
     );
 
-    // PhoneInUse follows the ground truth: sampled in the middle of each segment, away from the
-    // transitions by more than the slack.
+    println!(
+        "phone_use raised at {raised_at:.2} s (arrived {raised_arrival:.2} s), cleared at {:.2} s",
+        cleared[0]
+    );
+
+    // PhoneInUse and IsEyesOnRoad follow the ground truth: sampled in the middle of each segment,
+    // away from the transitions by more than the slack.
     let scenario = Scenario::builtin("phone-use").expect("the shipped scenario");
-    let phone_at = |t: f64| {
+    let value_at = |property: &str, t: f64, initial: bool| {
         seen.iter()
             .filter(|s| s.at_s <= t)
             .filter_map(|s| match &s.event {
-                WatchEvent::Changed(name, value) if name == "PhoneInUse" => Some(value == "true"),
+                WatchEvent::Changed(name, value) if name == property => Some(value == "true"),
                 _ => None,
             })
-            .next_back()
-            .unwrap_or(phone_at_start)
+            .last()
+            .unwrap_or(initial)
     };
     for t in [2.0, 6.5, 10.5, 14.5] {
-        let truth = scenario.labels_at(Duration::from_secs_f64(t)).phone != Phone::None;
+        let truth = scenario.labels_at(Duration::from_secs_f64(t));
         assert_eq!(
-            phone_at(t),
-            truth,
+            value_at("PhoneInUse", t, phone_at_start),
+            truth.phone != Phone::None,
             "PhoneInUse at scenario time {t} s; {report}"
+        );
+        assert_eq!(
+            value_at("IsEyesOnRoad", t, eyes_on_road_at_start),
+            truth.gaze == Gaze::Road,
+            "IsEyesOnRoad at scenario time {t} s; {report}"
         );
     }
 }
