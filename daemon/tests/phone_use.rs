@@ -171,7 +171,7 @@ async fn phone_use_alert_follows_the_scenario() {
                 WatchEvent::Changed(name, value) if name == property => Some(value == "true"),
                 _ => None,
             })
-            .last()
+            .next_back()
             .unwrap_or(initial)
     };
     for t in [2.0, 6.5, 10.5, 14.5] {
