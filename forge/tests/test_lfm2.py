@@ -9,7 +9,7 @@ import transformers as tr
 
 from forge.config import DecoderConfig
 from forge.hf import CheckpointError, decoder_config_from_hf, load_lfm2_checkpoint
-from forge.lfm2 import Lfm2Decoder, randomize_
+from forge.lfm2 import Lfm2Decoder, RMSNorm, randomize_
 
 
 def hf_model(tie=True, seed=0):
@@ -95,3 +95,17 @@ def test_loader_rejects_other_models(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama"}))
     with pytest.raises(CheckpointError, match="llama"):
         load_lfm2_checkpoint(tmp_path)
+
+
+def test_prescaled_norm_gives_the_plain_norms_values():
+    """The export-friendly RMSNorm (rows divided by their max |x| first) is the same function, for
+    rows of very different scales in one tensor (as trained image and text tokens are) and for
+    all-zero rows (the padded rows of a prefill chunk)."""
+    torch.manual_seed(0)
+    plain, pre = RMSNorm(64, 1e-5), RMSNorm(64, 1e-5, prescaled=True)
+    with torch.no_grad():
+        plain.weight.normal_()
+        pre.weight.copy_(plain.weight)
+    x = torch.randn(5, 64) * torch.tensor([[1e-4], [0.03], [1.0], [100.0], [0.0]])
+    assert torch.allclose(pre(x), plain(x), rtol=1e-5, atol=1e-6)
+    assert torch.equal(pre(x)[4], torch.zeros(64))
