@@ -192,6 +192,18 @@ def sample_tasks(labels: dict, rng: np.random.Generator, probes_per_image: int) 
     return out
 
 
+def question_rows(tasks: Tasks, batch_labels: list[dict], rng: np.random.Generator, probes_per_image: int):
+    """The training sequences of a batch: (rest ids, answer starts, index of each row's image)."""
+    rows, starts, owner = [], [], []
+    for b, labels in enumerate(batch_labels):
+        for q, a in sample_tasks(labels, rng, probes_per_image):
+            r, s = tasks.sequence(q, a)
+            rows.append(r)
+            starts.append(s)
+            owner.append(b)
+    return rows, starts, owner
+
+
 # --- model pieces -------------------------------------------------------------------------------
 
 
@@ -247,6 +259,29 @@ def pad_batch(rows: list[list[int]], pad: int) -> torch.Tensor:
     return torch.tensor([r + [pad] * (width - len(r)) for r in rows], dtype=torch.long)
 
 
+class Progress:
+    """One optimiser step (clipped gradients, then the schedule), a running loss, and a log line
+    every 50 steps; shared by both training phases."""
+
+    def __init__(self, name: str, steps: int, opt, sched, log):
+        self.name, self.steps, self.opt, self.sched, self.log = name, steps, opt, sched, log
+        self.t0, self.running, self.history = time.time(), None, []
+
+    def step(self, step: int, loss: torch.Tensor, params) -> None:
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        self.opt.step()
+        self.sched.step()
+        value = loss.item()
+        self.running = value if self.running is None else 0.95 * self.running + 0.05 * value
+        if step % 50 == 0 or step == self.steps - 1:
+            el = time.time() - self.t0
+            self.log(f"{self.name} {step}/{self.steps} loss {self.running:.4f} lr {self.sched.get_last_lr()[0]:.2e} "
+                     f"{el:.0f} s ({el / (step + 1):.2f} s/step)")
+            self.history.append({"step": step, "loss": round(self.running, 4), "elapsed_s": round(el, 1)})
+
+
 def align_decoder(model, tasks: Tasks, images: np.ndarray, labels: list[dict], steps: int, batch: int, lr: float,
                   seed: int, log) -> dict:
     """Second phase: the encoder and connector frozen, the decoder (and its embeddings) trained on all 8
@@ -265,36 +300,20 @@ def align_decoder(model, tasks: Tasks, images: np.ndarray, labels: list[dict], s
         opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps))))
     prefix = torch.tensor(tasks.prefix[:-1])
     order = rng.permutation(len(labels))
-    t0, running, history = time.time(), None, []
+    progress = Progress("align", steps, opt, sched, log)
     for step in range(steps):
         idx = order[(step * batch) % len(order):][:batch]
         if len(idx) < batch:
             idx = order[:batch]
         with torch.no_grad():
             img = model.image_embeds(to_pixels(images[idx]))
-        rows, starts, owner = [], [], []
-        for b, i in enumerate(idx):
-            for q, a in sample_tasks(labels[i], rng, len(DEFAULT_PROBES)):
-                r, st = tasks.sequence(q, a)
-                rows.append(r)
-                starts.append(st)
-                owner.append(b)
+        rows, starts, owner = question_rows(tasks, [labels[i] for i in idx], rng, len(DEFAULT_PROBES))
         loss = answer_loss(model, tasks, img[torch.tensor(owner)], rows, starts, model.language.embed_tokens(prefix))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
-        running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
-        if step % 50 == 0 or step == steps - 1:
-            el = time.time() - t0
-            log(f"align {step}/{steps} loss {running:.4f} lr {sched.get_last_lr()[0]:.2e} {el:.0f} s "
-                f"({el / (step + 1):.2f} s/step)")
-            history.append({"step": step, "loss": round(running, 4), "elapsed_s": round(el, 1)})
+        progress.step(step, loss, params)
     for p in model.parameters():
         p.requires_grad_(True)
-    return {"steps": steps, "batch_images": batch, "lr": lr, "seconds": round(time.time() - t0, 1),
-            "final_loss": history[-1]["loss"] if history else None}
+    return {"steps": steps, "batch_images": batch, "lr": lr, "seconds": round(time.time() - progress.t0, 1),
+            "final_loss": progress.history[-1]["loss"] if progress.history else None}
 
 
 def answer_loss(model, tasks: Tasks, img: torch.Tensor, rows: list[list[int]], starts: list[int],
@@ -334,36 +353,19 @@ def train(model, tasks: Tasks, images: np.ndarray, labels: list[dict], steps: in
     n = len(labels)
     order = rng.permutation(n)
     cursor = 0
-    t0 = time.time()
-    history, read_outs = [], []
-    running = None
+    progress = Progress("step", steps, opt, sched, log)
+    read_outs = []
     for step in range(steps):
         if cursor + batch > n:
             order, cursor = rng.permutation(n), 0
         idx = order[cursor : cursor + batch]
         cursor += batch
-        rows, starts, owner = [], [], []
-        for b, i in enumerate(idx):
-            for q, a in sample_tasks(labels[i], rng, probes_per_image):
-                r, s = tasks.sequence(q, a)
-                rows.append(r)
-                starts.append(s)
-                owner.append(b)
+        rows, starts, owner = question_rows(tasks, [labels[i] for i in idx], rng, probes_per_image)
         img = model.image_embeds(augment(images[idx], gen))
         aux_targets = {p.id: torch.tensor([answer_index[i][p.id] for i in idx]) for p in DEFAULT_PROBES}
         loss = (answer_loss(model, tasks, img[torch.tensor(owner)], rows, starts, model.language.embed_tokens(prefix))
                 + aux.loss(img, aux_targets))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
-        if step % 50 == 0 or step == steps - 1:
-            el = time.time() - t0
-            log(f"step {step}/{steps} loss {running:.4f} lr {sched.get_last_lr()[0]:.2e} {el:.0f} s "
-                f"({el / (step + 1):.2f} s/step)")
-            history.append({"step": step, "loss": round(running, 4), "elapsed_s": round(el, 1)})
+        progress.step(step, loss, model.parameters())
         if watch and (step + 1) % watch_every == 0:
             model.eval()
             for name, (ims, lab) in watch.items():
@@ -372,7 +374,8 @@ def train(model, tasks: Tasks, images: np.ndarray, labels: list[dict], steps: in
                 read_outs.append({"step": step + 1, "set": name, "per_probe_pct": acc})
             model.train()
     model.eval()
-    return {"steps": steps, "batch_images": batch, "seconds": round(time.time() - t0, 1), "history": history,
+    return {"steps": steps, "batch_images": batch, "seconds": round(time.time() - progress.t0, 1),
+            "history": progress.history,
             "read_outs": read_outs}
 
 
