@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -128,19 +129,28 @@ def main() -> int:
             asks, samples, events = [], [], []
             level = (prop(addr, DIAG, "DegradationLevel"), prop(addr, DIAG, "DegradationReason"))
             events.append({"t": 0.0, "level": level[0], "reason": level[1]})
-            pending: list[tuple[float, subprocess.Popen]] = []
+            # One thread per question, timed from launch to the answer (autoneuralctl's start-up included).
+            askers: list[threading.Thread] = []
+            lock = threading.Lock()
+
+            def ask(question: str) -> None:
+                t_ask = time.time()
+                try:
+                    r = subprocess.run([str(ctl_bin), "--address", addr, "ask", question], capture_output=True,
+                                       text=True, timeout=30)
+                    rec = {"s": time.time() - t_ask, "ok": r.returncode == 0, "err": r.stderr.strip()[-200:]}
+                except subprocess.TimeoutExpired:
+                    rec = {"s": None, "ok": False, "err": "no answer within 30 s"}
+                with lock:
+                    asks.append(rec)
+
             i = 0
             while time.time() - w0 < a.seconds:
                 tick = time.time()
                 q = QUESTIONS[i % len(QUESTIONS)]
                 i += 1
-                pending.append((tick, subprocess.Popen([str(ctl_bin), "--address", addr, "ask", q], stdout=subprocess.PIPE,
-                                                       stderr=subprocess.PIPE, text=True)))
-                for s, pr in list(pending):
-                    if pr.poll() is not None:
-                        out, err = pr.communicate()
-                        asks.append({"s": time.time() - s, "ok": pr.returncode == 0, "err": err.strip()[-200:]})
-                        pending.remove((s, pr))
+                askers.append(threading.Thread(target=ask, args=(q,), daemon=True))
+                askers[-1].start()
                 samples.append({"t": tick - w0, "cpu_s": proc_cpu_s(d.pid), "rss_mb": proc_rss_mb(d.pid)})
                 now = (prop(addr, DIAG, "DegradationLevel"), prop(addr, DIAG, "DegradationReason"))
                 if now != level:
@@ -150,13 +160,8 @@ def main() -> int:
             w1 = time.time()
             f1, c1, d1 = prop(addr, DIAG, "FramesProcessed"), proc_cpu_s(d.pid), prop(addr, DIAG, "FramesDropped")
             latency = prop(addr, DIAG, "Latency")
-            for s, pr in pending:
-                try:
-                    pr.wait(timeout=10)
-                    asks.append({"s": time.time() - s, "ok": pr.returncode == 0, "err": ""})
-                except subprocess.TimeoutExpired:
-                    pr.kill()
-                    asks.append({"s": None, "ok": False, "err": "no answer within 10 s after the run"})
+            for th in askers:
+                th.join(timeout=35)
         finally:
             d.send_signal(signal.SIGTERM)
             try:
