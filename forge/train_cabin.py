@@ -515,6 +515,21 @@ def bundle_probe_predictions(bundle: Path, variant: str, images: np.ndarray) -> 
     return preds, (time.time() - t0) / max(1, len(images))
 
 
+def bundle_descriptions(bundle: Path, variant: str, images: np.ndarray, max_new: int = 48) -> list[str]:
+    """Greedy "Describe the driver." on the exported graphs (forge.runtime, the reference runtime),
+    stopping at the end of turn, as the daemon's Describe() does."""
+    from .images import pixel_values
+    from .runtime import Runner
+
+    r = Runner(bundle, variant, threads=2)
+    texts = []
+    for im in images:
+        pv = pixel_values(Image.fromarray(im), r.image["size"], r.image["mean"], r.image["std"])
+        tokens, _ = r.generate(r.prefix_state(pv), DESCRIBE_QUESTIONS[0], max_new=max_new, stop=True)
+        texts.append(r.tok.decode([t for t in tokens if t != r.eos_id]))
+    return texts
+
+
 # --- main ---------------------------------------------------------------------------------------
 
 
@@ -526,6 +541,7 @@ def main(argv=None) -> None:
     ap.add_argument("--eval-count", type=int, default=1000)
     ap.add_argument("--pytorch-eval-count", type=int, default=300)
     ap.add_argument("--bundle-eval-count", type=int, default=150)
+    ap.add_argument("--bundle-describe-count", type=int, default=40)
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--steps", type=int, default=5000)
     ap.add_argument("--batch", type=int, default=32)
@@ -658,9 +674,19 @@ def main(argv=None) -> None:
             results["bundle"].setdefault(variant, {})[name] = probe_scores(preds, lab[:n]) | {
                 "seconds_per_frame_8_probes": round(per_frame, 4)}
             log(f"bundle {variant} {name}: {json.dumps(results['bundle'][variant][name])}")
-    # What the Rust-side check reproduces: the fp32 bundle on the first `n` held-out scenes.
+    # Descriptions on the exported fp32 graphs, as the daemon's Describe() makes them.
+    n_desc = min(args.bundle_describe_count, n)
+    ims, lab = data["held_out"]
+    texts = bundle_descriptions(args.out, "fp32", ims[:n_desc])
+    exact = sum(t.strip() == l["description"] for t, l in zip(texts, lab))
+    results["bundle"]["fp32"]["held_out_description"] = description_scores(texts, lab[:n_desc])
+    log(f"bundle fp32 held_out descriptions: {exact} of {n_desc} exact, "
+        f"{results['bundle']['fp32']['held_out_description']['attribute_pct']} % of attributes")
+    # What the Rust-side check reproduces: the fp32 bundle on the first held-out scenes.
     results["rust_check"] = {"variant": "fp32", "seed": 2, "count": n, "size": args.size, "variation": "train",
-                             "per_probe_pct": results["bundle"]["fp32"]["held_out"]["per_probe_pct"]}
+                             "per_probe_pct": results["bundle"]["fp32"]["held_out"]["per_probe_pct"],
+                             "description": {"question": DESCRIBE_QUESTIONS[0], "count": n_desc,
+                                             "max_tokens": 48, "exact": exact}}
     # With --from-weights: this run plus the training run that made the weights.
     results["total_s"] = round(time.time() - t_start + (train_rep["seconds"] if args.from_weights else 0.0), 1)
     (args.out / "eval.json").write_text(json.dumps(results, indent=1) + "\n")

@@ -84,6 +84,11 @@ def card(bundle: Path) -> str:
         per = ", ".join(f"{k} {v:.0f}" for k, v in s["per_attribute_pct"].items())
         desc.append(f"- {name.replace('_', '-')} ({s['n']} images): attributes {s['attribute_pct']:.1f} % right "
                     f"({per}); sentence exactly right {s['exact_pct']:.1f} %; parsable {s['parsed_pct']:.1f} %.")
+    bd = bu.get("fp32", {}).get("held_out_description")
+    if bd:
+        desc.append(f"- exported fp32 graphs on ONNX Runtime, held-out ({bd['n']} images): attributes "
+                    f"{bd['attribute_pct']:.1f} % right; sentence exactly right {bd['exact_pct']:.1f} % "
+                    "(the Rust-side check reproduces this count within one sentence).")
     ex = pt["held_out"]["description"].get("examples", [])[:2]
     examples = "\n".join(f"  - truth: \"{e['truth']}\"\n    model: \"{e['model']}\"" for e in ex)
     sqnr = man["variants"].get("w8a16", {}).get("sqnr_db", {})
@@ -169,7 +174,8 @@ Probe latency, all 8 probes of one frame incl. vision and prefix, forge's refere
 
 {rust_line}
 {ev['rust_check']['count']} held-out scenes (seed {ev['rust_check']['seed']}) with the Rust renderer, runs the {ev['rust_check']['variant']} bundle through the
-inference crate and must match the per-probe accuracy of eval.json's `rust_check` within 1 point.
+inference crate and must match the per-probe accuracy of eval.json's `rust_check` within 1 point; it also
+generates the description of the first {ev['rust_check'].get('description', {}).get('count', 0)} and must get the same number of exactly right sentences within one.
 
 ## Limitations
 

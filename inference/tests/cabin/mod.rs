@@ -3,13 +3,16 @@
 //! Renders the first held-out scenes with the Rust scene renderer — the same pixels forge evaluated,
 //! since the training pipeline's PNGs are lossless renders of the same seed — runs
 //! `models/autoneural-cabin` through the engine on the CPU, and checks every probe's accuracy against
-//! `eval.json`'s `rust_check` (the numbers MODEL.md reports) within one point.
+//! `eval.json`'s `rust_check` (the numbers MODEL.md reports) within one point. It also asks for the
+//! description of the first scenes and counts the sentences that are exactly the renderer's.
 
 use std::collections::BTreeMap;
 
 use autoneural_camera::PixelFormat as CameraFormat;
 use autoneural_camera::synthetic::{Scene, Variation};
-use autoneural_inference::{Engine, Frame, PixelFormat};
+use std::sync::atomic::AtomicBool;
+
+use autoneural_inference::{Engine, Frame, GenerateParams, PixelFormat};
 
 use super::{cpu_config, models};
 
@@ -36,9 +39,25 @@ fn cabin_model_reproduces_its_model_card() {
         .collect();
     assert_eq!(expected.len(), 8, "every default probe has a number");
 
+    let describe = &check["description"];
+    let describe_count = describe["count"]
+        .as_u64()
+        .expect("rust_check.description.count");
+    let question = describe["question"]
+        .as_str()
+        .expect("rust_check.description.question");
+    let params = GenerateParams {
+        max_tokens: describe["max_tokens"].as_u64().expect("max_tokens") as usize,
+        ..GenerateParams::default()
+    };
+    let expected_exact = describe["exact"]
+        .as_u64()
+        .expect("rust_check.description.exact");
+
     let mut engine = Engine::load(&cpu_config(&bundle, variant)).expect("the shipped bundle loads");
     let probes = engine.probes().probes.clone();
     let mut right: BTreeMap<String, u64> = BTreeMap::new();
+    let mut exact = 0u64;
     for index in 0..count {
         let scene = Scene::sample(seed, index, Variation::Train);
         let image = scene.render(size, size);
@@ -47,6 +66,19 @@ fn cabin_model_reproduces_its_model_card() {
             _ => PixelFormat::Rgb8,
         };
         let frame = Frame::new(index, size, size, format, image.data);
+        if index < describe_count {
+            let text = engine
+                .generate(
+                    &frame,
+                    question,
+                    &params,
+                    &mut |_| {},
+                    &AtomicBool::new(false),
+                )
+                .expect("a description")
+                .text;
+            exact += u64::from(text.trim() == scene.labels.description());
+        }
         let outcome = engine.probe(&frame, &probes).expect("probes run");
         assert_eq!(outcome.answers.len(), expected.len());
         for answer in &outcome.answers {
@@ -57,6 +89,10 @@ fn cabin_model_reproduces_its_model_card() {
             *right.entry(answer.id.clone()).or_default() += u64::from(answer.answer == truth);
         }
     }
+    assert!(
+        exact.abs_diff(expected_exact) <= 1,
+        "descriptions: {exact} of {describe_count} exactly right here, the model card says {expected_exact}"
+    );
     for (id, want) in &expected {
         let got = 100.0 * right.get(id).copied().unwrap_or(0) as f64 / count as f64;
         assert!(
