@@ -261,7 +261,7 @@ def pad_batch(rows: list[list[int]], pad: int) -> torch.Tensor:
 
 class Progress:
     """One optimiser step (clipped gradients, then the schedule), a running loss, and a log line
-    every 50 steps; shared by both training phases."""
+    every 50 steps."""
 
     def __init__(self, name: str, steps: int, opt, sched, log):
         self.name, self.steps, self.opt, self.sched, self.log = name, steps, opt, sched, log
@@ -280,40 +280,6 @@ class Progress:
             self.log(f"{self.name} {step}/{self.steps} loss {self.running:.4f} lr {self.sched.get_last_lr()[0]:.2e} "
                      f"{el:.0f} s ({el / (step + 1):.2f} s/step)")
             self.history.append({"step": step, "loss": round(self.running, 4), "elapsed_s": round(el, 1)})
-
-
-def align_decoder(model, tasks: Tasks, images: np.ndarray, labels: list[dict], steps: int, batch: int, lr: float,
-                  seed: int, log) -> dict:
-    """Second phase: the encoder and connector frozen, the decoder (and its embeddings) trained on all 8
-    probes of every image plus the same share of descriptions and attention questions as in phase 1.
-    Phase 1 asks each image only a couple of questions, so the decoder lags behind what the image
-    tokens already carry (the read-outs show it); here every image teaches every probe."""
-    rng = np.random.default_rng(seed + 1)
-    torch.manual_seed(seed + 1)
-    for p in list(model.vision.parameters()) + list(model.connector.parameters()):
-        p.requires_grad_(False)
-    model.eval()  # no dropout or batch statistics anywhere; eval keeps the frozen encoder exact
-    params = [p for p in model.language.parameters()]
-    opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.98), weight_decay=0.0)
-    warmup = max(1, steps // 20)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps))))
-    prefix = torch.tensor(tasks.prefix[:-1])
-    order = rng.permutation(len(labels))
-    progress = Progress("align", steps, opt, sched, log)
-    for step in range(steps):
-        idx = order[(step * batch) % len(order):][:batch]
-        if len(idx) < batch:
-            idx = order[:batch]
-        with torch.no_grad():
-            img = model.image_embeds(to_pixels(images[idx]))
-        rows, starts, owner = question_rows(tasks, [labels[i] for i in idx], rng, len(DEFAULT_PROBES))
-        loss = answer_loss(model, tasks, img[torch.tensor(owner)], rows, starts, model.language.embed_tokens(prefix))
-        progress.step(step, loss, params)
-    for p in model.parameters():
-        p.requires_grad_(True)
-    return {"steps": steps, "batch_images": batch, "lr": lr, "seconds": round(time.time() - progress.t0, 1),
-            "final_loss": progress.history[-1]["loss"] if progress.history else None}
 
 
 def answer_loss(model, tasks: Tasks, img: torch.Tensor, rows: list[list[int]], starts: list[int],
@@ -547,9 +513,6 @@ def main(argv=None) -> None:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--probes-per-image", type=int, default=2)
     ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--align-steps", type=int, default=0, help="phase 2: decoder-only steps, all probes per image")
-    ap.add_argument("--align-batch", type=int, default=16)
-    ap.add_argument("--align-lr", type=float, default=5e-4)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=4)
     ap.add_argument("--watch-every", type=int, default=500, help="log read-out accuracy every N steps")
@@ -613,12 +576,6 @@ def main(argv=None) -> None:
         save_weights(model, weights)  # to re-export without retraining (--from-weights)
         report_file.write_text(json.dumps(train_rep | {"lr": args.lr, "probes_per_image": args.probes_per_image,
                                                        "log": log_lines}))
-    if args.align_steps:
-        align = align_decoder(model, tasks, images, labels, args.align_steps, args.align_batch, args.align_lr,
-                              args.seed, log)
-        log(f"aligned the decoder: {args.align_steps} steps in {align['seconds']} s")
-        train_rep = train_rep | {"align": align, "seconds": round(train_rep["seconds"] + align["seconds"], 1)}
-        save_weights(model, args.data / "autoneural-cabin.aligned.safetensors")
 
     results = {"config": cfg.name, "parameters": params, "vision_parameters": vision_params,
                "data": {k: {"count": len(v[1]), "seed": s, "shifted": k == "shifted", "size": args.size}

@@ -55,15 +55,6 @@ def _read_out_curve(ev: dict) -> str:
     return "\n".join(lines)
 
 
-def _align_text(tr: dict) -> str:
-    a = tr.get("align")
-    if not a:
-        return ""
-    return (f" Then {a['steps']} decoder-only steps of {a['batch_images']} images (lr {a['lr']}, "
-            f"{a['seconds'] / 60:.1f} min) with the encoder and connector frozen, asking every image all 8 probes:"
-            " phase 1's couple of questions per image leave the decoder behind what the image tokens carry.")
-
-
 def card(bundle: Path) -> str:
     ev = json.loads((bundle / "eval.json").read_text())
     man = load_manifest(bundle)
@@ -143,7 +134,7 @@ eval.json (all numbers below) and train.log; {size_mb:.1f} MB in total.
 {tr['probes_per_image']} probe question(s) plus, for 30 % of images, the description (one of three
 "describe" questions) and for 10 % "Is the driver paying attention to the road?" (yes/no); loss on
 the answer tokens and end of turn. Training-only linear read-outs of the 8 attributes from the image
-tokens (not exported) give the encoder a signal on every image.{_align_text(tr)} Every training image is augmented
+tokens (not exported) give the encoder a signal on every image. Every training image is augmented
 (for colour frames a random channel order and per-channel gain; for all, exposure, a linear light
 gradient, gamma, blur with sigma 0.3-1.3 px on 40 % of images, sensor noise up to sigma 0.08) so that the
 shifted set's unseen palettes and harsher camera are not out of reach. Training took {tr['seconds'] / 60:.1f} min
