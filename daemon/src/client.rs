@@ -210,6 +210,15 @@ pub fn show(v: &zbus::Variant<'_>) -> String {
     format!("{v:?}")
 }
 
+/// The D-Bus error name of a failed call (`org.autoneural.Cockpit1.Error.Busy`, ...), or the
+/// error itself when it is not a D-Bus error reply.
+pub fn error_name(e: zbus::Error) -> String {
+    match e {
+        zbus::Error::MethodError(name, _, _) => name.to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
 /// Waits until the service owns its name on `conn`'s bus, or the timeout passes.
 pub async fn wait_for_service(conn: &Connection, timeout: Duration) -> zbus::Result<bool> {
     let dbus = zbus::fdo::DBusProxy::new(conn).await?;

@@ -389,7 +389,7 @@ mod tests {
     //! The scheduler, the publisher and the D-Bus API with test doubles for the three stages,
     //! on a private dbus-daemon. The end-to-end tests in daemon/tests/ use the real stages.
     use super::*;
-    use crate::client::{self, WatchEvent};
+    use crate::client::{self, WatchEvent, error_name};
     use crate::config::{Bounded, BusKind};
     use crate::stages::{
         Alert, AlertEvent, Captured, DriverState, Observation, Perceived, ProbeAnswer, SourceEvent,
@@ -543,13 +543,6 @@ mod tests {
             if let Some(e) = client::decode(&msg).into_iter().find(|e| f(e)) {
                 return e;
             }
-        }
-    }
-
-    fn error_name(e: zbus::Error) -> String {
-        match e {
-            zbus::Error::MethodError(name, _, _) => name.to_string(),
-            other => format!("{other:?}"),
         }
     }
 

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use autoneural_daemon::client::{self, WatchEvent};
+use autoneural_daemon::client::{self, WatchEvent, error_name};
 use autoneural_daemon::dbus::{BUS_NAME, OBJECT_PATH};
 use autoneural_daemon::testbus::PrivateBus;
 
@@ -183,13 +183,6 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-fn error_name(e: zbus::Error) -> String {
-    match e {
-        zbus::Error::MethodError(name, _, _) => name.to_string(),
-        other => format!("{other:?}"),
     }
 }
 

@@ -97,21 +97,15 @@ impl Preprocessor {
         let s = self.size as usize;
         let plane = s * s;
         debug_assert_eq!(out.len(), 3 * plane);
-        let same_size = frame.width == self.size && frame.height == self.size;
         match frame.format {
             PixelFormat::Rgb8 => {
-                let src: &[u8] = if same_size {
-                    frame.data
-                } else {
-                    resize(
-                        &mut self.resizer,
-                        frame,
-                        self.size,
-                        fr::PixelType::U8x3,
-                        &mut self.rgb,
-                    )?;
-                    &self.rgb
-                };
+                let src = at_size(
+                    &mut self.resizer,
+                    frame,
+                    self.size,
+                    fr::PixelType::U8x3,
+                    &mut self.rgb,
+                )?;
                 let (r, rest) = out.split_at_mut(plane);
                 let (g, b) = rest.split_at_mut(plane);
                 for (i, px) in src.chunks_exact(3).enumerate() {
@@ -121,18 +115,13 @@ impl Preprocessor {
                 }
             }
             PixelFormat::Mono8 => {
-                let src: &[u8] = if same_size {
-                    frame.data
-                } else {
-                    resize(
-                        &mut self.resizer,
-                        frame,
-                        self.size,
-                        fr::PixelType::U8,
-                        &mut self.mono,
-                    )?;
-                    &self.mono
-                };
+                let src = at_size(
+                    &mut self.resizer,
+                    frame,
+                    self.size,
+                    fr::PixelType::U8,
+                    &mut self.mono,
+                )?;
                 for c in 0..3 {
                     let lut = &self.lut[c];
                     for (o, &v) in out[c * plane..(c + 1) * plane].iter_mut().zip(src) {
@@ -143,6 +132,22 @@ impl Preprocessor {
         }
         Ok(())
     }
+}
+
+/// The frame's pixels at `size` x `size`: the frame itself when it already is, else its bilinear
+/// resize into `buffer`.
+fn at_size<'a>(
+    resizer: &mut fr::Resizer,
+    frame: &FrameRef<'a>,
+    size: u32,
+    pt: fr::PixelType,
+    buffer: &'a mut [u8],
+) -> Result<&'a [u8], FrameError> {
+    if frame.width == size && frame.height == size {
+        return Ok(frame.data);
+    }
+    resize(resizer, frame, size, pt, buffer)?;
+    Ok(buffer)
 }
 
 fn resize(
