@@ -117,6 +117,12 @@ def convert(tflite_path: Path, dst: Path, out_shapes: dict[str, list[int]]) -> d
     if m.ir_version > 10:
         m.ir_version = 10
     m.producer_name = "tflite2onnx 0.4.1 + forge.face_bundle"
+    # tflite2onnx orders initializers and value_info by set iteration (hash-seeded): sort them so
+    # that every run writes the same bytes
+    for field in (m.graph.initializer, m.graph.value_info):
+        items = sorted(field, key=lambda x: x.name)
+        del field[:]
+        field.extend(items)
     m = onnx.shape_inference.infer_shapes(m, strict_mode=True)
     onnx.checker.check_model(m, full_check=True)
     for vi in list(m.graph.input) + list(m.graph.output):
