@@ -86,7 +86,12 @@ pub struct LevelChange {
     pub reason: String,
 }
 
-const SAFETY_STAGES: [Stage; 3] = [Stage::CaptureToObservation, Stage::Vision, Stage::Probes];
+const SAFETY_STAGES: [Stage; 4] = [
+    Stage::CaptureToObservation,
+    Stage::Vision,
+    Stage::Probes,
+    Stage::Face,
+];
 
 pub struct Governor {
     budgets: Vec<(Stage, Duration)>,
@@ -114,6 +119,7 @@ impl Governor {
                 (Stage::Probes, cfg.probes_ms.ms()),
                 (Stage::Description, cfg.description_ms.ms()),
                 (Stage::HmiAnswer, cfg.hmi_answer_ms.ms()),
+                (Stage::Face, cfg.face_ms.ms()),
             ],
             windows: SAFETY_STAGES
                 .iter()
@@ -259,6 +265,7 @@ mod tests {
             probes_ms: Bounded(50),
             description_ms: Bounded(1000),
             hmi_answer_ms: Bounded(1000),
+            face_ms: Bounded(50),
             window: Bounded(10),
             recovery_headroom_percent: Bounded(50),
         }

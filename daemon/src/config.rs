@@ -36,6 +36,10 @@ pub enum ConfigError {
 pub struct Config {
     pub camera: CameraConfig,
     pub model: ModelConfig,
+    /// The camera-rate face pipeline; absent: the model's probes feed every observation field.
+    pub face: Option<FaceConfig>,
+    #[serde(default)]
+    pub fusion: FusionConfig,
     #[serde(default)]
     pub policies: PoliciesConfig,
     #[serde(default)]
@@ -176,6 +180,53 @@ impl Default for QnnConfig {
     }
 }
 
+/// The observation fields the face pipeline can feed.
+pub const FACE_FIELDS: [&str; 3] = ["face_visible", "eyes_closed", "eyes_on_road"];
+
+/// `[face]`: MediaPipe's face, landmark and iris networks (`autoneural-face`) on every frame.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaceConfig {
+    /// The face bundle directory (`models/mediapipe-face`).
+    pub bundle: PathBuf,
+    #[serde(default = "default_variant")]
+    pub variant: String,
+    /// Observation fields this pipeline feeds; the model's probes feed the others.
+    #[serde(default = "d_face_fields")]
+    pub fields: Vec<Spanned<String>>,
+    /// The detector runs at least every this many frames; landmarks track the face in between.
+    #[serde(default = "d_detect_every")]
+    pub detect_every: Bounded<1, 1000>,
+    /// ONNX Runtime threads for the face graphs.
+    #[serde(default = "d_face_threads")]
+    pub threads: Bounded<1, 16>,
+    /// Eye-openness, gaze cone and calibration tunables (see README, "Face pipeline").
+    #[serde(default)]
+    pub signals: autoneural_face::SignalConfig,
+}
+
+/// `[fusion]`: how often the model's probes run when the face pipeline is on, and how old a field
+/// may be before it counts as missing.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FusionConfig {
+    /// The model's safety probes run on every Nth frame (1 = every frame).
+    #[serde(default = "d_model_every")]
+    pub model_every_frames: Bounded<1, 1000>,
+    /// A field not refreshed for this long is missing data for the policies (never a stale truth).
+    #[serde(default = "d_max_field_age")]
+    pub max_field_age_ms: Bounded<1, 60_000>,
+}
+
+impl Default for FusionConfig {
+    fn default() -> Self {
+        Self {
+            model_every_frames: d_model_every(),
+            max_field_age_ms: d_max_field_age(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct PoliciesConfig {
@@ -198,6 +249,9 @@ pub struct BudgetsConfig {
     pub description_ms: Bounded<1, 600_000>,
     #[serde(default = "d_hmi_answer")]
     pub hmi_answer_ms: Bounded<1, 600_000>,
+    /// The face pipeline on one frame (detection or tracking, landmarks, both eyes).
+    #[serde(default = "d_face")]
+    pub face_ms: Bounded<1, 60_000>,
     /// Samples per decision window.
     #[serde(default = "d_window")]
     pub window: Bounded<5, 10_000>,
@@ -214,6 +268,7 @@ impl Default for BudgetsConfig {
             probes_ms: d_probes(),
             description_ms: d_description(),
             hmi_answer_ms: d_hmi_answer(),
+            face_ms: d_face(),
             window: d_window(),
             recovery_headroom_percent: d_headroom(),
         }
@@ -405,6 +460,27 @@ fn d_description() -> Bounded<1, 600_000> {
 fn d_hmi_answer() -> Bounded<1, 600_000> {
     Bounded(5000)
 }
+fn d_face() -> Bounded<1, 60_000> {
+    Bounded(100)
+}
+fn d_face_fields() -> Vec<Spanned<String>> {
+    FACE_FIELDS
+        .iter()
+        .map(|f| Spanned::new(0..0, f.to_string()))
+        .collect()
+}
+fn d_detect_every() -> Bounded<1, 1000> {
+    Bounded(10)
+}
+fn d_face_threads() -> Bounded<1, 16> {
+    Bounded(1)
+}
+fn d_model_every() -> Bounded<1, 1000> {
+    Bounded(1)
+}
+fn d_max_field_age() -> Bounded<1, 60_000> {
+    Bounded(2000)
+}
 fn d_window() -> Bounded<5, 10_000> {
     Bounded(20)
 }
@@ -515,6 +591,47 @@ impl Config {
                 "model.execution_providers: list at least one provider".into(),
             ));
         }
+        if let Some(face) = &self.face {
+            for f in &face.fields {
+                if !FACE_FIELDS.contains(&f.get_ref().as_str()) {
+                    return Err((
+                        Some(f.span()),
+                        format!(
+                            "face.fields: the face pipeline cannot feed {:?} (it feeds {})",
+                            f.get_ref(),
+                            FACE_FIELDS.join(", ")
+                        ),
+                    ));
+                }
+            }
+            let s = &face.signals;
+            for (key, v) in [
+                ("ear_softness", s.ear_softness),
+                ("eyeball_radius", s.eyeball_radius),
+                ("road_yaw_deg", s.road_yaw_deg),
+                ("road_pitch_deg", s.road_pitch_deg),
+                ("road_softness_deg", s.road_softness_deg),
+            ] {
+                if !(v.is_finite() && v > 0.0) {
+                    return Err((
+                        None,
+                        format!("face.signals.{key}: must be a positive number, got {v}"),
+                    ));
+                }
+            }
+            for (key, v) in [
+                ("ear_closed", s.ear_closed),
+                ("neutral_yaw_deg", s.neutral_yaw_deg),
+                ("neutral_pitch_deg", s.neutral_pitch_deg),
+                ("calibration.min_speed_kmh", s.calibration.min_speed_kmh),
+                ("calibration.accept_deg", s.calibration.accept_deg),
+                ("calibration.reset_after_s", s.calibration.reset_after_s),
+            ] {
+                if !v.is_finite() {
+                    return Err((None, format!("face.signals.{key}: must be a finite number")));
+                }
+            }
+        }
         match (self.bus.kind, &self.bus.address) {
             (BusKind::Address, None) => {
                 return Err((
@@ -548,6 +665,9 @@ impl Config {
             }
         };
         abs(&mut self.model.bundle);
+        if let Some(face) = self.face.as_mut() {
+            abs(&mut face.bundle);
+        }
         if let Some(p) = self.model.runtime_dir.as_mut() {
             abs(p);
         }

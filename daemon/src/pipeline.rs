@@ -246,8 +246,15 @@ impl<S: FrameSource, P: Perception<Frame = S::Frame>, L: Policy> Pipeline<S, P, 
         let probed = self.perception.probe(&captured.frame);
         let (observation, inference_error) = match probed {
             Ok(p) => {
-                self.shared.record(Stage::Vision, p.vision);
-                self.shared.record(Stage::Probes, p.probes);
+                for (stage, d) in [
+                    (Stage::Vision, p.vision),
+                    (Stage::Probes, p.probes),
+                    (Stage::Face, p.face),
+                ] {
+                    if let Some(d) = d {
+                        self.shared.record(stage, d);
+                    }
+                }
                 let obs = Observation {
                     timestamp: captured.timestamp,
                     answers: p.answers,

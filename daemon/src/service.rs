@@ -446,8 +446,9 @@ mod tests {
                     probabilities: vec![],
                     positive: if phone { 0.9 } else { 0.1 },
                 }],
-                vision: Duration::from_millis(1),
-                probes: Duration::from_millis(1),
+                vision: Some(Duration::from_millis(1)),
+                probes: Some(Duration::from_millis(1)),
+                face: None,
             })
         }
         fn describe(&self, frame: &u64, _: usize) -> Result<String, StageError> {

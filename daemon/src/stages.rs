@@ -89,8 +89,11 @@ pub struct ProbeAnswer {
 #[derive(Debug, Clone)]
 pub struct Perceived {
     pub answers: Vec<ProbeAnswer>,
-    pub vision: Duration,
-    pub probes: Duration,
+    /// Time in the model's vision graph and probes; None when the model did not run on this frame.
+    pub vision: Option<Duration>,
+    pub probes: Option<Duration>,
+    /// Time in the face pipeline; None when it is off.
+    pub face: Option<Duration>,
 }
 
 /// The model, behind the inference crate's one priority queue: `probe` (safety) goes before

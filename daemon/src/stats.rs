@@ -19,16 +19,19 @@ pub enum Stage {
     Description,
     /// One HMI question, from the call to the answer.
     HmiAnswer,
+    /// The face pipeline on one frame.
+    Face,
 }
 
 impl Stage {
-    pub const ALL: [Stage; 6] = [
+    pub const ALL: [Stage; 7] = [
         Stage::CaptureToObservation,
         Stage::Vision,
         Stage::Probes,
         Stage::Policies,
         Stage::Description,
         Stage::HmiAnswer,
+        Stage::Face,
     ];
 
     pub fn name(self) -> &'static str {
@@ -39,6 +42,7 @@ impl Stage {
             Stage::Policies => "policies",
             Stage::Description => "description",
             Stage::HmiAnswer => "hmi_answer",
+            Stage::Face => "face",
         }
     }
 }

@@ -677,3 +677,110 @@ async fn watchdog_pings_stop_while_the_pipeline_stalls_and_resume_after() {
     assert!(stderr.contains("not feeding the watchdog"), "{stderr}");
     assert!(stderr.contains("observations flow again"), "{stderr}");
 }
+
+/// A replay camera of one real photograph (scikit-image's astronaut, a frontal face) and the
+/// face pipeline for the eye and gaze fields: the real daemon publishes what the face networks
+/// see, and Diagnostics reports the face stage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_face_pipeline_sees_a_real_face_on_the_bus() {
+    let face = format!(
+        "{QUIET}[face]\nbundle = \"{}\"\ndetect_every = 5\n[fusion]\nmodel_every_frames = 3\n",
+        repo().join("models/mediapipe-face").display()
+    );
+    let d = Daemon::start_with(
+        |dir| {
+            let frames = dir.join("frames");
+            std::fs::create_dir_all(&frames).unwrap();
+            std::fs::copy(
+                repo().join("face/tests/data/photos/astronaut.png"),
+                frames.join("000.png"),
+            )
+            .unwrap();
+            format!("{}width = 512\nheight = 512\n", replay_camera(&frames))
+        },
+        DEFAULT_RULES,
+        &face,
+        "",
+    );
+    d.notify_until("READY=1", Duration::from_secs(60));
+    let conn = d.connect().await;
+    let cockpit = client::cockpit(&conn).await.unwrap();
+    let diag = client::diagnostics(&conn).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !cockpit.face_visible().await.unwrap() {
+        assert!(Instant::now() < deadline, "FaceVisible never became true");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Eyes open in the photograph.
+    assert!(!cockpit.eyes_closed().await.unwrap());
+    let eps = diag.execution_providers().await.unwrap();
+    assert_eq!(
+        eps.get("face_detector").map(String::as_str),
+        Some("cpu"),
+        "{eps:?}"
+    );
+    let latency = diag.latency().await.unwrap();
+    let face_stage = latency
+        .iter()
+        .find(|(s, ..)| s == "face")
+        .expect("face stage");
+    assert!(face_stage.3 > 0, "{latency:?}");
+    let (ok, _, err) = d.terminate();
+    assert!(ok, "{err}");
+}
+
+/// `autoneurald --observe`: one observation per image with each field's source; a face on the
+/// portrait, none on the coffee cup, and the model's probes for the other fields.
+#[test]
+fn observe_prints_each_field_with_its_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("observe.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[camera]\nsource = \"v4l2\"\ndevice = \"/dev/video0\"\n\
+             [model]\nbundle = \"{}\"\ncpu_threads = 1\n\
+             [face]\nbundle = \"{}\"\n",
+            bundle().display(),
+            repo().join("models/mediapipe-face").display()
+        ),
+    )
+    .unwrap();
+    let photos = repo().join("face/tests/data/photos");
+    let out = Command::new(env!("CARGO_BIN_EXE_autoneurald"))
+        .arg("--observe")
+        .arg(photos.join("astronaut.png"))
+        .arg(photos.join("coffee.png"))
+        .arg("--config")
+        .arg(&config)
+        .arg("--json")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    let field = |i: usize, f: &str| lines[i]["fields"][f].clone();
+    assert_eq!(field(0, "face_visible")["source"], "face");
+    assert!(field(0, "face_visible")["probability"].as_f64().unwrap() > 0.5);
+    assert!(field(0, "eyes_on_road")["probability"].is_number());
+    assert!(field(1, "face_visible")["probability"].as_f64().unwrap() < 0.5);
+    assert!(
+        field(1, "eyes_on_road").is_null(),
+        "no face, no gaze: {:?}",
+        lines[1]
+    );
+    // The model still feeds the fields the face pipeline does not.
+    assert_eq!(field(0, "phone_in_use")["source"], "phone");
+    // A missing image is an error that names the file.
+    let bad = Command::new(env!("CARGO_BIN_EXE_autoneurald"))
+        .args(["--observe", "/nonexistent.png", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("/nonexistent.png"));
+}

@@ -35,7 +35,7 @@ pub use error::{BundleError, Error, FrameError, LibraryError, Result};
 pub use libraries::LibraryPaths;
 pub use preprocess::{FrameRef, PixelFormat, Preprocessor};
 pub use probes::{Probe, ProbeSet};
-pub use providers::{ModelSource, SessionReport};
+pub use providers::{ModelSource, SessionReport, cpu_graph_session};
 pub use sampling::Detokenizer;
 pub use types::{
     FinishReason, Frame, GenerateParams, Generation, ProbeAnswer, ProbeOutcome, Sampling, Timings,

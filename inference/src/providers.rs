@@ -17,7 +17,7 @@ use crate::config::{
     CpuOptions, CudaOptions, EngineConfig, PERFORMANCE_MODES, Provider, QnnOptions,
 };
 use crate::error::{Error, LibraryError};
-use crate::libraries::{self, Library};
+use crate::libraries::{self, Library, LibraryPaths};
 use crate::runtime::{QNN_EP_NAME, Runtime};
 
 /// Where the model a session was created from came from.
@@ -86,6 +86,62 @@ impl std::fmt::Display for SessionReport {
         }
         Ok(())
     }
+}
+
+enum CpuSetup {
+    NoDevice,
+    Ort(ort::Error),
+}
+
+/// The CPU provider's session options: `threads` intra-op threads (0 = ONNX Runtime's default),
+/// no spinning, and the CPU device named explicitly — with no EP appended ONNX Runtime would pick
+/// devices by policy, which may put the graph on a registered NPU.
+fn cpu_builder(
+    rt: &Runtime,
+    b: ort::session::builder::SessionBuilder,
+    o: &CpuOptions,
+) -> Result<ort::session::builder::SessionBuilder, CpuSetup> {
+    let mut b = b;
+    if o.threads > 0 {
+        b = b
+            .with_intra_threads(o.threads)
+            .map_err(|e| CpuSetup::Ort(e.into()))?;
+    }
+    b = b
+        .with_intra_op_spinning(false)
+        .map_err(|e| CpuSetup::Ort(e.into()))?;
+    let cpu: Vec<_> = rt
+        .env
+        .devices()
+        .filter(|d| d.ep().is_ok_and(|n| n == "CPUExecutionProvider"))
+        .collect();
+    if cpu.is_empty() {
+        return Err(CpuSetup::NoDevice);
+    }
+    b.with_devices(cpu, None)
+        .map_err(|e| CpuSetup::Ort(e.into()))
+}
+
+/// A CPU session for one standalone graph (`name` is for errors), on the process's ONNX Runtime
+/// found from `paths` like every engine's. For small auxiliary networks that are not part of an
+/// AutoNeural bundle (the face networks); bundles go through [`crate::Engine`].
+pub fn cpu_graph_session(
+    paths: &LibraryPaths,
+    name: &str,
+    path: &Path,
+    options: &CpuOptions,
+) -> Result<Session, Error> {
+    let rt = crate::runtime::runtime(paths, path.parent())?;
+    let b =
+        Session::builder(&rt.env).map_err(|e| crate::error::ort_err(name, "session options", e))?;
+    let mut b = cpu_builder(rt, b, options).map_err(|e| match e {
+        CpuSetup::NoDevice => {
+            crate::error::ort_err(name, "session options", "ONNX Runtime lists no CPU device")
+        }
+        CpuSetup::Ort(e) => crate::error::ort_err(name, "session options", e),
+    })?;
+    b.commit_from_file(path)
+        .map_err(|e| crate::error::ort_err(name, "session creation", e))
 }
 
 /// Why a provider could not be used for a graph.
@@ -205,30 +261,11 @@ impl SessionFactory<'_> {
     }
 
     fn cpu(&self, kind: GraphKind, o: &CpuOptions) -> Result<(Session, SessionReport), Attempt> {
-        let fail = |e: ort::Error| Attempt::Failed(ort_fail(kind, "session creation", e));
-        let mut b = self.builder(kind)?;
-        if o.threads > 0 {
-            b = b
-                .with_intra_threads(o.threads)
-                .map_err(|e| fail(e.into()))?;
-        }
-        b = b
-            .with_intra_op_spinning(false)
-            .map_err(|e| fail(e.into()))?;
-        // Name the CPU device explicitly: with no EP appended ONNX Runtime would pick devices by
-        // policy, which may put the graph on a registered NPU.
-        let cpu: Vec<_> = self
-            .rt
-            .env
-            .devices()
-            .filter(|d| d.ep().is_ok_and(|n| n == "CPUExecutionProvider"))
-            .collect();
-        if cpu.is_empty() {
-            return Err(Attempt::Unavailable(
-                "ONNX Runtime lists no CPU device".into(),
-            ));
-        }
-        b = b.with_devices(cpu, None).map_err(|e| fail(e.into()))?;
+        let b = self.builder(kind)?;
+        let b = cpu_builder(self.rt, b, o).map_err(|e| match e {
+            CpuSetup::NoDevice => Attempt::Unavailable("ONNX Runtime lists no CPU device".into()),
+            CpuSetup::Ort(e) => Attempt::Failed(ort_fail(kind, "session creation", e)),
+        })?;
         self.commit_graph(kind, b, "cpu", "CPUExecutionProvider")
     }
 

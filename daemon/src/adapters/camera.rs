@@ -1,5 +1,6 @@
 //! The frame stage: an autoneural-camera source on its capture thread (latest frame wins,
-//! reconnect with back-off), each taken frame converted once into the model's input size.
+//! reconnect with back-off), each taken frame converted once into the model's input size and, when
+//! the face pipeline is on, once into packed RGB at the camera's configured size.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,10 +19,22 @@ use crate::stages::{Captured, FrameSource, SourceEvent};
 #[derive(Debug, Clone)]
 pub struct ModelInput {
     pub sequence: u64,
+    /// Capture time (CLOCK_MONOTONIC).
+    pub timestamp: Duration,
     pub width: u32,
     pub height: u32,
     pub mono: bool,
     pub pixels: Arc<[u8]>,
+    /// The same frame for the face pipeline (None when it is off).
+    pub face: Option<FaceInput>,
+}
+
+/// A frame as packed RGB (mono cameras replicated to three channels) at the camera's size.
+#[derive(Debug, Clone)]
+pub struct FaceInput {
+    pub width: u32,
+    pub height: u32,
+    pub rgb: Arc<[u8]>,
 }
 
 /// Opens the configured source (not yet started). A camera that is not there yet (no device
@@ -197,18 +210,22 @@ pub struct CameraStage {
     _capture: Capture,
     frames: LatestFrame,
     converter: Converter,
+    face_converter: Option<Converter>,
     mono: bool,
     epoch: Option<Duration>,
     name: String,
 }
 
 impl CameraStage {
-    /// Starts the capture thread. `input_size`/`mono`: what the model takes.
+    /// Starts the capture thread. `input_size`/`mono`: what the model takes; `face_size`: the
+    /// RGB image the face pipeline takes, when it is on.
+    #[allow(clippy::too_many_arguments)]
     pub fn start(
         source: Box<dyn camera::FrameSource>,
         epoch: Option<Duration>,
         input_size: u32,
         mono: bool,
+        face_size: Option<(u32, u32)>,
         frame_timeout: Duration,
         backoff: (Duration, Duration),
     ) -> anyhow::Result<Self> {
@@ -218,6 +235,16 @@ impl CameraStage {
             if mono { Channels::Mono } else { Channels::Rgb },
         ))
         .map_err(|e| anyhow::anyhow!("model input {input_size}x{input_size}: {e}"))?;
+        let face_converter = face_size
+            .map(|(width, height)| {
+                Converter::new(OutputSpec {
+                    width,
+                    height,
+                    ..OutputSpec::square(width, Channels::Rgb)
+                })
+                .map_err(|e| anyhow::anyhow!("face pipeline input {width}x{height}: {e}"))
+            })
+            .transpose()?;
         let options = CaptureOptions {
             // A frame older than the frame timeout is not worth processing.
             max_age: Some(frame_timeout),
@@ -238,6 +265,7 @@ impl CameraStage {
             _capture: capture,
             frames,
             converter,
+            face_converter,
             mono,
             epoch,
             name,
@@ -262,18 +290,32 @@ impl FrameSource for CameraStage {
         match self.frames.take(Some(timeout)) {
             Ok(frame) => {
                 let converted = self.converter.convert(&frame).map(Arc::<[u8]>::from);
+                let face = self.face_converter.as_mut().map(|c| {
+                    let (width, height) = (c.spec().width, c.spec().height);
+                    c.convert(&frame).map(|rgb| FaceInput {
+                        width,
+                        height,
+                        rgb: Arc::from(rgb),
+                    })
+                });
                 let (sequence, timestamp) = (frame.sequence, frame.timestamp);
                 self.frames.give_back(frame);
+                let (converted, face) = match face.transpose() {
+                    Ok(face) => (converted, face),
+                    Err(e) => (Err(e), None),
+                };
                 match converted {
                     Ok(pixels) => {
                         let spec = self.converter.spec();
                         SourceEvent::Frame(Captured {
                             frame: Arc::new(ModelInput {
                                 sequence,
+                                timestamp,
                                 width: spec.width,
                                 height: spec.height,
                                 mono: self.mono,
                                 pixels,
+                                face,
                             }),
                             timestamp,
                             sequence,
@@ -312,4 +354,57 @@ impl FrameSource for CameraStage {
     fn describe(&self) -> String {
         self.name.clone()
     }
+}
+
+/// An image file as one frame (`autoneurald --observe`): converted to the model's input like a
+/// camera frame, and given to the face pipeline at its own size when `face` is set.
+pub fn still(
+    path: &std::path::Path,
+    input_size: u32,
+    face: bool,
+    sequence: u64,
+) -> anyhow::Result<ModelInput> {
+    let img = image::open(path)
+        .map_err(|e| anyhow::anyhow!("{}: cannot read the image: {e}", path.display()))?
+        .to_rgb8();
+    let (width, height) = img.dimensions();
+    if width > camera::convert::MAX_DIMENSION || height > camera::convert::MAX_DIMENSION {
+        anyhow::bail!(
+            "{}: {width}x{height} is larger than {} pixels a side",
+            path.display(),
+            camera::convert::MAX_DIMENSION
+        );
+    }
+    let data = img.into_raw();
+    let timestamp = Duration::from_secs(sequence);
+    let frame = camera::Frame {
+        format: camera::PixelFormat::Rgb24,
+        width,
+        height,
+        stride: width * 3,
+        data,
+        timestamp,
+        sequence,
+    };
+    let mut converter = Converter::new(OutputSpec::square(input_size, Channels::Rgb))
+        .map_err(|e| anyhow::anyhow!("model input {input_size}x{input_size}: {e}"))?;
+    let pixels = Arc::<[u8]>::from(
+        converter
+            .convert(&frame)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
+    );
+    let face = face.then(|| FaceInput {
+        width,
+        height,
+        rgb: Arc::from(frame.data.as_slice()),
+    });
+    Ok(ModelInput {
+        sequence,
+        timestamp,
+        width: input_size,
+        height: input_size,
+        mono: false,
+        pixels,
+        face,
+    })
 }

@@ -2,6 +2,7 @@
 //! autoneural-inference (the model) and autoneural-policies (rules).
 
 pub mod camera;
+pub mod fusion;
 pub mod model;
 pub mod policy;
 
@@ -19,16 +20,23 @@ pub async fn run(cfg: Config, notifier: Arc<Notifier>) -> anyhow::Result<Exit> {
     let rules = policy::Rulebook::load(cfg.policies.rules.clone()).context("policies.rules")?;
     let size = model::input_size(&cfg)?;
     let load_cfg = cfg.clone();
-    let model = tokio::task::spawn_blocking(move || model::Model::load(&load_cfg))
+    let model = tokio::task::spawn_blocking(move || load_perception(&load_cfg))
         .await
         .context("model loader")??;
     let _ = notifier.status("Model loaded; waiting for the first observation");
     let (source, epoch) = camera::open(&cfg.camera)?;
+    let face_size = cfg.face.as_ref().map(|_| {
+        (
+            cfg.camera.width.get() as u32,
+            cfg.camera.height.get() as u32,
+        )
+    });
     let camera = camera::CameraStage::start(
         source,
         epoch,
         size,
         false,
+        face_size,
         cfg.camera.frame_timeout_ms.ms(),
         (
             cfg.camera.reconnect_initial_ms.ms(),
@@ -36,6 +44,16 @@ pub async fn run(cfg: Config, notifier: Arc<Notifier>) -> anyhow::Result<Exit> {
         ),
     )?;
     service::run(cfg, camera, Arc::new(model), rules, notifier).await
+}
+
+/// The model and, when configured, the face pipeline, fused into one perception stage (blocking).
+pub fn load_perception(cfg: &Config) -> anyhow::Result<fusion::Fused> {
+    let model = model::Model::load(cfg)?;
+    let face = match &cfg.face {
+        Some(f) => Some(fusion::open_face(cfg, f)?),
+        None => None,
+    };
+    Ok(fusion::Fused::new(cfg, model, face))
 }
 
 /// Loads the configured bundle and reports the execution provider of every graph.
@@ -81,6 +99,25 @@ pub async fn check_model(cfg: &Config) -> anyhow::Result<String> {
             "no"
         }
     );
+    if let Some(face_cfg) = &cfg.face {
+        let (c, f) = (cfg.clone(), face_cfg.clone());
+        let face = tokio::task::spawn_blocking(move || fusion::open_face(&c, &f))
+            .await
+            .context("face loader")??;
+        let b = face.bundle();
+        let _ = writeln!(
+            out,
+            "face     {} ({}): detector, landmarks, iris on cpu; feeds {}",
+            b.manifest.name,
+            b.variant,
+            face_cfg
+                .fields
+                .iter()
+                .map(|f| f.get_ref().as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     let cache = match cfg.cache_dir() {
         Some(d) => match std::fs::read_dir(&d) {
             Ok(entries) => format!("{} ({} entries)", d.display(), entries.count()),

@@ -162,8 +162,9 @@ impl Perception for Model {
                     positive: a.field_probability,
                 })
                 .collect(),
-            vision: t.preprocess + t.vision,
-            probes: t.prefix_prefill + t.probe,
+            vision: Some(t.preprocess + t.vision),
+            probes: Some(t.prefix_prefill + t.probe),
+            face: None,
         })
     }
 
