@@ -277,3 +277,40 @@ fn faces_are_found_on_faces_and_not_on_other_patches() {
         "{disagree} images decided differently from the reference"
     );
 }
+
+/// A near-infrared camera gives grey frames; the daemon replicates them to RGB. The same portrait
+/// as grey still gives a face, open eyes and landmarks close to the colour result.
+#[test]
+fn a_grey_frame_replicated_to_rgb_still_gives_the_face() {
+    let (w, h, rgb) = load(&data().join("photos/astronaut.png"));
+    let grey: Vec<u8> = rgb
+        .chunks_exact(3)
+        .flat_map(|p| {
+            let y = (0.299 * p[0] as f32 + 0.587 * p[1] as f32 + 0.114 * p[2] as f32).round() as u8;
+            [y, y, y]
+        })
+        .collect();
+    let mut p = pipeline("fp32");
+    let colour = p
+        .process(&RgbImage::new(w, h, &rgb).unwrap(), 0.0, None)
+        .unwrap();
+    p.reset();
+    let mono = p
+        .process(&RgbImage::new(w, h, &grey).unwrap(), 0.0, None)
+        .unwrap();
+    let (a, b) = (
+        colour.landmarks.unwrap(),
+        mono.landmarks.expect("a face in the grey frame"),
+    );
+    let moved = a
+        .iter()
+        .zip(&b)
+        .map(|(p, q)| ((p[0] - q[0]) * w as f32).hypot((p[1] - q[1]) * h as f32))
+        .fold(0.0f32, f32::max);
+    eprintln!(
+        "grey vs colour: landmarks within {moved:.2} px, eyes closed {:?}",
+        mono.eyes_closed
+    );
+    assert!(moved < 5.0, "{moved}");
+    assert!(mono.eyes_closed.unwrap() < 0.5);
+}
