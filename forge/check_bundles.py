@@ -91,8 +91,10 @@ def read_png(path: Path) -> np.ndarray:
     return np.repeat(img, 3, axis=2) if ch == 1 else img[..., :3]
 
 
-def check_manifest(b: Path, man: dict, errors: list[str]) -> None:
-    for section, keys in SCHEMA.items():
+def check_schema(man: dict, schema: dict, errors: list[str]):
+    """Every key of `schema` ({section: {key: type}}, "" = top level) is present with its type;
+    yields (section, table) for the sections that exist, for further checks."""
+    for section, keys in schema.items():
         table = man if section == "" else man.get(section)
         if not isinstance(table, dict):
             errors.append(f"manifest.toml: missing [{section}]")
@@ -102,6 +104,12 @@ def check_manifest(b: Path, man: dict, errors: list[str]) -> None:
                 errors.append(f"manifest.toml: missing {section or 'top-level'} key {k!r}")
             elif not isinstance(table[k], ty) or (ty is int and isinstance(table[k], bool)):
                 errors.append(f"manifest.toml: {section}.{k} should be {ty.__name__}")
+        yield section, table
+
+
+def check_manifest(b: Path, man: dict, errors: list[str]) -> None:
+    for _ in check_schema(man, SCHEMA, errors):
+        pass
     if man.get("format") != FORMAT:
         errors.append(f"manifest.toml: format {man.get('format')!r} != {FORMAT!r}")
     d = man.get("decoder", {})
@@ -288,16 +296,7 @@ def ssd_anchor_count(size: int, strides: list[int], interpolated: float) -> int:
 
 
 def check_face_manifest(b: Path, man: dict, errors: list[str]) -> None:
-    for section, keys in FACE_SCHEMA.items():
-        table = man if section == "" else man.get(section)
-        if not isinstance(table, dict):
-            errors.append(f"manifest.toml: missing [{section}]")
-            continue
-        for k, ty in keys.items():
-            if k not in table:
-                errors.append(f"manifest.toml: missing {section or 'top-level'} key {k!r}")
-            elif not isinstance(table[k], ty) or (ty is int and isinstance(table[k], bool)):
-                errors.append(f"manifest.toml: {section}.{k} should be {ty.__name__}")
+    for section, table in check_schema(man, FACE_SCHEMA, errors):
         r = table.get("input_range")
         if section and not (isinstance(r, list) and len(r) == 2 and all(isinstance(x, float) for x in r) and r[0] < r[1]):
             errors.append(f"manifest.toml: {section}.input_range should be [low, high] floats")
