@@ -18,11 +18,14 @@ fn percentile(sorted: &[Duration], q: f64) -> f64 {
 fn main() -> anyhow::Result<()> {
     let mut frames = 300usize;
     let mut out: Option<PathBuf> = None;
+    let mut frame_out: Option<PathBuf> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--frames" => frames = args.next().and_then(|v| v.parse().ok()).unwrap_or(frames),
             "--out" => out = args.next().map(PathBuf::from),
+            // also write the 640x480 test frame (bench/face_daemon.sh replays it)
+            "--frame-out" => frame_out = args.next().map(PathBuf::from),
             other => anyhow::bail!("unknown argument {other}"),
         }
     }
@@ -43,6 +46,9 @@ fn main() -> anyhow::Result<()> {
         (640 - face.width() as i64) / 2,
         (480 - face.height() as i64) / 2,
     );
+    if let Some(path) = &frame_out {
+        frame.save(path)?;
+    }
     let rgb = frame.into_raw();
     let img = RgbImage::new(640, 480, &rgb)?;
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
