@@ -1,5 +1,5 @@
 """Procedurally drawn cabin-like images for calibration and golden fixtures, until the scene renderer
-(camera crate, ARCHITECTURE.md contract 2) provides real renders. Deterministic per seed: the same
+(scenes/ crate, ARCHITECTURE.md contract 2) provides real renders. Deterministic per seed: the same
 seed gives the same pixels with the pinned Pillow and numpy.
 
 Each image comes with labels in contract 2's vocabulary and a description sentence, so the tokenizer

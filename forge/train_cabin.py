@@ -84,7 +84,7 @@ def render_set(out: Path, count: int, seed: int, size: int, shifted: bool, jobs:
     stamp_file = out / "stamp.json"
     if stamp_file.is_file() and json.loads(stamp_file.read_text()) == stamp and (out / "labels.jsonl").is_file():
         return out
-    cmd = ["cargo", "run", "--release", "-q", "-p", "autoneural-camera", "--bin", "autoneural-scenes", "--",
+    cmd = ["cargo", "run", "--release", "-q", "-p", "autoneural-scenes", "--bin", "autoneural-scenes", "--",
            "render", "--count", str(count), "--size", str(size), "--seed", str(seed), "--out", str(out),
            "--jobs", str(jobs)] + (["--shifted"] if shifted else [])
     log(" ".join(cmd))

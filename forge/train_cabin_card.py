@@ -101,7 +101,7 @@ Status: {status}
 
 ## Data
 
-Rendered by the camera crate's scene renderer (`autoneural-scenes render`, the single source of
+Rendered by the project's scene renderer (scenes/, `autoneural-scenes render`, the single source of
 truth for labels and description sentences; ARCHITECTURE.md contract 2), {d['train']['size']}x{d['train']['size']} px:
 - training: {d['train']['count']} scenes, seed {d['train']['seed']};
 - held-out: seed {d['held_out']['seed']} (same distribution, other people, poses, cars);

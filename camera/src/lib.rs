@@ -1,12 +1,12 @@
-//! autoneural-camera: frame sources (V4L2, replay, synthetic cabin scenes) and conversion of frames
-//! into the model's input. See ARCHITECTURE.md and the README's "Camera" section.
+//! autoneural-camera: frame sources (V4L2, replay) and conversion of frames into the model's input.
+//! See ARCHITECTURE.md and the README's "Camera" section. Synthetic cabin scenes (the renderer and
+//! its `ScenarioSource`) live in the autoneural-scenes crate, which builds on these types.
 //!
 //! - [`FrameSource`]: the blocking pull abstraction every source implements.
 //! - [`Capture`] / [`LatestFrame`]: the latest-frame-wins hand-off with reconnect and health events.
 //! - [`Converter`]: any [`PixelFormat`] to the model's RGB or mono input, resized.
 //! - [`ReplaySource`]: a directory of images or raw frames with a timing file.
 //! - [`V4l2Source`]: V4L2 capture (tested against vivid in a VM: camera/tests/vivid_vm.rs).
-//! - [`synthetic`]: procedural cabin scenes with ground truth; [`ScenarioSource`] plays a scenario.
 
 pub mod convert;
 pub mod error;
@@ -14,7 +14,6 @@ pub mod frame;
 pub mod handoff;
 pub mod replay;
 pub mod source;
-pub mod synthetic;
 pub mod v4l2;
 
 pub use convert::{Channels, ConvertError, Converter, Filter, Fit, OutputSpec};
@@ -23,5 +22,4 @@ pub use frame::{Frame, PixelFormat, monotonic_now};
 pub use handoff::{Capture, CaptureOptions, CaptureStats, LatestFrame, TakeError};
 pub use replay::{Pace, ReplayConfig, ReplaySource};
 pub use source::{FrameSource, Health, HealthEvent};
-pub use synthetic::{Scenario, ScenarioSource, Scene, SceneImage, SceneLabels};
 pub use v4l2::{V4l2Config, V4l2Source};

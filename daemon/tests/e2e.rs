@@ -406,7 +406,7 @@ fn replay_camera(frames: &Path) -> String {
 /// source plays.
 fn render_frames(dir: &Path, n: u64) {
     std::fs::create_dir_all(dir).unwrap();
-    let scenario = autoneural_camera::Scenario::builtin("attentive-drive").unwrap();
+    let scenario = autoneural_scenes::Scenario::builtin("attentive-drive").unwrap();
     let mut timing = String::new();
     for i in 0..n {
         let f = scenario.frame(i, 160, 120);

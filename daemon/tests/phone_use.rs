@@ -11,10 +11,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use autoneural_camera::synthetic::{Gaze, Phone, Scenario};
 use autoneural_daemon::client::{self, WatchEvent};
 use autoneural_daemon::stages::mono_now;
 use autoneural_daemon::testbus::PrivateBus;
+use autoneural_scenes::{Gaze, Phone, Scenario};
 
 /// How late after its scenario time an alert may arrive: the probes' smoothing over a few frames at
 /// 10 fps plus the pipeline and the bus. Generous for a loaded 2-core CI machine, yet far below the

@@ -1,11 +1,13 @@
-//! The frame stage: an autoneural-camera source on its capture thread (latest frame wins,
-//! reconnect with back-off), each taken frame converted once into the model's input size and, when
-//! the face pipeline is on, once into packed RGB at the camera's configured size.
+//! The frame stage: an autoneural-camera source (or autoneural-scenes' synthetic scenario) on its
+//! capture thread (latest frame wins, reconnect with back-off), each taken frame converted once into
+//! the model's input size and, when the face pipeline is on, once into packed RGB at the camera's
+//! configured size.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use autoneural_camera as camera;
+use autoneural_scenes as scenes;
 use camera::{
     CameraError, Capture, CaptureOptions, Channels, Converter, Health, LatestFrame, OutputSpec,
     Recovery, TakeError,
@@ -67,19 +69,18 @@ fn try_open(
                 .map(|s| s.get_ref().clone())
                 .unwrap_or_default();
             let scenario = if name.ends_with(".toml") {
-                camera::Scenario::load(std::path::Path::new(&name))
+                scenes::Scenario::load(std::path::Path::new(&name))
                     .map_err(|e| CameraError::Config(format!("camera.scenario: {e}")))?
             } else {
-                camera::Scenario::builtin(&name).ok_or_else(|| {
-                    let names: Vec<&str> =
-                        camera::synthetic::BUILTIN.iter().map(|(n, _)| *n).collect();
+                scenes::Scenario::builtin(&name).ok_or_else(|| {
+                    let names: Vec<&str> = scenes::BUILTIN.iter().map(|(n, _)| *n).collect();
                     CameraError::Config(format!(
                         "camera.scenario: no shipped scenario {name:?} (shipped: {})",
                         names.join(", ")
                     ))
                 })?
             };
-            let source = camera::ScenarioSource::new(
+            let source = scenes::ScenarioSource::new(
                 scenario,
                 cfg.width.get() as u32,
                 cfg.height.get() as u32,

@@ -1,5 +1,6 @@
-//! The stage traits implemented with the project's crates: autoneural-camera (frames),
-//! autoneural-inference (the model) and autoneural-policies (rules).
+//! The stage traits implemented with the project's crates: autoneural-camera (frames; synthetic
+//! scenarios from autoneural-scenes), autoneural-inference (the model) and autoneural-policies
+//! (rules).
 
 pub mod camera;
 pub mod fusion;

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 
 use autoneural_camera::PixelFormat as CameraFormat;
-use autoneural_camera::synthetic::{Scene, Variation};
+use autoneural_scenes::{Scene, Variation};
 use std::sync::atomic::AtomicBool;
 
 use autoneural_inference::{Engine, Frame, GenerateParams, PixelFormat};

@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use autoneural_camera::PixelFormat;
-use autoneural_camera::synthetic::{LabelRecord, Scenario, Scene, SceneImage, Variation};
+use autoneural_scenes::{LabelRecord, Scenario, Scene, SceneImage, Variation};
 use lexopt::ValueExt;
 
 const USAGE: &str = "usage:
@@ -43,7 +43,7 @@ fn main() -> Result<()> {
         "scenario" => scenario(&mut args),
         "bench" => bench(&mut args),
         "list" => {
-            for (name, text) in autoneural_camera::synthetic::BUILTIN {
+            for (name, text) in autoneural_scenes::BUILTIN {
                 let first = text.lines().next().unwrap_or("").trim_start_matches("# ");
                 println!("{name:16} {first}");
             }

@@ -2,10 +2,10 @@
 
 use std::time::Duration;
 
-use crate::{CameraError, Frame, FrameSource, PixelFormat, monotonic_now};
+use autoneural_camera::{CameraError, Frame, FrameSource, PixelFormat, monotonic_now};
 
-use super::labels::SceneLabels;
-use super::scenario::Scenario;
+use crate::labels::SceneLabels;
+use crate::scenario::Scenario;
 
 /// Plays a scenario frame by frame.
 ///
@@ -125,7 +125,7 @@ impl FrameSource for ScenarioSource {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::synthetic::Phone;
+    use crate::Phone;
 
     #[test]
     fn frames_carry_the_scenario_clock_and_end() {

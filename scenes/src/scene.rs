@@ -8,7 +8,7 @@ use super::appearance::{Appearance, HairStyle, Occluder, Person, Variation};
 use super::canvas::{Canvas, Paint, Rgb, Shape, View};
 use super::labels::{Eyes, Face, Gaze, Lighting, Phone, SceneLabels};
 use super::rng::Rng;
-use crate::frame::PixelFormat;
+use autoneural_camera::PixelFormat;
 
 /// Continuous pose behind the labels: where the head points and how open eyes and mouth are.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -192,22 +192,19 @@ pub struct ScenarioFrame {
 pub const BUILTIN: [(&str, &str); 6] = [
     (
         "attentive-drive",
-        include_str!("../../scenarios/attentive-drive.toml"),
+        include_str!("../scenarios/attentive-drive.toml"),
     ),
-    ("phone-use", include_str!("../../scenarios/phone-use.toml")),
-    (
-        "microsleep",
-        include_str!("../../scenarios/microsleep.toml"),
-    ),
+    ("phone-use", include_str!("../scenarios/phone-use.toml")),
+    ("microsleep", include_str!("../scenarios/microsleep.toml")),
     (
         "mirror-glance",
-        include_str!("../../scenarios/mirror-glance.toml"),
+        include_str!("../scenarios/mirror-glance.toml"),
     ),
     (
         "vats-glances",
-        include_str!("../../scenarios/vats-glances.toml"),
+        include_str!("../scenarios/vats-glances.toml"),
     ),
-    ("face-lost", include_str!("../../scenarios/face-lost.toml")),
+    ("face-lost", include_str!("../scenarios/face-lost.toml")),
 ];
 
 fn line_of(text: &str, span: Option<Range<usize>>) -> usize {
