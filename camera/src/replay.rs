@@ -15,8 +15,9 @@
 //! A replay fails like a camera: a directory that is missing or holds no frames, or a frame file
 //! that cannot be read, is an error that asks for a reconnect ([`crate::Recovery::Reconnect`]), and
 //! [`FrameSource::reconnect`] reads the directory again and plays from its first frame. So a
-//! capture loop retries it with back-off until the frames are back. A malformed `timing.tsv` stays
-//! fatal (retrying cannot fix it); an undecodable image is a corrupt frame (skipped). In real time
+//! capture loop retries it with back-off until the frames are back. A malformed `timing.tsv` is
+//! retried the same way (it may be being rewritten; the error names its line), so fixing it
+//! brings the frames back. An undecodable image is a corrupt frame (skipped). In real time
 //! a corrupt frame still takes its slot, so a burst of them neither spins nor leaves the good
 //! frames after it waiting.
 
@@ -79,8 +80,8 @@ pub struct ReplaySource {
 const IMAGE_EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
 
 impl ReplaySource {
-    /// Reads the play list. A missing or empty directory is a reconnectable error (the frames may
-    /// appear later); a malformed `timing.tsv` is fatal.
+    /// Reads the play list. A missing or empty directory, or a malformed `timing.tsv`, is a
+    /// reconnectable error (the frames may appear later, the file may be fixed).
     pub fn open(config: ReplayConfig) -> Result<ReplaySource, CameraError> {
         let device = format!("replay {}", config.dir.display());
         let timing = config.dir.join("timing.tsv");
@@ -579,6 +580,73 @@ mod tests {
         // every CORRUPT_LOG_INTERVAL, which this test is shorter than).
         let warnings = lines_about(&dir, "corrupt");
         assert_eq!(warnings.len(), 1, "{warnings:#?}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Issue 16 (3): a malformed `timing.tsv` seen during a reconnect ended the capture
+    /// (`Failed { retrying: false }`): a daemon alive and blind after the file was fixed.
+    #[test]
+    fn a_timing_file_broken_during_a_reconnect_is_retried_until_it_is_fixed() {
+        use crate::{Capture, CaptureOptions, Health, HealthEvent};
+        let dir = temp_dir("timing-fixed");
+        let good = "a.raw 0 YUYV 2 2\nb.raw 20000 YUYV 2 2\n";
+        std::fs::write(dir.join("a.raw"), [16u8; 8]).expect("raw");
+        std::fs::write(dir.join("b.raw"), [16u8; 8]).expect("raw");
+        std::fs::write(dir.join("timing.tsv"), good).expect("timing");
+        let mut config = ReplayConfig::new(&dir);
+        config.looping = true;
+        let replay = ReplaySource::open(config).expect("opens");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let options = CaptureOptions {
+            backoff_initial: Duration::from_millis(10),
+            backoff_max: Duration::from_millis(50),
+            fail_after: 3,
+            max_age: None,
+        };
+        let capture = Capture::spawn(replay, options, move |e: &HealthEvent| {
+            let _ = tx.send(e.health.clone());
+        })
+        .expect("spawn");
+        let frames = capture.frames();
+        frames
+            .take(Some(Duration::from_secs(2)))
+            .expect("streaming");
+
+        // The recording is being rewritten: a timing file that does not parse, and a frame file
+        // gone (which makes the capture reconnect, and so read the timing file again).
+        std::fs::write(dir.join("timing.tsv"), "a.raw zero YUYV 2 2\n").expect("timing");
+        std::fs::remove_file(dir.join("b.raw")).expect("remove");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let failed = loop {
+            assert!(
+                Instant::now() < deadline,
+                "the bad timing file was never reported"
+            );
+            if let Ok(Health::Failed { reason, retrying }) =
+                rx.recv_timeout(Duration::from_millis(100))
+            {
+                break (reason, retrying);
+            }
+        };
+        assert!(
+            failed.1,
+            "gave up on a source that can be fixed: {}",
+            failed.0
+        );
+        assert!(failed.0.contains("not a number"), "{}", failed.0);
+
+        // Fixed: frames resume, without a restart.
+        std::fs::write(dir.join("b.raw"), [16u8; 8]).expect("raw");
+        std::fs::write(dir.join("timing.tsv"), good).expect("timing");
+        let _ = frames.try_take();
+        frames
+            .take(Some(Duration::from_secs(3)))
+            .expect("frames resume once the file is fixed");
+        assert!(
+            rx.try_iter().any(|h| matches!(h, Health::Streaming { .. })),
+            "streaming again"
+        );
+        capture.stop();
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
