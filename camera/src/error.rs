@@ -55,12 +55,14 @@ impl CameraError {
     pub fn recovery(&self) -> Recovery {
         match self {
             CameraError::CorruptFrame { .. } => Recovery::SkipFrame,
+            // A replay file that cannot be parsed is a source failure like a camera that went
+            // away: it may be fixed or rewritten while the daemon runs, so it is retried; giving
+            // up left a daemon alive and blind after the file was fixed (issue 16).
             CameraError::DeviceGone { .. }
             | CameraError::Io { .. }
-            | CameraError::Timeout { .. } => Recovery::Reconnect,
-            CameraError::Unsupported { .. }
-            | CameraError::Config(_)
-            | CameraError::Replay { .. } => Recovery::Fatal,
+            | CameraError::Timeout { .. }
+            | CameraError::Replay { .. } => Recovery::Reconnect,
+            CameraError::Unsupported { .. } | CameraError::Config(_) => Recovery::Fatal,
         }
     }
 

@@ -272,6 +272,56 @@ impl LatestFrame {
     }
 }
 
+/// At most one "dropping a frame" line per this interval: the first corrupt frame of a burst is
+/// logged at once, the rest as one count (a source that delivers nothing but corrupt frames once
+/// wrote ~80,000 warnings a second).
+pub(crate) const CORRUPT_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Rate limit for the corrupt-frame warning: what to log, if anything, for each event.
+#[derive(Debug, Default)]
+pub(crate) struct CorruptLog {
+    last_line: Option<Instant>,
+    /// Corrupt frames dropped since the last line and not yet in a line.
+    unreported: u64,
+}
+
+impl CorruptLog {
+    /// A corrupt frame was dropped: the line to log now, if any.
+    pub(crate) fn dropped(&mut self, now: Instant, err: &CameraError) -> Option<String> {
+        if self.due(now) {
+            let line = match std::mem::take(&mut self.unreported) {
+                0 => format!("dropping a frame: {err}"),
+                n => format!(
+                    "dropping a frame: {err} (and {n} more corrupt frames since the last message)"
+                ),
+            };
+            self.last_line = Some(now);
+            Some(line)
+        } else {
+            self.unreported += 1;
+            None
+        }
+    }
+
+    /// A good frame arrived: the count of the corrupt frames not yet reported, once the interval
+    /// since the last line has passed (so flapping between good and bad frames stays bounded).
+    pub(crate) fn good(&mut self, now: Instant) -> Option<String> {
+        if self.unreported == 0 || !self.due(now) {
+            return None;
+        }
+        self.last_line = Some(now);
+        Some(format!(
+            "dropped {} more corrupt frames since the last message; frames are good again",
+            std::mem::take(&mut self.unreported)
+        ))
+    }
+
+    fn due(&self, now: Instant) -> bool {
+        self.last_line
+            .is_none_or(|t| now.saturating_duration_since(t) >= CORRUPT_LOG_INTERVAL)
+    }
+}
+
 struct Worker {
     shared: Arc<Shared>,
     options: CaptureOptions,
@@ -282,6 +332,7 @@ impl Worker {
     fn run<S: FrameSource>(mut self, mut source: S) {
         let mut last_sequence: Option<u64> = None;
         let mut streaming = false;
+        let mut corrupt_log = CorruptLog::default();
         while !self.stopped() {
             let returned = std::mem::take(&mut self.shared.lock().returned);
             for buffer in returned {
@@ -295,6 +346,9 @@ impl Worker {
                             source: source.describe(),
                         });
                     }
+                    if let Some(line) = corrupt_log.good(Instant::now()) {
+                        log::warn!("{line}");
+                    }
                     self.count_gap(&mut last_sequence, frame.sequence);
                     self.publish(frame, &mut source);
                 }
@@ -305,7 +359,9 @@ impl Worker {
                 Err(err) => match err.recovery() {
                     Recovery::SkipFrame => {
                         self.shared.counters.corrupt.fetch_add(1, Ordering::Relaxed);
-                        log::warn!("dropping a frame: {err}");
+                        if let Some(line) = corrupt_log.dropped(Instant::now(), &err) {
+                            log::warn!("{line}");
+                        }
                     }
                     Recovery::Reconnect => {
                         streaming = false;
@@ -700,5 +756,35 @@ mod tests {
             Some(TakeError::Timeout)
         );
         capture.stop();
+    }
+
+    #[test]
+    fn corrupt_frame_warnings_are_one_line_then_a_count_per_interval() {
+        let err = CameraError::CorruptFrame {
+            format: PixelFormat::Mjpeg,
+            sequence: 7,
+            reason: "no EOI".into(),
+        };
+        let mut log = CorruptLog::default();
+        let t0 = Instant::now();
+        let mut lines = Vec::new();
+        // 80,000 corrupt frames a second for 25 s, then good frames.
+        let step = Duration::from_micros(12);
+        let mut t = t0;
+        while t < t0 + Duration::from_secs(25) {
+            lines.extend(log.dropped(t, &err));
+            t += step;
+        }
+        lines.extend(log.good(t));
+        lines.extend(log.good(t + CORRUPT_LOG_INTERVAL));
+        assert_eq!(lines.len(), 4, "{lines:#?}");
+        assert!(
+            lines[0].starts_with("dropping a frame: corrupt "),
+            "{}",
+            lines[0]
+        );
+        assert!(lines[1].contains("more corrupt frames"), "{}", lines[1]);
+        assert!(lines[3].contains("frames are good again"), "{}", lines[3]);
+        assert_eq!(log.good(t + CORRUPT_LOG_INTERVAL * 3), None, "all counted");
     }
 }

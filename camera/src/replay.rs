@@ -15,8 +15,11 @@
 //! A replay fails like a camera: a directory that is missing or holds no frames, or a frame file
 //! that cannot be read, is an error that asks for a reconnect ([`crate::Recovery::Reconnect`]), and
 //! [`FrameSource::reconnect`] reads the directory again and plays from its first frame. So a
-//! capture loop retries it with back-off until the frames are back. A malformed `timing.tsv` stays
-//! fatal (retrying cannot fix it); an undecodable image is a corrupt frame (skipped).
+//! capture loop retries it with back-off until the frames are back. A malformed `timing.tsv` is
+//! retried the same way (it may be being rewritten; the error names its line), so fixing it
+//! brings the frames back. An undecodable image is a corrupt frame (skipped). In real time
+//! a corrupt frame still takes its slot, so a burst of them neither spins nor leaves the good
+//! frames after it waiting.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -77,8 +80,8 @@ pub struct ReplaySource {
 const IMAGE_EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
 
 impl ReplaySource {
-    /// Reads the play list. A missing or empty directory is a reconnectable error (the frames may
-    /// appear later); a malformed `timing.tsv` is fatal.
+    /// Reads the play list. A missing or empty directory, or a malformed `timing.tsv`, is a
+    /// reconnectable error (the frames may appear later, the file may be fixed).
     pub fn open(config: ReplayConfig) -> Result<ReplaySource, CameraError> {
         let device = format!("replay {}", config.dir.display());
         let timing = config.dir.join("timing.tsv");
@@ -127,6 +130,31 @@ impl ReplaySource {
 
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+
+    /// Sleeps until `entry` is due. The schedule never runs ahead of the clock: a frame that is
+    /// due more than one pass in the past (the process was stopped, a file took long to read)
+    /// moves the schedule to now instead of playing the frames it missed in a burst.
+    fn wait_for(&mut self, entry: &Entry) {
+        let offset = self
+            .period
+            .saturating_mul(self.pass)
+            .saturating_add(entry.at);
+        let now = Instant::now();
+        let started = *self.started.get_or_insert(now);
+        let due = started.checked_add(offset).unwrap_or(now);
+        if due > now {
+            std::thread::sleep(due - now);
+        } else if now - due > self.period {
+            self.started = match now.checked_sub(offset) {
+                Some(started) => Some(started),
+                None => {
+                    // The offset reaches before the clock's origin: start the passes over.
+                    self.pass = 0;
+                    Some(now.checked_sub(entry.at).unwrap_or(now))
+                }
+            };
+        }
     }
 
     fn load(&mut self, entry: &Entry) -> Result<Frame, CameraError> {
@@ -183,18 +211,19 @@ impl FrameSource for ReplaySource {
                 return Ok(None);
             }
             self.next = 0;
-            self.pass += 1;
+            self.pass = self.pass.saturating_add(1);
         }
         let entry = self.entries[self.next].clone();
         self.next += 1;
         let result = self.load(&entry);
         self.sequence += 1;
-        let mut frame = result?;
+        // A corrupt frame takes its slot like a good one (a camera delivers a bad frame at its
+        // time too): returning it early made the schedule run ahead of the clock — a busy loop of
+        // errors while every frame was corrupt, then a freeze until the clock caught up.
         if self.config.pace == Pace::RealTime {
-            let started = *self.started.get_or_insert_with(Instant::now);
-            let due = started + self.period * self.pass + entry.at;
-            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+            self.wait_for(&entry);
         }
+        let mut frame = result?;
         frame.timestamp = monotonic_now();
         Ok(Some(frame))
     }
@@ -446,6 +475,178 @@ mod tests {
             .expect("no frames");
         assert_eq!(err.recovery(), crate::Recovery::Reconnect, "{err}");
         assert!(err.to_string().contains("no frames"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Every log line of the process (the logger is process-wide; each test filters by its own
+    /// directory, which the lines name).
+    fn log_lines() -> &'static std::sync::Mutex<Vec<String>> {
+        struct Lines(std::sync::Mutex<Vec<String>>);
+        impl log::Log for Lines {
+            fn enabled(&self, _: &log::Metadata) -> bool {
+                true
+            }
+            fn log(&self, record: &log::Record) {
+                let line = format!("{} {}", record.level(), record.args());
+                self.0.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+            }
+            fn flush(&self) {}
+        }
+        static LINES: Lines = Lines(std::sync::Mutex::new(Vec::new()));
+        static INIT: std::sync::Once = std::sync::Once::new();
+        INIT.call_once(|| {
+            if log::set_logger(&LINES).is_ok() {
+                log::set_max_level(log::LevelFilter::Debug);
+            }
+        });
+        &LINES.0
+    }
+
+    fn lines_about(dir: &Path, word: &str) -> Vec<String> {
+        let dir = dir.display().to_string();
+        log_lines()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|l| l.contains(&dir) && l.contains(word))
+            .cloned()
+            .collect()
+    }
+
+    fn png(dir: &Path, name: &str, value: u8) {
+        // Written whole and renamed, so that the replay never reads half a file.
+        let tmp = dir.join(format!(".{name}.tmp.png"));
+        image::RgbImage::from_pixel(4, 4, image::Rgb([value, value, value]))
+            .save(&tmp)
+            .expect("png");
+        std::fs::rename(&tmp, dir.join(name)).expect("rename");
+    }
+
+    /// Issue 16 (2): a burst of corrupt frames used to return before pacing while the pass counter
+    /// advanced: a busy loop of warnings, then a freeze until the clock caught up with the passes.
+    #[test]
+    fn a_corrupt_burst_neither_spins_nor_delays_the_good_frames_after_it() {
+        use crate::{Capture, CaptureOptions, HealthEvent};
+        let _ = log_lines();
+        let dir = temp_dir("corrupt-burst");
+        let names = ["0.png", "1.png", "2.png", "3.png"];
+        for name in names {
+            std::fs::write(dir.join(name), b"not a png at all").expect("corrupt");
+        }
+        let mut config = ReplayConfig::new(&dir);
+        config.looping = true;
+        config.interval = Duration::from_millis(20);
+        let replay = ReplaySource::open(config).expect("opens");
+        let capture =
+            Capture::spawn(replay, CaptureOptions::default(), |_: &HealthEvent| {}).expect("spawn");
+        let burst = Duration::from_millis(400);
+        std::thread::sleep(burst);
+        let corrupt = capture.stats().corrupt;
+        // Paced like good frames: ~20 in 400 ms at 20 ms (it was tens of thousands).
+        assert!(
+            (5..=40).contains(&corrupt),
+            "{corrupt} corrupt frames in {burst:?}"
+        );
+
+        for (i, name) in names.iter().enumerate() {
+            png(&dir, name, i as u8);
+        }
+        let frames = capture.frames();
+        let back = Instant::now();
+        let first = frames
+            .take(Some(Duration::from_secs(2)))
+            .expect("good frames arrive after the burst");
+        let waited = back.elapsed();
+        // At most one pass (4 frames x 20 ms) plus a corrupt frame that was being read; it was
+        // minutes.
+        assert!(
+            waited < Duration::from_millis(250),
+            "first good frame after {waited:?}"
+        );
+        assert_eq!(first.width, 4);
+        // And they keep their spacing: 10 more frames in about 200 ms, neither frozen nor burst.
+        let t = Instant::now();
+        for _ in 0..10 {
+            frames.take(Some(Duration::from_secs(1))).expect("frame");
+        }
+        let ten = t.elapsed();
+        assert!(
+            ten >= Duration::from_millis(150) && ten < Duration::from_millis(600),
+            "10 frames in {ten:?} at 20 ms"
+        );
+        capture.stop();
+
+        // The warnings were rate-limited: the first of the burst only (a count follows at most
+        // every CORRUPT_LOG_INTERVAL, which this test is shorter than).
+        let warnings = lines_about(&dir, "corrupt");
+        assert_eq!(warnings.len(), 1, "{warnings:#?}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Issue 16 (3): a malformed `timing.tsv` seen during a reconnect ended the capture
+    /// (`Failed { retrying: false }`): a daemon alive and blind after the file was fixed.
+    #[test]
+    fn a_timing_file_broken_during_a_reconnect_is_retried_until_it_is_fixed() {
+        use crate::{Capture, CaptureOptions, Health, HealthEvent};
+        let dir = temp_dir("timing-fixed");
+        let good = "a.raw 0 YUYV 2 2\nb.raw 20000 YUYV 2 2\n";
+        std::fs::write(dir.join("a.raw"), [16u8; 8]).expect("raw");
+        std::fs::write(dir.join("b.raw"), [16u8; 8]).expect("raw");
+        std::fs::write(dir.join("timing.tsv"), good).expect("timing");
+        let mut config = ReplayConfig::new(&dir);
+        config.looping = true;
+        let replay = ReplaySource::open(config).expect("opens");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let options = CaptureOptions {
+            backoff_initial: Duration::from_millis(10),
+            backoff_max: Duration::from_millis(50),
+            fail_after: 3,
+            max_age: None,
+        };
+        let capture = Capture::spawn(replay, options, move |e: &HealthEvent| {
+            let _ = tx.send(e.health.clone());
+        })
+        .expect("spawn");
+        let frames = capture.frames();
+        frames
+            .take(Some(Duration::from_secs(2)))
+            .expect("streaming");
+
+        // The recording is being rewritten: a timing file that does not parse, and a frame file
+        // gone (which makes the capture reconnect, and so read the timing file again).
+        std::fs::write(dir.join("timing.tsv"), "a.raw zero YUYV 2 2\n").expect("timing");
+        std::fs::remove_file(dir.join("b.raw")).expect("remove");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let failed = loop {
+            assert!(
+                Instant::now() < deadline,
+                "the bad timing file was never reported"
+            );
+            if let Ok(Health::Failed { reason, retrying }) =
+                rx.recv_timeout(Duration::from_millis(100))
+            {
+                break (reason, retrying);
+            }
+        };
+        assert!(
+            failed.1,
+            "gave up on a source that can be fixed: {}",
+            failed.0
+        );
+        assert!(failed.0.contains("not a number"), "{}", failed.0);
+
+        // Fixed: frames resume, without a restart.
+        std::fs::write(dir.join("b.raw"), [16u8; 8]).expect("raw");
+        std::fs::write(dir.join("timing.tsv"), good).expect("timing");
+        let _ = frames.try_take();
+        frames
+            .take(Some(Duration::from_secs(3)))
+            .expect("frames resume once the file is fixed");
+        assert!(
+            rx.try_iter().any(|h| matches!(h, Health::Streaming { .. })),
+            "streaming again"
+        );
+        capture.stop();
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -49,6 +49,7 @@ pub(crate) fn runtime(
         return Ok(rt);
     }
     let lib = wanted?;
+    disable_telemetry();
     let builder = ort::init_from(&lib).map_err(|e| LibraryError::Load {
         what: Library::OnnxRuntime.describe(),
         path: lib.clone(),
@@ -72,6 +73,36 @@ pub(crate) fn runtime(
         qnn: Mutex::new(None),
     };
     Ok(RUNTIME.get_or_init(|| rt))
+}
+
+/// ONNX Runtime's own switch for its telemetry (1DS "OneCollector" events to
+/// mobile.events.data.microsoft.com, queued in `~/.cache/Microsoft/DeveloperTools/.onnxruntime/
+/// onnxruntime.db`). The API switch (`with_telemetry(false)`, `DisableTelemetryEvents`) only stops
+/// the events the environment sends after it is built: ONNX Runtime 1.31.1 has already opened the
+/// database and resolved the collector by then. The environment variable is read when the library
+/// starts its telemetry provider, so it must be set before the library is loaded. It is the only
+/// telemetry switch the library has (its strings name no other).
+pub(crate) const ENV_ORT_DISABLE_TELEMETRY: &str = "ORT_DISABLE_TELEMETRY";
+
+/// Sets `ORT_DISABLE_TELEMETRY=1` for this process, before ONNX Runtime is loaded.
+///
+/// Called once, by the thread that loads the library, while it holds `INIT`. The systemd unit sets
+/// the variable too (`Environment=`), so in the service this finds it set and changes nothing.
+fn disable_telemetry() {
+    if std::env::var_os(ENV_ORT_DISABLE_TELEMETRY).is_some_and(|v| v == "1") {
+        return;
+    }
+    // SAFETY: `set_var` is unsafe because another thread may read the environment at the same
+    // time. Here: (1) Rust readers (`std::env::var*`, `Command`) take std's environment lock, as
+    // `set_var` does, so they cannot race with it; (2) ONNX Runtime, the one C library that reads
+    // this variable, is not loaded yet, and the `INIT` lock makes this the only thread loading it;
+    // (3) this runs once per process (the `RUNTIME` check above it), when the first engine loads,
+    // at start-up before the daemon starts its camera, D-Bus and pipeline work, so no other C code
+    // is expected to be calling `getenv` then. The remaining risk, a C library's `getenv` on another
+    // thread during this one call, is the price of ONNX Runtime having no API switch that acts
+    // before the library starts; the systemd unit sets the variable so that the service never takes
+    // this path.
+    unsafe { std::env::set_var(ENV_ORT_DISABLE_TELEMETRY, "1") };
 }
 
 impl Runtime {
