@@ -319,12 +319,19 @@ fn a_grey_frame_replicated_to_rgb_still_gives_the_face() {
 #[test]
 fn every_variant_of_the_shipped_bundle_opens() {
     let dir = root().join("models/mediapipe-face");
-    let m = autoneural_face::FaceBundle::open(&dir, "fp32").unwrap().manifest;
+    let m = autoneural_face::FaceBundle::open(&dir, "fp32")
+        .unwrap()
+        .manifest;
     for variant in m.variants.keys() {
         pipeline(variant);
     }
-    let err = autoneural_face::FaceBundle::open(&dir, "int3").unwrap_err().to_string();
-    assert!(err.contains("no variant \"int3\"") && err.contains("fp32"), "{err}");
+    let err = autoneural_face::FaceBundle::open(&dir, "int3")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("no variant \"int3\"") && err.contains("fp32"),
+        "{err}"
+    );
 }
 
 /// A damaged graph file is named in the error.
@@ -333,11 +340,21 @@ fn a_damaged_graph_is_named() {
     let tmp = std::env::temp_dir().join(format!("face-bundle-{}", std::process::id()));
     let src = root().join("models/mediapipe-face");
     std::fs::create_dir_all(tmp.join("fp32")).unwrap();
-    for f in ["manifest.toml", "fp32/face_detection_short_range.onnx", "fp32/face_landmark.onnx", "fp32/iris_landmark.onnx"] {
+    for f in [
+        "manifest.toml",
+        "fp32/face_detection_short_range.onnx",
+        "fp32/face_landmark.onnx",
+        "fp32/iris_landmark.onnx",
+    ] {
         std::fs::copy(src.join(f), tmp.join(f)).unwrap();
     }
     std::fs::write(tmp.join("fp32/face_landmark.onnx"), b"not onnx").unwrap();
-    let err = autoneural_face::FaceBundle::open(&tmp, "fp32").unwrap_err().to_string();
+    let err = autoneural_face::FaceBundle::open(&tmp, "fp32")
+        .unwrap_err()
+        .to_string();
     std::fs::remove_dir_all(&tmp).unwrap();
-    assert!(err.contains("face_landmark.onnx") && err.contains("SHA-256 mismatch"), "{err}");
+    assert!(
+        err.contains("face_landmark.onnx") && err.contains("SHA-256 mismatch"),
+        "{err}"
+    );
 }
