@@ -1,4 +1,4 @@
-"""python -m forge {export,compile-qnn,golden,check,parity} ... (see forge/README.md)."""
+"""python -m forge {export,compile-qnn,golden,check,parity,published-fixture} ... (see forge/README.md)."""
 
 from __future__ import annotations
 
@@ -104,6 +104,19 @@ def _parity(a) -> int:
     return 0
 
 
+def _published(a) -> int:
+    from .published import build_fixture
+
+    variants = [] if a.variants in ("", "none") else [v.strip() for v in a.variants.split(",")]
+    for v in variants:
+        if v not in ("q4", "q8", "fp16"):
+            raise SystemExit(f"unknown variant {v!r} (want q4, q8, fp16 or none)")
+    rep = build_fixture(Path(a.out), Path(a.checkpoint) if a.checkpoint else None, variants,
+                        reference=not a.no_reference and not a.checkpoint)
+    print(json.dumps(rep, indent=1))
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m forge", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -143,6 +156,15 @@ def main(argv=None) -> int:
     r.add_argument("dir")
     r.add_argument("--config", required=True)
     r.set_defaults(fn=_parity)
+
+    f = sub.add_parser("published-fixture", help="LFM2-VL in the published ONNX layout (embed_tokens, embed_images, "
+                       "decoder) + transformers references; tiny random model unless --checkpoint")
+    f.add_argument("--out", required=True)
+    f.add_argument("--checkpoint", help="a transformers LFM2-VL checkpoint directory to export instead "
+                   "(no references are written for it)")
+    f.add_argument("--variants", default="q4,q8,fp16", help="comma list of q4, q8, fp16, or none (fp32 always)")
+    f.add_argument("--no-reference", action="store_true", help="graphs only: skip the transformers references")
+    f.set_defaults(fn=_published)
 
     a = p.parse_args(argv)
     return a.fn(a)
