@@ -396,9 +396,139 @@ def check_bundle(b: Path, replay: bool = True) -> list[str]:
     return [f"{b}: {e}" for e in errors]
 
 
+PUBLISHED_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+                   "chat_template.jinja", "preprocessor_config.json", "processor_config.json", "reference.json",
+                   "onnx/embed_tokens.onnx", "onnx/embed_images.onnx", "onnx/decoder.onnx", "onnx/decoder.onnx_data")
+
+
+def published_expected_io(cfg: dict, graph: str, fp16: bool) -> tuple[dict, dict]:
+    """name -> (onnx elem type, rank) of a published-layout graph (forge/published.py)."""
+    f = 10 if fp16 else 1  # FLOAT16 / FLOAT
+    if graph == "embed_tokens":
+        return {"input_ids": (7, 2)}, {"inputs_embeds": (f, 3)}
+    if graph == "embed_images":
+        return ({"pixel_values": (f, 3), "pixel_attention_mask": (7, 2), "spatial_shapes": (7, 2)},
+                {"image_features": (f, 2)})
+    ins, outs = {"inputs_embeds": (f, 3), "attention_mask": (7, 2)}, {"logits": (f, 3)}
+    for i, kind in enumerate(cfg["text_config"]["layer_types"]):
+        if kind == "conv":
+            ins[f"past_conv.{i}"], outs[f"present_conv.{i}"] = (f, 3), (f, 3)
+        else:
+            for kv in ("key", "value"):
+                ins[f"past_key_values.{i}.{kv}"], outs[f"present.{i}.{kv}"] = (f, 4), (f, 4)
+    return ins, outs
+
+
+def patchify(img: np.ndarray, patch: int) -> np.ndarray:
+    """uint8 [H,W,3] -> normalised patches [H/p * W/p, p*p*3] (row-major patches, (y, x, channel) inside)."""
+    h, w = img.shape[0] // patch, img.shape[1] // patch
+    x = (img.astype(np.float32) - np.float32(127.5)) / np.float32(127.5)
+    return x.reshape(h, patch, w, patch, 3).transpose(0, 2, 1, 3, 4).reshape(h * w, patch * patch * 3)
+
+
+def check_published(b: Path, replay: bool = True) -> list[str]:
+    """A directory in the published LFM2-VL ONNX layout (forge.published): files, every graph's I/O
+    names and dtypes (fp16 variants: float16 I/O), and, for fp32, a replay of the reference
+    generation whose resized image is stored (pixel_values rebuilt from it bit-exactly, image
+    features, greedy tokens and logits against transformers' references)."""
+    import onnx
+
+    errors: list[str] = []
+    for rel in PUBLISHED_FILES:
+        if not (b / rel).is_file():
+            errors.append(f"missing {rel}")
+    if errors:
+        return [f"{b}: {e}" for e in errors]
+    cfg = json.loads((b / "config.json").read_text())
+    ref = json.loads((b / "reference.json").read_text())
+    for path in sorted((b / "onnx").glob("*.onnx")):
+        graph = path.stem if path.stem in ("embed_tokens", "embed_images", "decoder") else path.stem.rsplit("_", 1)[0]
+        variant = path.stem[len(graph) + 1:]
+        if graph not in ("embed_tokens", "embed_images", "decoder") or variant not in ("", "q4", "q8", "fp16"):
+            errors.append(f"unexpected graph file onnx/{path.name}")
+            continue
+        m = onnx.load(str(path), load_external_data=False)
+        want_in, want_out = published_expected_io(cfg, graph, variant == "fp16")
+        for kind, vis, want in (("input", m.graph.input, want_in), ("output", m.graph.output, want_out)):
+            got = {v.name: (v.type.tensor_type.elem_type, len(v.type.tensor_type.shape.dim)) for v in vis}
+            if got != want:
+                errors.append(f"onnx/{path.name}: {kind}s {sorted(got.items())} != expected {sorted(want.items())}")
+        if graph == "decoder" and not (b / "onnx" / f"{path.name}_data").is_file():
+            errors.append(f"onnx/{path.name}: external data {path.name}_data missing")
+    if errors or not replay:
+        return [f"{b}: {e}" for e in errors]
+
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    so.intra_op_num_threads = 1
+    sess = {g: ort.InferenceSession(str(b / "onnx" / f"{g}.onnx"), so, providers=["CPUExecutionProvider"])
+            for g in ("embed_tokens", "embed_images", "decoder")}
+    patch = cfg["vision_config"]["patch_size"]
+    image_token = ref["image_token_id"]
+    replayed = 0
+    for gen in ref["generations"]:
+        case = ref["images"][gen["image"]]["cases"]["tiles" if gen["do_image_splitting"] else "single"]
+        if "resized_u8_file" not in case:
+            continue  # only the small image's resized pixels are stored
+        replayed += 1
+        with np.load(b / case["resized_u8_file"]) as z:
+            tiles = [z[k] for k in sorted(z.files, key=lambda k: int(k.split("_")[1]))]
+        pv = np.zeros(case["pixel_values_shape"], np.float32)
+        for i, t in enumerate(tiles):
+            p = patchify(t, patch)
+            pv[i, : len(p)] = p
+        if hashlib.sha256(pv.tobytes()).hexdigest() != case["pixel_values_sha256"]:
+            errors.append(f"{gen['image']}: pixel_values rebuilt from {case['resized_u8_file']} differ from the processor's")
+            continue
+        ss = np.array(case["spatial_shapes"], np.int64)
+        pm = (np.arange(pv.shape[1])[None] < (ss[:, 0] * ss[:, 1])[:, None]).astype(np.int64)
+        feats = sess["embed_images"].run(None, {"pixel_values": pv, "pixel_attention_mask": pm, "spatial_shapes": ss})[0]
+        want = np.load(b / case["image_features_file"])
+        if feats.shape != want.shape or np.abs(feats - want).max() > 1e-4:
+            errors.append(f"{gen['image']}: embed_images differs from transformers' image features")
+            continue
+        ids = gen["input_ids"]
+        emb = lambda x: sess["embed_tokens"].run(None, {"input_ids": np.array([x], np.int64)})[0]
+        e = emb(ids)
+        e[0, np.array(ids) == image_token] = feats
+        cache = {i.name: np.zeros([d if isinstance(d, int) else (0 if "sequence" in d else 1) for d in i.shape], np.float32)
+                 for i in sess["decoder"].get_inputs()[2:]}
+        outs = [o.name for o in sess["decoder"].get_outputs()]
+        want_logits = np.load(b / gen["logits_file"])
+        toks, total, err = [], len(ids), 0.0
+        for step in range(len(gen["generated_ids"])):
+            res = sess["decoder"].run(None, {"inputs_embeds": e, "attention_mask": np.ones((1, total), np.int64), **cache})
+            for nm, v in zip(outs[1:], res[1:]):
+                cache[nm.replace("present_conv", "past_conv").replace("present.", "past_key_values.")] = v
+            last = res[0][0, -1]
+            err = max(err, float(np.abs(last - want_logits[step]).max()))
+            toks.append(int(np.argmax(last)))
+            e = emb([toks[-1]])
+            total += 1
+        if toks != gen["generated_ids"] or err > 1e-4:
+            errors.append(f"{gen['image']}: ORT greedy {toks} (max |dlogits| {err:.1e}) != transformers' {gen['generated_ids']}")
+    if not replayed:
+        errors.append("reference.json has no generation whose resized image is stored (nothing replayed)")
+    return [f"{b}: {e}" for e in errors]
+
+
 def main(argv: list[str]) -> int:
     root = Path(__file__).resolve().parent.parent
     dirs = [Path(a) for a in argv] or sorted(p.parent for p in (root / "models").glob("*/manifest.toml"))
+    published = [Path(a) for a in argv if (Path(a) / "onnx").is_dir()] if argv else sorted(
+        p.parent.parent for p in (root / "models").glob("*/onnx/decoder.onnx"))
+    dirs = [d for d in dirs if d not in published]
+    published_failed = 0
+    for d in published:
+        errors = check_published(d)
+        for e in errors:
+            print(e, file=sys.stderr)
+        published_failed += bool(errors)
+        print(f"{d}: {'FAILED' if errors else 'ok'} (published LFM2-VL ONNX layout: files, graph I/O, fp32 replay)")
+    if published and not dirs:
+        return 1 if published_failed else 0
     if not dirs:
         print("check_bundles: no bundles found", file=sys.stderr)
         return 1
@@ -409,7 +539,8 @@ def main(argv: list[str]) -> int:
             print(e, file=sys.stderr)
         failed += bool(errors)
         print(f"{d}: {'FAILED' if errors else 'ok'}")
-    print(f"{len(dirs) - failed} passed, {failed} failed")
+    failed += published_failed
+    print(f"{len(dirs) + len(published) - failed} passed, {failed} failed")
     return 1 if failed else 0
 
 
