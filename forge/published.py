@@ -377,7 +377,12 @@ def export_graphs(model, onnx_dir: Path) -> dict:
             axes[name] = {0: "batch_size"} if "conv" in name else {0: "batch_size", 2: "total_sequence_length"}
         _export(torch, dec, tuple(args), td / "d.onnx", ["inputs_embeds", "attention_mask"] + [x for x, _ in ins],
                 ["logits"] + outs, axes)
-        _save(onnx.load(str(td / "d.onnx")), onnx_dir / "decoder.onnx", external=True)
+        dm = onnx.load(str(td / "d.onnx"))
+        for o in dm.graph.output:  # the exporter names the conv cache's length symbolically; it is L_cache
+            if o.name.startswith("present_conv."):
+                o.type.tensor_type.shape.dim[2].Clear()
+                o.type.tensor_type.shape.dim[2].dim_value = tc.conv_L_cache
+        _save(dm, onnx_dir / "decoder.onnx", external=True)
     for f in sorted(onnx_dir.iterdir()):
         rep[f.name] = f.stat().st_size
     return rep
