@@ -390,8 +390,8 @@ def export_graphs(model, onnx_dir: Path) -> dict:
 
 def quantize_variants(onnx_dir: Path, variants: list[str]) -> dict:
     """_q4 / _q8: MatMulNBits (block 32, symmetric) for decoder and embed_images (the decoder's
-    lm_head stays float, as in the published export); embed_tokens is shared... except for _fp16,
-    which converts all three graphs (float16 I/O)."""
+    lm_head stays float, as in the published export; no embed_tokens_q*: the float one serves, as
+    published). _fp16: all three graphs converted, float16 I/O."""
     import logging
 
     import onnx
