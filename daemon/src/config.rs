@@ -137,7 +137,8 @@ impl fmt::Display for ExecutionProvider {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
-    /// The model bundle directory (manifest.toml, graphs, tokenizer, probes.toml).
+    /// The model directory: an AutoNeural bundle (manifest.toml, graphs, tokenizer, probes.toml) or a
+    /// published LFM2-VL ONNX release as downloaded (config.json, onnx/, tokenizer, templates).
     pub bundle: PathBuf,
     /// Bundle variant: `fp32`, `w8a16`, ...
     #[serde(default = "default_variant")]
@@ -153,6 +154,10 @@ pub struct ModelConfig {
     /// Probe ids to run on every frame; empty means every probe of the bundle.
     #[serde(default)]
     pub probes: Vec<String>,
+    /// A probes file (bundle probes.toml format) replacing the model's own: a bundle's probes.toml,
+    /// or for a published release the instruction-style default set.
+    #[serde(default)]
+    pub probes_file: Option<PathBuf>,
     #[serde(default)]
     pub qnn: QnnConfig,
     /// Directory holding libonnxruntime.so (and the QNN plugin); default: found by the runtime.
@@ -669,6 +674,9 @@ impl Config {
             abs(&mut face.bundle);
         }
         if let Some(p) = self.model.runtime_dir.as_mut() {
+            abs(p);
+        }
+        if let Some(p) = self.model.probes_file.as_mut() {
             abs(p);
         }
         if let Some(p) = self.policies.rules.as_mut() {

@@ -85,7 +85,13 @@ fn main() -> Result<()> {
     };
     let mut engine =
         Engine::load(&config).with_context(|| format!("loading {}", bundle.display()))?;
-    let m = engine.bundle().manifest.clone();
+    let Some(bundle_loaded) = engine.bundle() else {
+        bail!(
+            "{}: this benchmark runs AutoNeural bundles (for a published release use `vlm`)",
+            bundle.display()
+        );
+    };
+    let m = bundle_loaded.manifest.clone();
     let size = m.image.size;
     let frame_of = |id: u64| -> Result<Frame> {
         Ok(match &image {
@@ -154,7 +160,7 @@ fn main() -> Result<()> {
     let f = frame_of(next())?;
     engine.encode_frame(&f)?;
     let prefix_len = engine.position();
-    let cap = engine.kv_capacity();
+    let cap = engine.kv_capacity().unwrap_or(0);
     let decode_n = 16usize;
     let mut decode_rows = Vec::new();
     for frac in [0.0f64, 0.25, 0.5, 0.75] {
@@ -233,7 +239,7 @@ fn main() -> Result<()> {
             .collect();
         println!(
             "| {} | {} | {:?} | {:.1} | {:.1} | {} |",
-            r.graph.name(),
+            r.graph,
             r.provider,
             r.source,
             ms(r.create_time),

@@ -64,8 +64,8 @@ fn main() -> Result<()> {
     let mut engine =
         Engine::load(&config).with_context(|| format!("loading {}", bundle.display()))?;
     println!(
-        "bundle {} variant {} loaded in {:.1} ms",
-        engine.bundle().manifest.name,
+        "model {} variant {} loaded in {:.1} ms",
+        engine.name(),
         engine.variant(),
         engine_start.elapsed().as_secs_f64() * 1e3
     );

@@ -37,6 +37,14 @@ pub struct EngineConfig {
     /// Verify every file's SHA-256 at load (default true).
     #[serde(default = "yes")]
     pub verify_checksums: bool,
+    /// Published releases: a system message put before every question (a bundle's manifest has its
+    /// own system prompt).
+    #[serde(default)]
+    pub system_prompt: Option<String>,
+    /// Published releases: split large images into tiles + thumbnail (None: the model's
+    /// preprocessor_config.json `do_image_splitting`).
+    #[serde(default)]
+    pub image_splitting: Option<bool>,
 }
 
 fn yes() -> bool {
@@ -59,6 +67,8 @@ impl EngineConfig {
             libraries: LibraryPaths::default(),
             probes: None,
             verify_checksums: true,
+            system_prompt: None,
+            image_splitting: None,
         }
     }
 }

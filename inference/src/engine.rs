@@ -1,418 +1,166 @@
-//! The synchronous pipeline over one bundle: frame -> preprocessing -> vision -> image embeddings at
-//! the `<image>` token -> chunked prefill -> probes / decode. One `Engine` is used by one thread at a
-//! time (the `Worker` owns one); every call blocks on ONNX Runtime.
+//! The `Engine`: one loaded model, whatever its format, behind one synchronous API (frame ->
+//! probes / generated text, with timings). One `Engine` is used by one thread at a time (the
+//! `Worker` owns one); every call blocks on ONNX Runtime.
+//!
+//! Two formats, detected from the directory:
+//! - an AutoNeural bundle (`manifest.toml`, static graphs for the NPU; ARCHITECTURE.md contract 1),
+//!   run by `bundle_engine`;
+//! - a published LFM2-VL / LFM2.5-VL ONNX release (`config.json` + `onnx/`), run by `published`.
+//!
+//! What both share lives here: the decoding loop (sampling, stop tokens and strings, streaming) and
+//! how answer scores become a probe's probabilities.
 
-use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use crate::bundle::{Bundle, GraphKind, Verify};
-use crate::config::{EngineConfig, Provider};
-use crate::decoder::{DecoderGraph, DecoderState, EmbedGraph, Graph, RunClock, VisionGraph};
+use crate::bundle::Bundle;
+use crate::bundle_engine::BundleEngine;
+use crate::config::EngineConfig;
 use crate::error::{Error, Result};
-use crate::graphs;
-use crate::preprocess::Preprocessor;
 use crate::probes::{Probe, ProbeSet};
-use crate::providers::{SessionFactory, SessionReport};
-use crate::sampling::{Detokenizer, Sampler, log_prob, stop_overlap};
+use crate::providers::SessionReport;
+use crate::published::{self, PublishedModel};
+use crate::sampling::{Detokenizer, Sampler, stop_overlap};
 use crate::types::{
     FinishReason, Frame, GenerateParams, Generation, ProbeAnswer, ProbeOutcome, Timings,
 };
 
-/// The encoded image + system prefix of one frame.
-struct Prefix {
-    frame_id: u64,
-    pos: usize,
+/// A loaded model with its sessions and decoder state.
+pub struct Engine {
+    inner: Inner,
 }
 
-/// A loaded bundle with one session per graph and the decoder's state.
-pub struct Engine {
-    bundle: Bundle,
-    variant: String,
-    reports: Vec<SessionReport>,
-    pre: Preprocessor,
-    vision: VisionGraph,
-    embed: EmbedGraph,
-    prefill: DecoderGraph,
-    step: DecoderGraph,
-    state: DecoderState,
-    /// Token ids of the prompt before the image token (system turn), the same for every question.
-    prefix_ids: Vec<u32>,
-    prefix: Option<Prefix>,
-    /// Conv states after the prefix (KV rows below the prefix length are never overwritten).
-    prefix_conv: Vec<f32>,
-    /// Token ids of probe questions / answers, tokenized once ("q:" / "a:" + text).
-    ids_cache: HashMap<String, Arc<[u32]>>,
-    /// Probe scratch: logits and conv states after a probe's question.
-    q_logits: Vec<f32>,
-    q_conv: Vec<f32>,
-    /// Reused buffers: embedding rows to feed, the last logits row.
-    seq: Vec<f32>,
-    logits: Vec<f32>,
-    clock: RunClock,
+enum Inner {
+    Bundle(Box<BundleEngine>),
+    Published(Box<PublishedModel>),
 }
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine")
-            .field("bundle", &self.bundle)
-            .field("variant", &self.variant)
-            .finish_non_exhaustive()
+        match &self.inner {
+            Inner::Bundle(b) => b.fmt(f),
+            Inner::Published(p) => write!(f, "PublishedModel({})", p.layout().dir.display()),
+        }
     }
 }
 
+/// The model format of a directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelFormat {
+    /// `manifest.toml`: an AutoNeural bundle.
+    Bundle,
+    /// `config.json` + `onnx/`: a published LFM2-VL ONNX release.
+    Published,
+}
+
+impl ModelFormat {
+    /// Detects the format; a directory that is neither is reported as a bundle (whose loader names
+    /// the missing manifest.toml).
+    pub fn of(dir: &std::path::Path) -> ModelFormat {
+        if published::is_published(dir) {
+            ModelFormat::Published
+        } else {
+            ModelFormat::Bundle
+        }
+    }
+}
+
+/// The square frame size the model in `dir` takes (a bundle's `image.size`), or `None` when it takes
+/// frames of any size (a published release, whose processor resizes keeping the aspect ratio).
+pub fn input_size(dir: &std::path::Path) -> Result<Option<u32>> {
+    match ModelFormat::of(dir) {
+        ModelFormat::Published => Ok(None),
+        ModelFormat::Bundle => Ok(Some(crate::bundle::read_manifest(dir)?.image.size)),
+    }
+}
+
+macro_rules! each {
+    ($self:expr, $m:ident => $e:expr) => {
+        match &$self.inner {
+            Inner::Bundle($m) => $e,
+            Inner::Published($m) => $e,
+        }
+    };
+    (mut $self:expr, $m:ident => $e:expr) => {
+        match &mut $self.inner {
+            Inner::Bundle($m) => $e,
+            Inner::Published($m) => $e,
+        }
+    };
+}
+
 impl Engine {
-    /// Loads and verifies the bundle, creates the four sessions on the configured providers and
-    /// checks every graph's inputs/outputs against the manifest.
+    /// Loads the model in `config.bundle` (either format), creates its sessions on the configured
+    /// providers and checks every graph's inputs/outputs.
     pub fn load(config: &EngineConfig) -> Result<Engine> {
         if config.providers.is_empty() {
             return Err(Error::Config("providers is empty".into()));
         }
-        let verify = if config.verify_checksums {
-            Verify::Checksums
-        } else {
-            Verify::Presence
+        let inner = match ModelFormat::of(&config.bundle) {
+            ModelFormat::Bundle => Inner::Bundle(Box::new(BundleEngine::load(config)?)),
+            ModelFormat::Published => Inner::Published(Box::new(PublishedModel::load(config)?)),
         };
-        let bundle = Bundle::load(&config.bundle, config.probes.as_deref(), verify)?;
-        let rt = crate::runtime::runtime(&config.libraries, Some(&config.bundle))?;
-        let variant = choose_variant(config, &bundle);
-        let v = bundle.variant(&variant)?.clone();
-        let factory = SessionFactory {
-            rt,
-            config,
-            bundle: &bundle,
-            variant_name: &variant,
-            variant: &v,
-        };
-        let m = &bundle.manifest;
-        let mut reports = Vec::new();
-        let mut graphs = Vec::new();
-        for kind in GraphKind::ALL {
-            let (session, report) = factory.create(kind)?;
-            let (ins, outs) = graphs::actual(&session);
-            graphs::check(
-                &bundle.dir.join(v.graph(kind)),
-                &graphs::expected(m, kind),
-                &ins,
-                &outs,
-            )?;
-            log::info!("{report}");
-            reports.push(report);
-            graphs.push(Graph::new(kind, session)?);
-        }
-        let mut it = graphs.into_iter();
-        let (Some(vg), Some(eg), Some(pg), Some(sg)) = (it.next(), it.next(), it.next(), it.next())
-        else {
-            return Err(Error::Config("internal: four graphs expected".into()));
-        };
-        let state = DecoderState::new(m)?;
-        let vision = VisionGraph::new(vg, m)?;
-        let embed = EmbedGraph::new(eg, m)?;
-        let prefill = DecoderGraph::new(pg, m, &state)?;
-        let step = DecoderGraph::new(sg, m, &state)?;
-        let pre = Preprocessor::new(m.image.size, m.image.mean, m.image.std);
-        let logits = vec![0.0; m.text.vocab_size];
-        let mut engine = Engine {
-            prefix_ids: Vec::new(),
-            bundle,
-            variant,
-            reports,
-            pre,
-            vision,
-            embed,
-            prefill,
-            step,
-            state,
-            prefix: None,
-            prefix_conv: Vec::new(),
-            ids_cache: HashMap::new(),
-            q_logits: Vec::new(),
-            q_conv: Vec::new(),
-            seq: Vec::new(),
-            logits,
-            clock: RunClock::default(),
-        };
-        engine.prefix_ids = engine.prompt_ids("x")?.0;
-        Ok(engine)
+        Ok(Engine { inner })
     }
 
-    pub fn bundle(&self) -> &Bundle {
-        &self.bundle
+    pub fn format(&self) -> ModelFormat {
+        match self.inner {
+            Inner::Bundle(_) => ModelFormat::Bundle,
+            Inner::Published(_) => ModelFormat::Published,
+        }
+    }
+    /// The AutoNeural bundle, when the model is one.
+    pub fn bundle(&self) -> Option<&Bundle> {
+        match &self.inner {
+            Inner::Bundle(b) => Some(b.bundle()),
+            Inner::Published(_) => None,
+        }
+    }
+    /// The model's name: the bundle manifest's, or the release directory's.
+    pub fn name(&self) -> &str {
+        match &self.inner {
+            Inner::Bundle(b) => &b.bundle().manifest.name,
+            Inner::Published(p) => p.name(),
+        }
     }
     pub fn variant(&self) -> &str {
-        &self.variant
+        each!(self, m => m.variant())
     }
     /// Per graph: provider, model file, creation/compile time, node placement.
     pub fn reports(&self) -> &[SessionReport] {
-        &self.reports
+        each!(self, m => m.reports())
     }
     pub fn probes(&self) -> &ProbeSet {
-        &self.bundle.probes
+        each!(self, m => m.probes())
     }
-    /// Positions used so far in the KV buffer (prefix + last question / generation).
+    /// Positions used so far in the decoder's context (prefix + last question / generation).
     pub fn position(&self) -> usize {
-        self.state.pos
+        each!(self, m => m.position())
     }
-    pub fn kv_capacity(&self) -> usize {
-        self.state.capacity
+    /// The KV capacity of a bundle's static graphs; `None` for a release, whose KV grows.
+    pub fn kv_capacity(&self) -> Option<usize> {
+        match &self.inner {
+            Inner::Bundle(b) => Some(b.kv_capacity()),
+            Inner::Published(_) => None,
+        }
     }
-
     /// Drops the cached frame prefix (the next request re-encodes its frame).
     pub fn forget_prefix(&mut self) {
-        self.prefix = None;
+        each!(mut self, m => m.forget_prefix())
     }
-
-    /// Tokenizes the prompt for `question`: (ids before the image token, ids after it).
+    /// Tokenizes the prompt for `question`: (ids before the question, the question's ids).
     pub fn prompt_ids(&self, question: &str) -> Result<(Vec<u32>, Vec<u32>)> {
-        let t = &self.bundle.manifest.text;
-        if question.contains(&t.image_token) {
-            return Err(Error::Prompt(format!(
-                "the question contains the image token `{}`",
-                t.image_token
-            )));
-        }
-        let text = t
-            .template
-            .replace("{system}", &t.system_prompt)
-            .replace("{question}", question);
-        let enc = self
-            .bundle
-            .tokenizer
-            .encode(text, false)
-            .map_err(|e| Error::Prompt(e.to_string()))?;
-        let ids = enc.get_ids();
-        let mut at = ids
-            .iter()
-            .enumerate()
-            .filter(|(_, id)| **id == t.image_token_id)
-            .map(|(i, _)| i);
-        let (Some(i), None) = (at.next(), at.next()) else {
-            return Err(Error::Prompt(
-                "the prompt must contain exactly one image token".into(),
-            ));
-        };
-        if !self.prefix_ids.is_empty() && ids[..i] != self.prefix_ids[..] {
-            return Err(Error::Prompt(
-                "the system prefix tokenizes differently for this question".into(),
-            ));
-        }
-        Ok((ids[..i].to_vec(), ids[i + 1..].to_vec()))
+        each!(self, m => m.prompt_ids(question))
     }
-
-    /// Encodes the frame's image + system prefix unless this frame (by id) is already encoded.
+    /// Encodes the frame's image + prompt prefix unless this frame (by id) is already encoded.
     pub fn encode_frame(&mut self, frame: &Frame) -> Result<Timings> {
-        let start = Instant::now();
-        self.clock = RunClock::default();
-        let mut timings = Timings::default();
-        self.ensure_prefix(frame, &mut timings)?;
-        self.finish_timings(&mut timings, start);
-        Ok(timings)
+        each!(mut self, m => m.encode_frame(frame))
     }
-
-    fn ensure_prefix(&mut self, frame: &Frame, timings: &mut Timings) -> Result<()> {
-        if let Some(p) = &self.prefix
-            && p.frame_id == frame.id
-        {
-            timings.prefix_reused = true;
-            timings.prefix_tokens = p.pos;
-            return Ok(());
-        }
-        self.prefix = None;
-        let t = Instant::now();
-        self.pre
-            .run(&frame.as_ref(), self.vision.pixels.extract_tensor_mut().1)?;
-        timings.preprocess = t.elapsed();
-
-        let t = Instant::now();
-        self.vision.graph.run(&mut self.clock)?;
-        timings.vision = t.elapsed();
-
-        let t = Instant::now();
-        let mut seq = std::mem::take(&mut self.seq);
-        seq.clear();
-        let res = self
-            .embed
-            .embed(&self.prefix_ids, &mut seq, &mut self.clock)
-            .and_then(|()| {
-                seq.extend_from_slice(self.vision.embeds.extract_tensor().1);
-                self.state.reset();
-                self.feed(&seq)
-            });
-        self.seq = seq;
-        res?;
-        timings.prefix_prefill = t.elapsed();
-        timings.prefix_tokens = self.state.pos;
-        self.state.save_conv(&mut self.prefix_conv);
-        self.prefix = Some(Prefix {
-            frame_id: frame.id,
-            pos: self.state.pos,
-        });
-        Ok(())
-    }
-
-    fn restore_prefix(&mut self) -> Result<()> {
-        let p = self.prefix.as_ref().ok_or(Error::NoFrame)?;
-        self.state.restore(&self.prefix_conv, p.pos);
-        Ok(())
-    }
-
-    /// Feeds embedding rows at the current position: full chunks through decoder_prefill, the rest
-    /// through decoder_step (padding never enters the conv state). Leaves the last logits.
-    fn feed(&mut self, rows: &[f32]) -> Result<()> {
-        let h = self.bundle.manifest.decoder.hidden;
-        let n = rows.len() / h;
-        let needed = self.state.pos + n;
-        if needed > self.state.capacity {
-            return Err(Error::ContextFull {
-                needed,
-                capacity: self.state.capacity,
-            });
-        }
-        let t = self.prefill.t;
-        let mut i = 0;
-        if t > 1 {
-            while n - i >= t {
-                self.prefill.run(
-                    &rows[i * h..(i + t) * h],
-                    &mut self.state,
-                    &mut self.logits,
-                    &mut self.clock,
-                )?;
-                i += t;
-            }
-        }
-        while i < n {
-            self.step.run(
-                &rows[i * h..(i + 1) * h],
-                &mut self.state,
-                &mut self.logits,
-                &mut self.clock,
-            )?;
-            i += 1;
-        }
-        Ok(())
-    }
-
-    /// Embeds token ids and feeds them.
-    fn feed_ids(&mut self, ids: &[u32]) -> Result<()> {
-        let mut seq = std::mem::take(&mut self.seq);
-        seq.clear();
-        let res = self
-            .embed
-            .embed(ids, &mut seq, &mut self.clock)
-            .and_then(|()| self.feed(&seq));
-        self.seq = seq;
-        res
-    }
-
-    fn finish_timings(&self, timings: &mut Timings, start: Instant) {
-        timings.total = start.elapsed();
-        timings.in_session_run = self.clock.in_run;
-        timings.session_runs = self.clock.runs;
-    }
-
     /// Answers `probes` about `frame` by constrained decoding from the frame's shared prefix (encoded
     /// once, reused by every probe; see ARCHITECTURE.md "Probe scoring").
     pub fn probe(&mut self, frame: &Frame, probes: &[Probe]) -> Result<ProbeOutcome> {
-        let start = Instant::now();
-        self.clock = RunClock::default();
-        let mut timings = Timings::default();
-        self.ensure_prefix(frame, &mut timings)?;
-        let t_probe = Instant::now();
-        let mut answers = Vec::with_capacity(probes.len());
-        let mut q_logits = std::mem::take(&mut self.q_logits);
-        let mut q_conv = std::mem::take(&mut self.q_conv);
-        let res = self.score_probes(
-            probes,
-            &mut timings,
-            &mut q_logits,
-            &mut q_conv,
-            &mut answers,
-        );
-        self.q_logits = q_logits;
-        self.q_conv = q_conv;
-        res?;
-        timings.probe = t_probe.elapsed();
-        self.finish_timings(&mut timings, start);
-        Ok(ProbeOutcome {
-            frame_id: frame.id,
-            answers,
-            timings,
-        })
+        each!(mut self, m => m.probe(frame, probes))
     }
-
-    fn score_probes(
-        &mut self,
-        probes: &[Probe],
-        timings: &mut Timings,
-        q_logits: &mut Vec<f32>,
-        q_conv: &mut Vec<f32>,
-        answers: &mut Vec<ProbeAnswer>,
-    ) -> Result<()> {
-        for probe in probes {
-            let q_ids = self.cached_ids("q:", &probe.question)?;
-            self.restore_prefix()?;
-            let t = Instant::now();
-            self.feed_ids(&q_ids)?;
-            timings.prefill += t.elapsed();
-            timings.prefill_tokens += q_ids.len();
-            q_logits.clear();
-            q_logits.extend_from_slice(&self.logits);
-            self.state.save_conv(q_conv);
-            let q_pos = self.state.pos;
-            let mut scores = Vec::with_capacity(probe.answers.len());
-            for answer in &probe.answers {
-                let ids = self.cached_ids("a:", answer)?;
-                let mut score = log_prob(q_logits, ids[0]);
-                if ids.len() > 1 {
-                    self.state.restore(q_conv, q_pos);
-                    for k in 1..ids.len() {
-                        self.feed_ids(&ids[k - 1..k])?;
-                        score += log_prob(&self.logits, ids[k]);
-                    }
-                }
-                scores.push(score);
-            }
-            answers.push(probe_answer(probe, &scores));
-        }
-        Ok(())
-    }
-
-    /// Token ids of a probe question (`kind` "q:", the part after the image) or answer ("a:"),
-    /// tokenized once per text.
-    fn cached_ids(&mut self, kind: &str, text: &str) -> Result<Arc<[u32]>> {
-        let key = format!("{kind}{text}");
-        if let Some(ids) = self.ids_cache.get(&key) {
-            return Ok(Arc::clone(ids));
-        }
-        let ids: Arc<[u32]> = if kind == "q:" {
-            self.prompt_ids(text)?.1.into()
-        } else {
-            self.answer_ids(text)?.into()
-        };
-        if self.ids_cache.len() >= 1024 {
-            self.ids_cache.clear(); // bounded: probe sets are small, arbitrary callers cannot grow it
-        }
-        self.ids_cache.insert(key, Arc::clone(&ids));
-        Ok(ids)
-    }
-
-    fn answer_ids(&self, answer: &str) -> Result<Vec<u32>> {
-        let enc = self
-            .bundle
-            .tokenizer
-            .encode(answer, false)
-            .map_err(|e| Error::Prompt(e.to_string()))?;
-        let ids = enc.get_ids().to_vec();
-        if ids.is_empty() {
-            return Err(Error::Prompt(format!(
-                "answer `{answer}` tokenizes to nothing"
-            )));
-        }
-        Ok(ids)
-    }
-
     /// Generates free text about `frame` for `question`, streaming text deltas to `on_text`;
     /// `cancel` stops decoding between tokens.
     pub fn generate(
@@ -424,79 +172,84 @@ impl Engine {
         cancel: &AtomicBool,
     ) -> Result<Generation> {
         Sampler::validate(&params.sampling).map_err(Error::Config)?;
-        let start = Instant::now();
-        self.clock = RunClock::default();
-        let mut timings = Timings::default();
-        let (_, q_ids) = self.prompt_ids(question)?;
-        self.ensure_prefix(frame, &mut timings)?;
-        self.restore_prefix()?;
-        let t = Instant::now();
-        self.feed_ids(&q_ids)?;
-        timings.prefill = t.elapsed();
-        timings.prefill_tokens = q_ids.len();
-
-        let mut stops: Vec<u32> = params.stop_tokens.clone();
-        if params.use_bundle_stop_tokens {
-            stops.extend_from_slice(&self.bundle.stop_ids);
-        }
-        let mut sampler = Sampler::new(params.sampling.clone());
-        let mut detok = Detokenizer::new();
-        let mut tokens = Vec::new();
-        let mut text = String::new();
-        let mut emitted = 0usize;
-        let mut decode_start = None;
-        let finish = loop {
-            if cancel.load(Ordering::Relaxed) {
-                break FinishReason::Cancelled;
-            }
-            if tokens.len() >= params.max_tokens {
-                break FinishReason::Length;
-            }
-            let tok = sampler.choose(&self.logits);
-            if decode_start.is_none() {
-                timings.ttft = Some(start.elapsed());
-                decode_start = Some(Instant::now());
-            }
-            if stops.contains(&tok) {
-                break FinishReason::Stop;
-            }
-            tokens.push(tok);
-            let delta = detok
-                .push(&self.bundle.tokenizer, tok)
-                .map_err(Error::Prompt)?;
-            text.push_str(&delta);
-            if let Some(cut) = find_stop(&text, emitted, &params.stop_strings) {
-                text.truncate(cut);
-                break FinishReason::Stop;
-            }
-            let safe = text.len() - stop_overlap(&text, &params.stop_strings);
-            if safe > emitted {
-                on_text(&text[emitted..safe]);
-                emitted = safe;
-            }
-            if tokens.len() >= params.max_tokens {
-                break FinishReason::Length;
-            }
-            if self.state.pos + 1 > self.state.capacity {
-                break FinishReason::ContextFull;
-            }
-            self.feed_ids(&[tok])?;
-        };
-        if text.len() > emitted {
-            on_text(&text[emitted..]);
-        }
-        if let Some(d) = decode_start {
-            timings.decode = d.elapsed();
-            timings.decode_tokens = tokens.len().saturating_sub(1);
-        }
-        self.finish_timings(&mut timings, start);
-        Ok(Generation {
-            text,
-            tokens,
-            finish,
-            timings,
-        })
+        each!(mut self, m => m.generate(frame, question, params, on_text, cancel))
     }
+}
+
+/// What the decoding loop needs from a model whose logits are ready for the next token.
+pub(crate) trait Decode {
+    fn logits(&self) -> &[f32];
+    fn feed_token(&mut self, tok: u32) -> Result<()>;
+    /// Whether one more token fits the context.
+    fn has_room(&self) -> bool;
+    fn tokenizer(&self) -> &tokenizers::Tokenizer;
+    /// The model's own stop tokens (eos, end of turn).
+    fn stop_ids(&self) -> &[u32];
+}
+
+/// Samples tokens until a stop, the length limit, a full context or `cancel`; streams the text
+/// (never a prefix of a stop string). Sets `ttft`, `decode`, `decode_tokens` in `timings`.
+pub(crate) fn decode(
+    m: &mut dyn Decode,
+    params: &GenerateParams,
+    on_text: &mut dyn FnMut(&str),
+    cancel: &AtomicBool,
+    start: Instant,
+    timings: &mut Timings,
+) -> Result<(String, Vec<u32>, FinishReason)> {
+    let mut stops: Vec<u32> = params.stop_tokens.clone();
+    if params.use_bundle_stop_tokens {
+        stops.extend_from_slice(m.stop_ids());
+    }
+    let mut sampler = Sampler::new(params.sampling.clone());
+    let mut detok = Detokenizer::new();
+    let mut tokens = Vec::new();
+    let mut text = String::new();
+    let mut emitted = 0usize;
+    let mut decode_start = None;
+    let finish = loop {
+        if cancel.load(Ordering::Relaxed) {
+            break FinishReason::Cancelled;
+        }
+        if tokens.len() >= params.max_tokens {
+            break FinishReason::Length;
+        }
+        let tok = sampler.choose(m.logits());
+        if decode_start.is_none() {
+            timings.ttft = Some(start.elapsed());
+            decode_start = Some(Instant::now());
+        }
+        if stops.contains(&tok) {
+            break FinishReason::Stop;
+        }
+        tokens.push(tok);
+        let delta = detok.push(m.tokenizer(), tok).map_err(Error::Prompt)?;
+        text.push_str(&delta);
+        if let Some(cut) = find_stop(&text, emitted, &params.stop_strings) {
+            text.truncate(cut);
+            break FinishReason::Stop;
+        }
+        let safe = text.len() - stop_overlap(&text, &params.stop_strings);
+        if safe > emitted {
+            on_text(&text[emitted..safe]);
+            emitted = safe;
+        }
+        if tokens.len() >= params.max_tokens {
+            break FinishReason::Length;
+        }
+        if !m.has_room() {
+            break FinishReason::ContextFull;
+        }
+        m.feed_token(tok)?;
+    };
+    if text.len() > emitted {
+        on_text(&text[emitted..]);
+    }
+    if let Some(d) = decode_start {
+        timings.decode = d.elapsed();
+        timings.decode_tokens = tokens.len().saturating_sub(1);
+    }
+    Ok((text, tokens, finish))
 }
 
 /// Byte index where the first stop string starts, searching the not-yet-emitted tail.
@@ -513,7 +266,9 @@ fn find_stop(text: &str, emitted: usize, stops: &[String]) -> Option<usize> {
         .min()
 }
 
-fn probe_answer(probe: &Probe, scores: &[f64]) -> ProbeAnswer {
+/// A probe's answer from the log-probability of each of its answers: normalised over the answer
+/// set; the field's probability is the sum over the positive answers.
+pub(crate) fn probe_answer(probe: &Probe, scores: &[f64]) -> ProbeAnswer {
     let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     let exps: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
     let total: f64 = exps.iter().sum();
@@ -541,25 +296,6 @@ fn probe_answer(probe: &Probe, scores: &[f64]) -> ProbeAnswer {
         probabilities,
         field_probability,
     }
-}
-
-fn choose_variant(config: &EngineConfig, bundle: &Bundle) -> String {
-    if let Some(v) = &config.variant {
-        return v.clone();
-    }
-    let variants = &bundle.manifest.variants;
-    if matches!(config.providers.first(), Some(Provider::Qnn(_))) {
-        if variants.contains_key("w8a16") {
-            return "w8a16".into();
-        }
-        if let Some((name, _)) = variants.iter().find(|(_, v)| v.is_quantized()) {
-            return name.clone();
-        }
-    }
-    if variants.contains_key("fp32") {
-        return "fp32".into();
-    }
-    variants.keys().next().cloned().unwrap_or_default()
 }
 
 #[cfg(test)]

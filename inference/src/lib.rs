@@ -1,9 +1,10 @@
 //! autoneural-inference: AutoNeural model bundles on ONNX Runtime — the QNN HTP (NPU), CPU and CUDA
 //! execution providers — with the vision -> decoder pipeline, probes, generation and timings.
 //!
-//! - [`Engine`]: synchronous; loads a bundle (manifest, checksums, tokenizer, graph I/O checks),
-//!   creates one session per graph on the configured providers, and answers probes / generates text
-//!   about frames. The image + system prefix of a frame is encoded once and reused.
+//! - [`Engine`]: synchronous; loads a model — an AutoNeural bundle (manifest, checksums, tokenizer,
+//!   graph I/O checks) or a published LFM2-VL ONNX release ([`published`]) — creates one session per
+//!   graph on the configured providers, and answers probes / generates text about frames. The image
+//!   + prompt prefix of a frame is encoded once and reused.
 //! - [`Worker`]: a dedicated thread owning an `Engine` behind one bounded priority queue
 //!   (Safety > Description > Question); results are futures ([`JobHandle`]).
 //!
@@ -11,6 +12,7 @@
 //! [`libraries`] (config -> env -> project venv -> system paths).
 
 mod bundle;
+mod bundle_engine;
 mod config;
 mod decoder;
 mod engine;
@@ -20,6 +22,7 @@ pub mod libraries;
 mod preprocess;
 mod probes;
 mod providers;
+pub mod published;
 mod runtime;
 mod sampling;
 mod types;
@@ -30,7 +33,7 @@ pub use bundle::{
     Verify, sha256_file,
 };
 pub use config::{CpuOptions, CudaOptions, EngineConfig, PERFORMANCE_MODES, Provider, QnnOptions};
-pub use engine::Engine;
+pub use engine::{Engine, ModelFormat, input_size};
 pub use error::{BundleError, Error, FrameError, LibraryError, Result};
 pub use libraries::LibraryPaths;
 pub use preprocess::{FrameRef, PixelFormat, Preprocessor};

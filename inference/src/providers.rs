@@ -36,7 +36,9 @@ pub enum ModelSource {
 /// What the runtime reports per graph: the provider, the model file, timings, node placement.
 #[derive(Debug, Clone)]
 pub struct SessionReport {
-    pub graph: GraphKind,
+    /// The graph's name (`vision`, `decoder_step`, ... for bundles; `embed_images`, `decoder`, ... for
+    /// published releases).
+    pub graph: &'static str,
     /// `qnn`, `cpu` or `cuda`.
     pub provider: &'static str,
     pub model: PathBuf,
@@ -69,7 +71,7 @@ impl std::fmt::Display for SessionReport {
         write!(
             f,
             "{:<16} {:<4} {:?} created in {:.1} ms (compile {:.1} ms), nodes [{}]",
-            self.graph.name(),
+            self.graph,
             self.provider,
             self.source,
             self.create_time.as_secs_f64() * 1e3,
@@ -152,6 +154,159 @@ enum Attempt {
     Failed(Error),
 }
 
+/// Tries `attempt` on each configured provider in order (see the module's fallback rule).
+fn first_provider(
+    config: &EngineConfig,
+    name: &'static str,
+    mut attempt: impl FnMut(&Provider) -> Result<(Session, SessionReport), Attempt>,
+) -> Result<(Session, SessionReport), Error> {
+    let mut skipped = Vec::new();
+    for provider in &config.providers {
+        match attempt(provider) {
+            Ok((session, mut report)) => {
+                if config.require_full_offload && !report.fully_offloaded() {
+                    return Err(Error::NotFullyOffloaded {
+                        graph: name.into(),
+                        provider: provider.name().into(),
+                        reason: format!("nodes on other EPs: {}", report.fallback_ops.join(", ")),
+                    });
+                }
+                report.skipped = skipped;
+                return Ok((session, report));
+            }
+            Err(Attempt::Unavailable(why)) => {
+                log::info!(
+                    "graph {name}: provider {} unavailable: {why}",
+                    provider.name()
+                );
+                skipped.push(format!("{}: unavailable: {why}", provider.name()));
+            }
+            Err(Attempt::Failed(e)) => {
+                if config.require_full_offload && !matches!(provider, Provider::Cpu(_)) {
+                    return Err(match e {
+                        Error::Ort { message, .. } => Error::NotFullyOffloaded {
+                            graph: name.into(),
+                            provider: provider.name().into(),
+                            reason: message,
+                        },
+                        other => other,
+                    });
+                }
+                if matches!(e, Error::Bundle(_)) {
+                    return Err(e); // a bad graph is bad on every provider
+                }
+                log::warn!(
+                    "graph {name}: provider {} failed, trying the next: {e}",
+                    provider.name()
+                );
+                skipped.push(format!("{}: {e}", provider.name()));
+            }
+        }
+    }
+    Err(Error::NoProvider {
+        graph: name.into(),
+        attempts: skipped,
+    })
+}
+
+/// A session for one graph of a published release (dynamic shapes): CPU or CUDA. QNN compiles
+/// static graphs only; such a model reaches the NPU through a forge conversion to a bundle.
+pub(crate) fn dynamic_session(
+    rt: &'static Runtime,
+    config: &EngineConfig,
+    name: &'static str,
+    path: &Path,
+) -> Result<(Session, SessionReport), Error> {
+    first_provider(config, name, |provider| {
+        let fail =
+            |e: ort::Error| Attempt::Failed(crate::error::ort_err(name, "session options", e));
+        let b = Session::builder(&rt.env)
+            .map_err(fail)?
+            .with_config_entry("session.record_ep_graph_assignment_info", "1")
+            .map_err(|e| fail(e.into()))?;
+        let (b, provider_name, ep) = match provider {
+            Provider::Cpu(o) => (cpu_attempt(rt, b, o, name)?, "cpu", "CPUExecutionProvider"),
+            Provider::Cuda(o) => (
+                cuda_attempt(rt, b, o, name)?,
+                "cuda",
+                "CUDAExecutionProvider",
+            ),
+            Provider::Qnn(_) => {
+                return Err(Attempt::Unavailable(
+                    "the QNN HTP runs static-shape graphs: convert the release into a bundle with forge"
+                        .into(),
+                ));
+            }
+        };
+        commit(b, name, path, provider_name, ep)
+    })
+}
+
+fn cpu_attempt(
+    rt: &Runtime,
+    b: ort::session::builder::SessionBuilder,
+    o: &CpuOptions,
+    name: &'static str,
+) -> Result<ort::session::builder::SessionBuilder, Attempt> {
+    cpu_builder(rt, b, o).map_err(|e| match e {
+        CpuSetup::NoDevice => Attempt::Unavailable("ONNX Runtime lists no CPU device".into()),
+        CpuSetup::Ort(e) => Attempt::Failed(crate::error::ort_err(name, "session creation", e)),
+    })
+}
+
+/// The CUDA EP on `b`, if ONNX Runtime's directory has the CUDA provider library.
+fn cuda_attempt(
+    rt: &Runtime,
+    b: ort::session::builder::SessionBuilder,
+    o: &CudaOptions,
+    name: &'static str,
+) -> Result<ort::session::builder::SessionBuilder, Attempt> {
+    let dir = rt
+        .ort_lib
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let lib = dir.join("libonnxruntime_providers_cuda.so");
+    if !lib.is_file() {
+        return Err(Attempt::Unavailable(format!(
+            "{} not found (the CPU onnxruntime wheel has no CUDA EP)",
+            lib.display()
+        )));
+    }
+    let ep = ort::ep::CUDA::default()
+        .with_device_id(o.device_id)
+        .build()
+        .error_on_failure();
+    b.with_execution_providers([ep])
+        .map_err(|e| Attempt::Failed(crate::error::ort_err(name, "session creation", e)))
+}
+
+/// Creates the session from the graph file and reports where its nodes went.
+fn commit(
+    mut builder: ort::session::builder::SessionBuilder,
+    name: &'static str,
+    path: &Path,
+    provider: &'static str,
+    ep_name: &'static str,
+) -> Result<(Session, SessionReport), Attempt> {
+    let t = Instant::now();
+    let session = builder
+        .commit_from_file(path)
+        .map_err(|e| Attempt::Failed(crate::error::ort_err(name, "session creation", e)))?;
+    let create_time = t.elapsed();
+    let report = report(
+        name,
+        provider,
+        ep_name,
+        path.to_path_buf(),
+        ModelSource::Graph,
+        create_time,
+        Duration::ZERO,
+        &session,
+    );
+    Ok((session, report))
+}
+
 pub(crate) struct SessionFactory<'a> {
     pub rt: &'static Runtime,
     pub config: &'a EngineConfig,
@@ -163,62 +318,10 @@ pub(crate) struct SessionFactory<'a> {
 impl SessionFactory<'_> {
     /// A session for `kind` on the first provider that can run it.
     pub fn create(&self, kind: GraphKind) -> Result<(Session, SessionReport), Error> {
-        let mut skipped = Vec::new();
-        for provider in &self.config.providers {
-            let attempt = match provider {
-                Provider::Cpu(o) => self.cpu(kind, o),
-                Provider::Qnn(o) => self.qnn(kind, o),
-                Provider::Cuda(o) => self.cuda(kind, o),
-            };
-            match attempt {
-                Ok((session, mut report)) => {
-                    if self.config.require_full_offload && !report.fully_offloaded() {
-                        return Err(Error::NotFullyOffloaded {
-                            graph: kind.name().into(),
-                            provider: provider.name().into(),
-                            reason: format!(
-                                "nodes on other EPs: {}",
-                                report.fallback_ops.join(", ")
-                            ),
-                        });
-                    }
-                    report.skipped = skipped;
-                    return Ok((session, report));
-                }
-                Err(Attempt::Unavailable(why)) => {
-                    log::info!(
-                        "graph {}: provider {} unavailable: {why}",
-                        kind.name(),
-                        provider.name()
-                    );
-                    skipped.push(format!("{}: unavailable: {why}", provider.name()));
-                }
-                Err(Attempt::Failed(e)) => {
-                    if self.config.require_full_offload && !matches!(provider, Provider::Cpu(_)) {
-                        return Err(match e {
-                            Error::Ort { message, .. } => Error::NotFullyOffloaded {
-                                graph: kind.name().into(),
-                                provider: provider.name().into(),
-                                reason: message,
-                            },
-                            other => other,
-                        });
-                    }
-                    if matches!(e, Error::Bundle(_)) {
-                        return Err(e); // a bad graph is bad on every provider
-                    }
-                    log::warn!(
-                        "graph {}: provider {} failed, trying the next: {e}",
-                        kind.name(),
-                        provider.name()
-                    );
-                    skipped.push(format!("{}: {e}", provider.name()));
-                }
-            }
-        }
-        Err(Error::NoProvider {
-            graph: kind.name().into(),
-            attempts: skipped,
+        first_provider(self.config, kind.name(), |provider| match provider {
+            Provider::Cpu(o) => self.cpu(kind, o),
+            Provider::Qnn(o) => self.qnn(kind, o),
+            Provider::Cuda(o) => self.cuda(kind, o),
         })
     }
 
@@ -237,61 +340,26 @@ impl SessionFactory<'_> {
     fn commit_graph(
         &self,
         kind: GraphKind,
-        mut builder: ort::session::builder::SessionBuilder,
+        builder: ort::session::builder::SessionBuilder,
         provider: &'static str,
         ep_name: &'static str,
     ) -> Result<(Session, SessionReport), Attempt> {
-        let path = self.graph_path(kind);
-        let t = Instant::now();
-        let session = builder
-            .commit_from_file(&path)
-            .map_err(|e| Attempt::Failed(ort_fail(kind, "session creation", e)))?;
-        let create_time = t.elapsed();
-        let report = report(
-            kind,
+        commit(
+            builder,
+            kind.name(),
+            &self.graph_path(kind),
             provider,
             ep_name,
-            path,
-            ModelSource::Graph,
-            create_time,
-            Duration::ZERO,
-            &session,
-        );
-        Ok((session, report))
+        )
     }
 
     fn cpu(&self, kind: GraphKind, o: &CpuOptions) -> Result<(Session, SessionReport), Attempt> {
-        let b = self.builder(kind)?;
-        let b = cpu_builder(self.rt, b, o).map_err(|e| match e {
-            CpuSetup::NoDevice => Attempt::Unavailable("ONNX Runtime lists no CPU device".into()),
-            CpuSetup::Ort(e) => Attempt::Failed(ort_fail(kind, "session creation", e)),
-        })?;
+        let b = cpu_attempt(self.rt, self.builder(kind)?, o, kind.name())?;
         self.commit_graph(kind, b, "cpu", "CPUExecutionProvider")
     }
 
     fn cuda(&self, kind: GraphKind, o: &CudaOptions) -> Result<(Session, SessionReport), Attempt> {
-        let dir = self
-            .rt
-            .ort_lib
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default();
-        let lib = dir.join("libonnxruntime_providers_cuda.so");
-        if !lib.is_file() {
-            return Err(Attempt::Unavailable(format!(
-                "{} not found (the CPU onnxruntime wheel has no CUDA EP)",
-                lib.display()
-            )));
-        }
-        let fail = |e: ort::Error| Attempt::Failed(ort_fail(kind, "session creation", e));
-        let ep = ort::ep::CUDA::default()
-            .with_device_id(o.device_id)
-            .build()
-            .error_on_failure();
-        let mut b = self.builder(kind)?;
-        b = b
-            .with_execution_providers([ep])
-            .map_err(|e| fail(e.into()))?;
+        let b = cuda_attempt(self.rt, self.builder(kind)?, o, kind.name())?;
         self.commit_graph(kind, b, "cuda", "CUDAExecutionProvider")
     }
 
@@ -378,7 +446,7 @@ impl SessionFactory<'_> {
             let path = self.bundle.dir.join(rel);
             let (s, dt) = commit(make(&[])?, &path)?;
             let r = report(
-                kind,
+                kind.name(),
                 "qnn",
                 QNN_EP_NAME,
                 path,
@@ -393,7 +461,7 @@ impl SessionFactory<'_> {
         let Some(cache_root) = &self.config.cache_dir else {
             let (s, dt) = commit(make(&[])?, &graph)?;
             let r = report(
-                kind,
+                kind.name(),
                 "qnn",
                 QNN_EP_NAME,
                 graph,
@@ -418,7 +486,7 @@ impl SessionFactory<'_> {
             match commit(make(&[])?, &ctx_file) {
                 Ok((s, dt)) => {
                     let r = report(
-                        kind,
+                        kind.name(),
                         "qnn",
                         QNN_EP_NAME,
                         ctx_file,
@@ -490,7 +558,7 @@ impl SessionFactory<'_> {
         }
         let (s, dt) = commit(make(&[])?, &ctx_file)?;
         let r = report(
-            kind,
+            kind.name(),
             "qnn",
             QNN_EP_NAME,
             ctx_file,
@@ -551,7 +619,7 @@ fn ort_fail(kind: GraphKind, during: &'static str, e: ort::Error) -> Error {
 
 #[allow(clippy::too_many_arguments)]
 fn report(
-    kind: GraphKind,
+    kind: &'static str,
     provider: &'static str,
     ep: &str,
     model: PathBuf,

@@ -65,7 +65,8 @@ pub struct EngineInfo {
     pub variant: String,
     pub reports: Vec<SessionReport>,
     pub probes: ProbeSet,
-    pub kv_capacity: usize,
+    /// The static KV capacity of a bundle; `None` for a published release (its KV grows).
+    pub kv_capacity: Option<usize>,
     pub load_time: Duration,
 }
 
@@ -153,7 +154,7 @@ impl Worker {
                     }
                 };
                 let info = EngineInfo {
-                    bundle_name: engine.bundle().manifest.name.clone(),
+                    bundle_name: engine.name().to_string(),
                     variant: engine.variant().to_string(),
                     reports: engine.reports().to_vec(),
                     probes: engine.probes().clone(),

@@ -113,7 +113,7 @@ fn check_golden_variant(variant: &str) {
         let frame = load_frame(&tiny(), case["image"].as_str().unwrap(), 100 + i as u64);
 
         let (before, after) = engine.prompt_ids(question).unwrap();
-        let image_id = engine.bundle().manifest.text.image_token_id;
+        let image_id = engine.bundle().unwrap().manifest.text.image_token_id;
         let ours: Vec<u64> = before
             .iter()
             .chain([&image_id])

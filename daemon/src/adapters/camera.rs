@@ -218,24 +218,26 @@ pub struct CameraStage {
 }
 
 impl CameraStage {
-    /// Starts the capture thread. `input_size`/`mono`: what the model takes; `face_size`: the
-    /// RGB image the face pipeline takes, when it is on.
+    /// Starts the capture thread. `input_size`/`mono`: what the model takes (width, height);
+    /// `face_size`: the RGB image the face pipeline takes, when it is on.
     #[allow(clippy::too_many_arguments)]
     pub fn start(
         source: Box<dyn camera::FrameSource>,
         epoch: Option<Duration>,
-        input_size: u32,
+        input_size: (u32, u32),
         mono: bool,
         face_size: Option<(u32, u32)>,
         frame_timeout: Duration,
         backoff: (Duration, Duration),
     ) -> anyhow::Result<Self> {
         let name = source.describe();
-        let converter = Converter::new(OutputSpec::square(
-            input_size,
-            if mono { Channels::Mono } else { Channels::Rgb },
-        ))
-        .map_err(|e| anyhow::anyhow!("model input {input_size}x{input_size}: {e}"))?;
+        let (w, h) = input_size;
+        let converter = Converter::new(OutputSpec {
+            width: w,
+            height: h,
+            ..OutputSpec::square(w, if mono { Channels::Mono } else { Channels::Rgb })
+        })
+        .map_err(|e| anyhow::anyhow!("model input {w}x{h}: {e}"))?;
         let face_converter = face_size
             .map(|(width, height)| {
                 Converter::new(OutputSpec {
@@ -359,9 +361,10 @@ impl FrameSource for CameraStage {
 
 /// An image file as one frame (`autoneurald --observe`): converted to the model's input like a
 /// camera frame, and given to the face pipeline at its own size when `face` is set.
+/// `input_size`: the model's square input, or `None` to keep the image's own size.
 pub fn still(
     path: &std::path::Path,
-    input_size: u32,
+    input_size: Option<u32>,
     face: bool,
     sequence: u64,
 ) -> anyhow::Result<ModelInput> {
@@ -387,8 +390,13 @@ pub fn still(
         timestamp,
         sequence,
     };
-    let mut converter = Converter::new(OutputSpec::square(input_size, Channels::Rgb))
-        .map_err(|e| anyhow::anyhow!("model input {input_size}x{input_size}: {e}"))?;
+    let (out_w, out_h) = input_size.map_or((width, height), |s| (s, s));
+    let mut converter = Converter::new(OutputSpec {
+        width: out_w,
+        height: out_h,
+        ..OutputSpec::square(out_w, Channels::Rgb)
+    })
+    .map_err(|e| anyhow::anyhow!("model input {out_w}x{out_h}: {e}"))?;
     let pixels = Arc::<[u8]>::from(
         converter
             .convert(&frame)
@@ -402,8 +410,8 @@ pub fn still(
     Ok(ModelInput {
         sequence,
         timestamp,
-        width: input_size,
-        height: input_size,
+        width: out_w,
+        height: out_h,
         mono: false,
         pixels,
         face,

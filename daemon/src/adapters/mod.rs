@@ -19,7 +19,13 @@ use crate::service::{self, Exit};
 /// Loads the model, the rules and the camera, then runs the service until it stops.
 pub async fn run(cfg: Config, notifier: Arc<Notifier>) -> anyhow::Result<Exit> {
     let rules = policy::Rulebook::load(cfg.policies.rules.clone()).context("policies.rules")?;
-    let size = model::input_size(&cfg)?;
+    let size = model::input_size(&cfg)?.map_or(
+        (
+            cfg.camera.width.get() as u32,
+            cfg.camera.height.get() as u32,
+        ),
+        |s| (s, s),
+    );
     let load_cfg = cfg.clone();
     let model = tokio::task::spawn_blocking(move || load_perception(&load_cfg))
         .await
@@ -81,7 +87,7 @@ pub async fn check_model(cfg: &Config) -> anyhow::Result<String> {
         let _ = writeln!(
             out,
             "graph    {:<16} {:<5} {:?}, created in {} ms (compile {} ms), {offload}",
-            r.graph.name(),
+            r.graph,
             r.provider,
             r.source,
             r.create_time.as_millis(),

@@ -35,6 +35,7 @@ pub fn engine_config(cfg: &Config) -> EngineConfig {
         .collect();
     let mut engine = EngineConfig::new(&m.bundle);
     engine.variant = Some(m.variant.clone());
+    engine.probes = m.probes_file.clone();
     engine.providers = providers;
     engine.require_full_offload = m.require_full_offload;
     engine.cache_dir = cfg.cache_dir();
@@ -47,19 +48,11 @@ pub fn engine_config(cfg: &Config) -> EngineConfig {
     engine
 }
 
-/// The model's input: (square size, mono?) from the bundle's manifest.
-pub fn input_size(cfg: &Config) -> anyhow::Result<u32> {
-    let path = cfg.model.bundle.join("manifest.toml");
-    let text =
-        std::fs::read_to_string(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    let v: toml::Table = text
-        .parse()
-        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    v.get("image")
-        .and_then(|i| i.get("size"))
-        .and_then(|s| s.as_integer())
-        .and_then(|s| u32::try_from(s).ok())
-        .ok_or_else(|| anyhow::anyhow!("{}: no [image] size", path.display()))
+/// The frame size the model takes: a bundle's square input, or (published releases, which resize
+/// keeping the aspect ratio themselves) the camera's own size.
+pub fn input_size(cfg: &Config) -> anyhow::Result<Option<u32>> {
+    inference::input_size(&cfg.model.bundle)
+        .map_err(|e| anyhow::anyhow!("model.bundle {}: {e}", cfg.model.bundle.display()))
 }
 
 pub struct Model {
@@ -100,7 +93,7 @@ impl Model {
         let eps = info
             .reports
             .iter()
-            .map(|r| (r.graph.name().to_string(), r.provider.to_string()))
+            .map(|r| (r.graph.to_string(), r.provider.to_string()))
             .collect();
         log::info!(
             "model: {} ({}) loaded in {} ms; {}",
@@ -109,7 +102,7 @@ impl Model {
             info.load_time.as_millis(),
             info.reports
                 .iter()
-                .map(|r| format!("{} on {}", r.graph.name(), r.provider))
+                .map(|r| format!("{} on {}", r.graph, r.provider))
                 .collect::<Vec<_>>()
                 .join(", ")
         );
