@@ -15,6 +15,8 @@ use autoneural_inference::{
 
 // The default cabin model's Rust-side accuracy check (issue 4) shares this binary.
 mod cabin;
+// Published LFM2-VL ONNX releases (issue 12).
+mod published;
 
 fn models() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../models")

@@ -95,6 +95,8 @@ pub(crate) struct PublishedModel {
     io: DecoderIo,
     /// Pixel rows the vision graph wants (0 = any: no padding).
     fixed_patches: usize,
+    /// Element type of `pixel_values` (float32, or float16 in `_fp16` releases).
+    pixel_type: TensorElementType,
     state: State,
     logits: Vec<f32>,
     prefix: Option<Prefix>,
@@ -395,22 +397,22 @@ impl PublishedModel {
             1,
         )?;
         let patch_dim = 3 * pcfg.encoder_patch_size * pcfg.encoder_patch_size;
-        let fixed_patches = match embed_images
+        let (fixed_patches, pixel_type) = match embed_images
             .inputs()
             .iter()
             .find(|i| i.name() == "pixel_values")
             .and_then(|i| tensor_io(i.dtype()))
         {
-            Some((TensorElementType::Float32, s))
-                if s.len() == 3 && (s[2] < 0 || s[2] as usize == patch_dim) =>
+            Some((ty, s))
+                if is_float(ty) && s.len() == 3 && (s[2] < 0 || s[2] as usize == patch_dim) =>
             {
-                s[1].max(0) as usize
+                (s[1].max(0) as usize, ty)
             }
             other => {
                 return Err(graph_err(
                     &layout.embed_images,
                     format!(
-                        "pixel_values is {other:?}; want float32 [images, patches, {patch_dim}] (encoder_patch_size {})",
+                        "pixel_values is {other:?}; want float [images, patches, {patch_dim}] (encoder_patch_size {})",
                         pcfg.encoder_patch_size
                     ),
                 ));
@@ -455,6 +457,7 @@ impl PublishedModel {
             decoder,
             io,
             fixed_patches,
+            pixel_type,
             state,
             logits: Vec::new(),
             prefix: None,
@@ -593,8 +596,21 @@ impl PublishedModel {
             let mask: Vec<i64> = (0..rows).map(|i| i64::from(i < n)).collect();
             let shapes = vec![piece.patches_h as i64, piece.patches_w as i64];
             let err = |e| ort_err("embed_images", "input", e);
+            let shape = [1usize, rows, patch_dim];
+            let pixel_values: DynValue = match self.pixel_type {
+                TensorElementType::Float16 => Tensor::from_array((
+                    shape,
+                    pixels
+                        .iter()
+                        .map(|&x| half::f16::from_f32(x))
+                        .collect::<Vec<_>>(),
+                ))
+                .map_err(err)?
+                .into_dyn(),
+                _ => Tensor::from_array((shape, pixels)).map_err(err)?.into_dyn(),
+            };
             let inputs = ort::inputs![
-                "pixel_values" => Tensor::from_array(([1usize, rows, patch_dim], pixels)).map_err(err)?,
+                "pixel_values" => pixel_values,
                 "pixel_attention_mask" => Tensor::from_array(([1usize, rows], mask)).map_err(err)?,
                 "spatial_shapes" => Tensor::from_array(([1usize, 2], shapes)).map_err(err)?,
             ];
