@@ -140,7 +140,8 @@ pub struct ModelConfig {
     /// The model directory: an AutoNeural bundle (manifest.toml, graphs, tokenizer, probes.toml) or a
     /// published LFM2-VL ONNX release as downloaded (config.json, onnx/, tokenizer, templates).
     pub bundle: PathBuf,
-    /// Bundle variant: `fp32`, `w8a16`, ...
+    /// Variant: a bundle's (`fp32`, `w8a16`, ...) or a release's file suffix (`fp32`, `fp16`, `q4`,
+    /// `q8`, or encoder-decoder like `fp16-q4`).
     #[serde(default = "default_variant")]
     pub variant: String,
     /// Ordered fallback list of execution providers.
@@ -158,6 +159,9 @@ pub struct ModelConfig {
     /// or for a published release the instruction-style default set.
     #[serde(default)]
     pub probes_file: Option<PathBuf>,
+    /// Published releases: a system message before every question (a bundle has its own).
+    #[serde(default)]
+    pub system_prompt: Option<String>,
     #[serde(default)]
     pub qnn: QnnConfig,
     /// Directory holding libonnxruntime.so (and the QNN plugin); default: found by the runtime.

@@ -55,6 +55,17 @@ impl Daemon {
         extra: &str,
         policy: &str,
     ) -> Daemon {
+        Daemon::start_model(&bundle(), camera, rules_text, extra, policy)
+    }
+
+    /// As `start_with`, running the model directory `model` (a bundle or a published release).
+    fn start_model(
+        model: &Path,
+        camera: impl FnOnce(&Path) -> String,
+        rules_text: &str,
+        extra: &str,
+        policy: &str,
+    ) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         // Other users (the bus policy test's clients) must reach the bus socket.
         std::fs::set_permissions(
@@ -79,7 +90,7 @@ impl Daemon {
                  [policies]\nrules = \"{}\"\n\
                  [bus]\nkind = \"address\"\naddress = \"{}\"\n{extra}",
                 camera(dir.path()),
-                bundle().display(),
+                model.display(),
                 rules.display(),
                 bus.address
             ),
@@ -783,4 +794,53 @@ fn observe_prints_each_field_with_its_source() {
         .unwrap();
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("/nonexistent.png"));
+}
+
+/// A published LFM2-VL ONNX release as downloaded (the tiny random fixture in the layout of
+/// `LiquidAI/LFM2.5-VL-1.6B-ONNX`) behind the daemon: its instruction-style probes feed the
+/// observation, and `Ask` answers through D-Bus.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_published_lfm2_vl_release_answers_probes_and_questions_on_the_bus() {
+    let release = repo().join("models/lfm2-vl-tiny-onnx");
+    let d = Daemon::start_model(
+        &release,
+        |dir| {
+            let frames = dir.join("frames");
+            std::fs::create_dir_all(&frames).unwrap();
+            std::fs::copy(
+                release.join("images/astronaut_512x512.png"),
+                frames.join("000.png"),
+            )
+            .unwrap();
+            format!("{}width = 512\nheight = 512\n", replay_camera(&frames))
+        },
+        DEFAULT_RULES,
+        QUIET,
+        "",
+    );
+    d.notify_until("READY=1", Duration::from_secs(60));
+    let conn = d.connect().await;
+    let cockpit = client::cockpit(&conn).await.unwrap();
+    let diag = client::diagnostics(&conn).await.unwrap();
+    assert!(cockpit.last_observation().await.unwrap() > 0);
+    let eps = diag.execution_providers().await.unwrap();
+    for graph in ["embed_tokens", "embed_images", "decoder"] {
+        assert_eq!(eps.get(graph).map(String::as_str), Some("cpu"), "{eps:?}");
+    }
+    // Every instruct probe ran on the frames (8 probes, one prefix per frame).
+    let latency = diag.latency().await.unwrap();
+    let probes = latency
+        .iter()
+        .find(|(s, ..)| s == "probes")
+        .expect("probes stage");
+    assert!(probes.3 > 0, "{latency:?}");
+    let answer = cockpit
+        .ask("Is the driver looking at the road?")
+        .await
+        .expect("Ask on a published release");
+    assert!(!answer.trim().is_empty(), "empty answer");
+    let invalid = "org.autoneural.Cockpit1.Error.InvalidQuestion";
+    assert_eq!(error_name(cockpit.ask("").await.unwrap_err()), invalid);
+    let (ok, _, err) = d.terminate();
+    assert!(ok, "{err}");
 }

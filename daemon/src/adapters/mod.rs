@@ -71,7 +71,7 @@ pub async fn check_model(cfg: &Config) -> anyhow::Result<String> {
         .context("model loader")??;
     let info = model.info();
     let mut out = String::new();
-    let _ = writeln!(out, "bundle   {} ({})", info.bundle_name, info.variant);
+    let _ = writeln!(out, "model    {} ({})", info.bundle_name, info.variant);
     let _ = writeln!(out, "loaded   in {} ms", info.load_time.as_millis());
     let mut full = true;
     for r in &info.reports {

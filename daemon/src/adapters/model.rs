@@ -36,6 +36,7 @@ pub fn engine_config(cfg: &Config) -> EngineConfig {
     let mut engine = EngineConfig::new(&m.bundle);
     engine.variant = Some(m.variant.clone());
     engine.probes = m.probes_file.clone();
+    engine.system_prompt = m.system_prompt.clone();
     engine.providers = providers;
     engine.require_full_offload = m.require_full_offload;
     engine.cache_dir = cfg.cache_dir();
@@ -128,6 +129,17 @@ fn frame(f: &ModelInput) -> inference::Frame {
     inference::Frame::new(f.sequence, f.width, f.height, format, Arc::clone(&f.pixels))
 }
 
+/// Generated text as it may leave the daemon: trimmed, without control characters other than
+/// newline and tab. A model can emit any token — a NUL or an escape sequence from a badly trained or
+/// random model — and a NUL inside a D-Bus string makes the bus daemon drop our connection.
+pub fn answer_text(text: &str) -> String {
+    text.chars()
+        .filter(|&c| !c.is_control() || c == '\n' || c == '\t')
+        .collect::<String>()
+        .trim()
+        .to_string()
+}
+
 fn err(e: inference::Error) -> StageError {
     StageError::new(e.to_string())
 }
@@ -172,7 +184,7 @@ impl Perception for Model {
             .map_err(err)?
             .wait()
             .map_err(err)?;
-        Ok(g.text.trim().to_string())
+        Ok(answer_text(&g.text))
     }
 
     fn ask(&self, f: &ModelInput, question: &str, max_tokens: usize) -> Result<String, StageError> {
@@ -186,7 +198,7 @@ impl Perception for Model {
             .map_err(|e| StageError::new(format!("unavailable: {e}")))?;
         // Bounded wait: the D-Bus side times out first; cancel so the worker drops the job.
         match handle.wait_timeout(Duration::from_secs(600)) {
-            Some(r) => r.map(|g| g.text.trim().to_string()).map_err(err),
+            Some(r) => r.map(|g| answer_text(&g.text)).map_err(err),
             None => {
                 handle.cancel();
                 Err(StageError::new("the question was not answered in time"))
@@ -204,5 +216,15 @@ impl Perception for Model {
 
     fn execution_providers(&self) -> Vec<(String, String)> {
         self.eps.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::answer_text;
+
+    #[test]
+    fn generated_text_loses_nul_and_escape_codes_but_keeps_lines() {
+        assert_eq!(answer_text(" a\u{0}b\u{1b}[2Jc\nd\te "), "ab[2Jc\nd\te");
     }
 }
