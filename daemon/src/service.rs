@@ -28,6 +28,32 @@ pub enum Exit {
     Signal,
     /// A finite source ended with `end_of_stream = "exit"`.
     SourceEnded,
+    /// The D-Bus connection is gone (the bus daemon died or restarted): nothing can be published,
+    /// so the process ends with a failure and the service manager restarts it on the new bus.
+    BusLost,
+}
+
+impl Exit {
+    /// Whether the process should exit with a failure status (systemd `Restart=on-failure`).
+    pub fn is_failure(self) -> bool {
+        self == Exit::BusLost
+    }
+}
+
+/// How often the bus connection is checked when nothing is being published.
+const BUS_CHECK: Duration = Duration::from_secs(1);
+
+/// True when `e` means the connection itself is gone (socket closed), not that one call failed.
+pub fn connection_lost(e: &zbus::Error) -> bool {
+    match e {
+        zbus::Error::InputOutput(_) => true,
+        zbus::Error::FDO(fdo) => match &**fdo {
+            zbus::fdo::Error::ZBus(inner) => connection_lost(inner),
+            zbus::fdo::Error::IOError(_) | zbus::fdo::Error::Disconnected(_) => true,
+            _ => false,
+        },
+        _ => false,
+    }
 }
 
 /// The diagnostics view of the shared state.
@@ -211,21 +237,48 @@ where
     let mut last_degradation = (Level::Full.name().to_string(), String::new());
     let mut last_monitoring: Option<MonitoringState> = None;
 
+    let mut bus_check = tokio::time::interval(BUS_CHECK);
+    bus_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let bus = zbus::fdo::PeerProxy::builder(&conn)
+        .destination("org.freedesktop.DBus")
+        .path("/org/freedesktop/DBus")
+        .build()
+        .await
+        .context("D-Bus peer proxy")?;
+
     let exit = loop {
         tokio::select! {
+            _ = bus_check.tick() => {
+                // A lost bus is seen within a second even when no property changes.
+                match tokio::time::timeout(BUS_CHECK * 2, bus.ping()).await {
+                    Ok(Err(e)) if connection_lost(&e) => {
+                        error!("D-Bus: the connection to the bus is lost; exiting so the service manager restarts the daemon on the new bus");
+                        break Exit::BusLost;
+                    }
+                    Ok(_) => {}
+                    Err(_) => warn!("D-Bus: the bus daemon did not answer a ping within {} s", (BUS_CHECK * 2).as_secs()),
+                }
+            }
             update = updates.recv() => match update {
                 Some(Update::Snapshot(snap)) => {
                     let degradation = {
                         let (l, r) = shared.level();
                         (l.name().to_string(), r)
                     };
-                    if let Err(e) = dbus::publish(&conn, &published, &mut last_degradation, degradation, &snap).await {
-                        warn!("D-Bus: cannot publish: {e}");
+                    match dbus::publish(&conn, &published, &mut last_degradation, degradation, &snap).await {
+                        Ok(()) => {
+                            // The watchdog is fed only while observations reach the bus.
+                            last_progress.store(mono_now().as_millis() as u64, Ordering::Relaxed);
+                        }
+                        Err(e) if connection_lost(&e) => {
+                            error!("D-Bus: the connection to the bus is lost ({e}); exiting so the service manager restarts the daemon on the new bus");
+                            break Exit::BusLost;
+                        }
+                        Err(e) => warn!("D-Bus: cannot publish: {e}"),
                     }
                     if let Some(captured) = snap.captured_at {
                         shared.record(Stage::CaptureToObservation, mono_now().saturating_sub(captured));
                     }
-                    last_progress.store(mono_now().as_millis() as u64, Ordering::Relaxed);
                     if last_monitoring != Some(snap.monitoring) {
                         let status = status_line(snap.monitoring, &snap.reason);
                         if snap.monitoring == MonitoringState::Active || snap.monitoring == MonitoringState::Starting {
@@ -294,7 +347,9 @@ where
     if !pipeline_thread.is_finished() {
         warn!("the pipeline thread is still in a model call; exiting without it");
     }
-    let _ = conn.release_name(dbus::BUS_NAME).await;
+    if exit != Exit::BusLost {
+        let _ = conn.release_name(dbus::BUS_NAME).await;
+    }
     Ok(exit)
 }
 

@@ -65,6 +65,14 @@ impl PrivateBus {
     }
 }
 
+impl PrivateBus {
+    /// Kills the bus daemon (a bus crash, for fault tests).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Drop for PrivateBus {
     fn drop(&mut self) {
         let _ = self.child.kill();

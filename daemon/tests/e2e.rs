@@ -844,3 +844,43 @@ async fn a_published_lfm2_vl_release_answers_probes_and_questions_on_the_bus() {
     let (ok, _, err) = d.terminate();
     assert!(ok, "{err}");
 }
+
+/// Issue 16, item 1: the bus daemon dies under a running autoneurald. Nothing can be published any
+/// more, so the daemon says so once and exits with a failure status (systemd's `Restart=on-failure`
+/// starts it again on the new bus) instead of running deaf while feeding the watchdog.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_bus_ends_the_daemon_with_a_failure_for_the_service_manager() {
+    let mut d = Daemon::start(QUIET, "");
+    d.notify_until("READY=1", Duration::from_secs(60));
+    let killed = Instant::now();
+    d.bus.kill();
+    let status = loop {
+        if let Some(s) = d.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(10),
+            "autoneurald still running 10 s after the bus died"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let took = killed.elapsed();
+    let mut err = String::new();
+    d.child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(
+        !status.success(),
+        "a lost bus must be a failure exit: {status:?}\n{err}"
+    );
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+    assert_eq!(
+        err.matches("connection to the bus is lost").count(),
+        1,
+        "said once: {err}"
+    );
+    assert!(!err.contains("cannot publish"), "{err}");
+}

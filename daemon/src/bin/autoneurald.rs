@@ -135,6 +135,9 @@ fn run(path: &std::path::Path) -> anyhow::Result<()> {
     // A model call still running must not hold up the exit (SIGTERM: out within 2 s).
     runtime.shutdown_timeout(Duration::from_millis(300));
     let exit = result?;
+    if exit.is_failure() {
+        anyhow::bail!("stopped ({exit:?})");
+    }
     log::info!("stopped ({exit:?})");
     Ok(())
 }
