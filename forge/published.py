@@ -27,6 +27,7 @@ Graph design (our own; the I/O names follow the published graphs):
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import math
@@ -326,6 +327,47 @@ def _save(model_proto, path: Path, external: bool):
         onnx.save(model_proto, str(path))
 
 
+def _save_streaming(model_proto, src_dir: Path, path: Path) -> None:
+    """Save `model_proto`, loaded with load_external_data=False from a graph that torch's exporter wrote
+    with external data (graphs over 2 GB: one file per tensor under src_dir), with all tensor data in
+    one `<graph>.onnx_data` (the published naming). Tensors are copied one at a time and each source file
+    is deleted once copied, so neither the whole graph in memory nor a second copy on disk is needed."""
+    import onnx
+
+    data = path.with_name(path.name + "_data")
+    for f in (path, data):
+        if f.exists():
+            f.unlink()
+    offset = 0
+    with open(data, "wb") as out:
+        for t in model_proto.graph.initializer:
+            if t.data_location == onnx.TensorProto.EXTERNAL:
+                info = {e.key: e.value for e in t.external_data}
+                src = src_dir / info["location"]
+                with open(src, "rb") as f:
+                    f.seek(int(info.get("offset", 0)))
+                    buf = f.read(int(info["length"])) if "length" in info else f.read()
+                if "offset" not in info:   # a file of its own: no longer needed
+                    src.unlink()
+            elif t.HasField("raw_data"):
+                buf = t.raw_data
+                t.ClearField("raw_data")
+            else:
+                continue  # typed fields (small constants) stay inline
+            pad = (-offset) % 64
+            out.write(b"\0" * pad)
+            offset += pad
+            out.write(buf)
+            del t.external_data[:]
+            t.data_location = onnx.TensorProto.EXTERNAL
+            for k, v in (("location", data.name), ("offset", str(offset)), ("length", str(len(buf)))):
+                e = t.external_data.add()
+                e.key, e.value = k, v
+            offset += len(buf)
+            del buf
+    onnx.save(model_proto, str(path))
+
+
 def export_graphs(model, onnx_dir: Path) -> dict:
     """fp32 embed_tokens / embed_images / decoder (+ decoder.onnx_data) from a transformers model."""
     import onnx
@@ -377,12 +419,20 @@ def export_graphs(model, onnx_dir: Path) -> dict:
             axes[name] = {0: "batch_size"} if "conv" in name else {0: "batch_size", 2: "total_sequence_length"}
         _export(torch, dec, tuple(args), td / "d.onnx", ["inputs_embeds", "attention_mask"] + [x for x, _ in ins],
                 ["logits"] + outs, axes)
-        dm = onnx.load(str(td / "d.onnx"))
+        # over 2 GB torch writes the weights to external files: stream them (real-size checkpoints)
+        dm = onnx.load(str(td / "d.onnx"), load_external_data=False)
+        big = any(t.data_location == onnx.TensorProto.EXTERNAL for t in dm.graph.initializer)
+        if not big:
+            dm = onnx.load(str(td / "d.onnx"))
         for o in dm.graph.output:  # the exporter names the conv cache's length symbolically; it is L_cache
             if o.name.startswith("present_conv."):
                 o.type.tensor_type.shape.dim[2].Clear()
                 o.type.tensor_type.shape.dim[2].dim_value = tc.conv_L_cache
-        _save(dm, onnx_dir / "decoder.onnx", external=True)
+        if big:
+            _save_streaming(dm, td, onnx_dir / "decoder.onnx")
+        else:
+            _save(dm, onnx_dir / "decoder.onnx", external=True)
+        del dm
     for f in sorted(onnx_dir.iterdir()):
         rep[f.name] = f.stat().st_size
     return rep
@@ -798,6 +848,10 @@ def build_fixture(out: Path, checkpoint: Path | None = None, variants=("q4", "q8
         rep["files"] = copy_hf_files(hf_dir, out)
         AutoProcessor.from_pretrained(out)
         rep["onnx"] = export_graphs(model, out / "onnx")
+        # the quantizers hold a whole graph in memory: free the torch model first (a real-size checkpoint
+        # would otherwise be held as well); the references reload it from hf_dir
+        del model
+        gc.collect()
         rep["onnx"].update(quantize_variants(out / "onnx", list(variants)))
         if not checkpoint and keep_hf:
             size = sum(f.stat().st_size for f in hf_dir.iterdir())
