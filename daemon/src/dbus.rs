@@ -119,12 +119,17 @@ pub trait DiagnosticsSource: Send + Sync {
 }
 
 /// Calls per sender within the last minute, for the rate limit; at most `MAX_SENDERS` are tracked.
+/// Per-sender call counts over the last minute. Only accepted work is recorded (a call answered
+/// `Busy` costs its sender nothing), and the table is bounded without ever refusing a new sender
+/// because of others: when it is full, expired entries go first, then the sender whose last call is
+/// oldest.
 struct RateLimiter {
     per_minute: usize,
     calls: HashMap<String, VecDeque<Instant>>,
 }
 
 const MAX_SENDERS: usize = 1024;
+const MINUTE: Duration = Duration::from_secs(60);
 
 impl RateLimiter {
     fn new(per_minute: usize) -> Self {
@@ -134,24 +139,37 @@ impl RateLimiter {
         }
     }
 
+    /// Whether `sender` may make one more call now (records nothing).
     fn allow(&mut self, sender: &str, now: Instant) -> bool {
-        let minute = Duration::from_secs(60);
-        if self.calls.len() >= MAX_SENDERS && !self.calls.contains_key(sender) {
-            self.calls
-                .retain(|_, q| q.back().is_some_and(|t| now.duration_since(*t) < minute));
-            if self.calls.len() >= MAX_SENDERS {
-                return false;
-            }
-        }
-        let q = self.calls.entry(sender.to_string()).or_default();
-        while q.front().is_some_and(|t| now.duration_since(*t) >= minute) {
+        let Some(q) = self.calls.get_mut(sender) else {
+            return true;
+        };
+        while q.front().is_some_and(|t| now.duration_since(*t) >= MINUTE) {
             q.pop_front();
         }
-        if q.len() >= self.per_minute {
-            return false;
+        q.len() < self.per_minute
+    }
+
+    /// Counts an accepted call.
+    fn record(&mut self, sender: &str, now: Instant) {
+        if self.calls.len() >= MAX_SENDERS && !self.calls.contains_key(sender) {
+            self.calls
+                .retain(|_, q| q.back().is_some_and(|t| now.duration_since(*t) < MINUTE));
+            if self.calls.len() >= MAX_SENDERS {
+                let oldest = self
+                    .calls
+                    .iter()
+                    .min_by_key(|(_, q)| q.back().copied())
+                    .map(|(k, _)| k.clone());
+                if let Some(k) = oldest {
+                    self.calls.remove(&k);
+                }
+            }
         }
-        q.push_back(now);
-        true
+        self.calls
+            .entry(sender.to_string())
+            .or_default()
+            .push_back(now);
     }
 }
 
@@ -217,7 +235,7 @@ impl Cockpit {
             .rate
             .lock()
             .map(|mut r| r.allow(&sender, Instant::now()))
-            .unwrap_or(false);
+            .unwrap_or(true);
         if !allowed {
             return Err(CockpitError::RateLimited(format!(
                 "more than {} questions per minute from {sender}",
@@ -230,6 +248,9 @@ impl Cockpit {
                 self.limits.max_pending.get()
             ))
         })?;
+        if let Ok(mut r) = self.rate.lock() {
+            r.record(&sender, Instant::now());
+        }
         let runner = Arc::clone(&self.runner);
         let started = Instant::now();
         // The permit travels with the work: a question that timed out still counts until the
@@ -665,15 +686,39 @@ mod tests {
         assert!(check_question("ééééé", 5).is_ok());
     }
 
+    fn call(r: &mut RateLimiter, sender: &str, t: Instant) -> bool {
+        let ok = r.allow(sender, t);
+        if ok {
+            r.record(sender, t);
+        }
+        ok
+    }
+
     #[test]
     fn rate_limit_is_per_sender_and_per_minute() {
         let mut r = RateLimiter::new(2);
         let t = Instant::now();
-        assert!(r.allow(":1.1", t));
-        assert!(r.allow(":1.1", t));
-        assert!(!r.allow(":1.1", t));
-        assert!(r.allow(":1.2", t));
-        assert!(r.allow(":1.1", t + Duration::from_secs(61)));
+        assert!(call(&mut r, ":1.1", t));
+        assert!(call(&mut r, ":1.1", t));
+        assert!(!call(&mut r, ":1.1", t));
+        assert!(call(&mut r, ":1.2", t));
+        assert!(call(&mut r, ":1.1", t + Duration::from_secs(61)));
+        // A call that was not accepted (Busy) is never recorded, so it costs nothing.
+        assert!(r.allow(":1.3", t) && r.allow(":1.3", t) && r.allow(":1.3", t));
+    }
+
+    #[test]
+    fn a_full_sender_table_never_refuses_a_new_sender() {
+        let mut r = RateLimiter::new(2);
+        let t = Instant::now();
+        for i in 0..MAX_SENDERS + 100 {
+            assert!(call(&mut r, &format!(":1.{i}"), t), "sender {i}");
+        }
+        assert!(r.calls.len() <= MAX_SENDERS);
+        assert!(call(&mut r, ":9.9", t + Duration::from_secs(1)));
+        // The sender just seen keeps its count.
+        assert!(call(&mut r, ":9.9", t + Duration::from_secs(1)));
+        assert!(!call(&mut r, ":9.9", t + Duration::from_secs(1)));
     }
 
     #[test]

@@ -884,3 +884,50 @@ async fn a_lost_bus_ends_the_daemon_with_a_failure_for_the_service_manager() {
     );
     assert!(!err.contains("cannot publish"), "{err}");
 }
+
+/// Issue 16, item 8: a model whose probes leave an observation field without a source is a load
+/// error (check-model and start-up), not a daemon that runs blind on that field.
+#[test]
+fn a_model_whose_probes_leave_a_field_unfed_does_not_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty-probes.toml");
+    std::fs::write(&empty, "# no probes\n").unwrap();
+    let config = dir.path().join("a.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "{SYNTHETIC}[model]\nbundle = \"{}\"\ncpu_threads = 1\nprobes_file = \"{}\"\n",
+            bundle().display(),
+            empty.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_autoneuralctl"))
+        .arg("check-model")
+        .arg(&config)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("nothing feeds") && err.contains("eyes_closed"),
+        "{err}"
+    );
+    // One probe: its field is fed, the other seven are still named.
+    std::fs::write(
+        &empty,
+        "[[probe]]\nid = \"phone\"\nquestion = \"Phone?\"\nanswers = [\"yes\", \"no\"]\nfield = \"phone_in_use\"\npositive = [\"yes\"]\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_autoneuralctl"))
+        .arg("check-model")
+        .arg(&config)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("yawning") && !err.contains("phone_in_use"),
+        "{err}"
+    );
+}

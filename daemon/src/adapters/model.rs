@@ -10,6 +10,8 @@ use inference::{
     QueueLimits, Worker,
 };
 
+use autoneural_policies::Field;
+
 use crate::adapters::camera::ModelInput;
 use crate::config::{Config, ExecutionProvider};
 use crate::stages::{Perceived, Perception, ProbeAnswer, StageError};
@@ -91,6 +93,14 @@ impl Model {
             }
             Some(chosen)
         };
+        let running = probes.as_ref().unwrap_or(&info.probes.probes);
+        let face_fields: Vec<String> = cfg
+            .face
+            .as_ref()
+            .map(|f| f.fields.iter().map(|s| s.get_ref().clone()).collect())
+            .unwrap_or_default();
+        check_field_sources(running, &face_fields)
+            .map_err(|e| anyhow::anyhow!("model {}: {e}", cfg.model.bundle.display()))?;
         let eps = info
             .reports
             .iter()
@@ -127,6 +137,36 @@ fn frame(f: &ModelInput) -> inference::Frame {
         PixelFormat::Rgb8
     };
     inference::Frame::new(f.sequence, f.width, f.height, format, Arc::clone(&f.pixels))
+}
+
+/// Every observation field the policies read needs a source — a probe the model runs or the face
+/// pipeline — and every probe must feed a field they know; otherwise the daemon would run blind on
+/// that field (reported as missing data forever) or drop answers silently.
+pub fn check_field_sources(
+    probes: &[inference::Probe],
+    face_fields: &[String],
+) -> Result<(), String> {
+    let known: Vec<&str> = Field::ALL.iter().map(|f| f.as_str()).collect();
+    if let Some(p) = probes.iter().find(|p| !known.contains(&p.field.as_str())) {
+        return Err(format!(
+            "probe `{}` feeds `{}`, which is not an observation field (known: {})",
+            p.id,
+            p.field,
+            known.join(", ")
+        ));
+    }
+    let missing: Vec<&str> = known
+        .iter()
+        .copied()
+        .filter(|f| !probes.iter().any(|p| p.field == *f) && !face_fields.iter().any(|x| x == f))
+        .collect();
+    if !missing.is_empty() {
+        return Err(format!(
+            "nothing feeds {}: the model's probes (probes.toml, model.probes_file, model.probes) must cover every observation field the face pipeline does not",
+            missing.join(", ")
+        ));
+    }
+    Ok(())
 }
 
 /// Generated text as it may leave the daemon: trimmed, without control characters other than
@@ -221,7 +261,47 @@ impl Perception for Model {
 
 #[cfg(test)]
 mod tests {
-    use super::answer_text;
+    use super::{answer_text, check_field_sources};
+
+    fn probe(id: &str, field: &str) -> autoneural_inference::Probe {
+        autoneural_inference::Probe {
+            id: id.into(),
+            question: "q".into(),
+            answers: vec!["a".into(), "b".into()],
+            field: field.into(),
+            positive: vec!["a".into()],
+        }
+    }
+
+    #[test]
+    fn every_field_needs_a_source_and_every_probe_a_known_field() {
+        let all: Vec<_> = autoneural_policies::Field::ALL
+            .iter()
+            .map(|f| probe(f.as_str(), f.as_str()))
+            .collect();
+        assert!(check_field_sources(&all, &[]).is_ok());
+        let e = check_field_sources(&[], &[]).unwrap_err();
+        assert!(
+            e.contains("eyes_closed") && e.contains("passenger_present"),
+            "{e}"
+        );
+        // The face pipeline covers its fields.
+        let face: Vec<String> = ["face_visible", "eyes_closed", "eyes_on_road"]
+            .map(String::from)
+            .into();
+        let e = check_field_sources(&all[2..6], &face).unwrap_err();
+        assert!(
+            e.contains("passenger_present") && !e.contains("eyes_closed"),
+            "{e}"
+        );
+        let mut odd = all.clone();
+        odd.push(probe("mood", "driver_mood"));
+        assert!(
+            check_field_sources(&odd, &[])
+                .unwrap_err()
+                .contains("driver_mood")
+        );
+    }
 
     #[test]
     fn generated_text_loses_nul_and_escape_codes_but_keeps_lines() {
