@@ -58,18 +58,132 @@ fn unit_exposure_is_at_most_two() {
     assert!(level <= 2.0, "{line}");
 }
 
+/// The shipped configs pass `--check-config`, which checks them against the machine: the
+/// production one with its install paths pointed at this tree (models/, an ONNX Runtime directory).
 #[test]
 fn shipped_configs_are_valid() {
-    for cfg in ["systemd/autoneurald.toml", "examples/demo.toml"] {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = dir.path().join("onnxruntime");
+    std::fs::create_dir_all(&runtime).unwrap();
+    // check-config looks for the library; loading it is start-up's job.
+    std::fs::write(runtime.join("libonnxruntime.so"), b"").unwrap();
+    let production = std::fs::read_to_string(repo().join("systemd/autoneurald.toml"))
+        .unwrap()
+        .replace(
+            "/usr/share/autoneural/models",
+            &repo().join("models").display().to_string(),
+        )
+        .replace(
+            "/usr/lib/autoneural/onnxruntime",
+            &runtime.display().to_string(),
+        );
+    let installed = dir.path().join("autoneurald.toml");
+    std::fs::write(&installed, production).unwrap();
+    for cfg in [installed, repo().join("examples/demo.toml")] {
         let out = Command::new(env!("CARGO_BIN_EXE_autoneurald"))
             .arg("--check-config")
-            .arg(repo().join(cfg))
+            .arg(&cfg)
             .output()
             .unwrap();
         assert!(
             out.status.success(),
-            "{cfg}: {}",
+            "{}: {}",
+            cfg.display(),
             String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// Issue 16, item 5: check-config fails on every config that cannot start, naming the key's line.
+#[test]
+fn check_config_rejects_configs_that_cannot_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let models = repo().join("models");
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "").unwrap();
+    let camera = "[camera]\nsource = \"synthetic\"\nscenario = \"phone-use\"\n";
+    let model = |extra: &str| {
+        format!(
+            "{camera}[model]\nbundle = \"{}\"\n{extra}",
+            models.join("autoneural-cabin").display()
+        )
+    };
+    let cases: Vec<(String, &str, &str)> = vec![
+        (
+            format!("{camera}[model]\nbundle = \"/nonexistent/model\"\n"),
+            ":5:",
+            "does not exist",
+        ),
+        (
+            format!("{camera}[model]\nbundle = \"{}\"\n", file.display()),
+            ":5:",
+            "is a file",
+        ),
+        (model("variant = \"w3a1\"\n"), ":6:", "w3a1"),
+        (model("probes = [\"eyes\", \"mood\"]\n"), ":6:", "mood"),
+        (
+            model("runtime_dir = \"/nonexistent\"\n"),
+            ":6:",
+            "libonnxruntime.so",
+        ),
+        (
+            model("[model.qnn]\nperformance_mode = \"warp\"\n"),
+            ":7:",
+            "performance_mode",
+        ),
+        (
+            format!(
+                "{}[policies]\nrules = \"/nonexistent/rules.toml\"\n",
+                model("")
+            ),
+            ":7:",
+            "rules",
+        ),
+        (
+            model("").replace("phone-use", "no-such-scenario"),
+            ":3:",
+            "no shipped scenario",
+        ),
+        (
+            format!(
+                "[camera]\nsource = \"v4l2\"\ndevice = \"{}\"\n[model]\nbundle = \"{}\"\n",
+                file.display(),
+                models.join("autoneural-cabin").display()
+            ),
+            ":3:",
+            "not a device node",
+        ),
+        (
+            format!(
+                "[camera]\nsource = \"v4l2\"\ndevice = \"/dev/video9\"\nformats = [\"RGB3\", \"BOGUS\"]\n[model]\nbundle = \"{}\"\n",
+                models.join("autoneural-cabin").display()
+            ),
+            ":4:",
+            "BOGUS",
+        ),
+        (
+            format!(
+                "{}[face]\nbundle = \"{}\"\n",
+                model(""),
+                models.join("autoneural-cabin").display()
+            ),
+            ":7:",
+            "face.bundle",
+        ),
+    ];
+    for (i, (text, line, what)) in cases.iter().enumerate() {
+        let path = dir.path().join(format!("case{i}.toml"));
+        std::fs::write(&path, text).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_autoneurald"))
+            .arg("--check-config")
+            .arg(&path)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "case {i} passed:\n{text}");
+        assert!(
+            err.contains(&format!("case{i}.toml{line}")) && err.contains(what),
+            "case {i}: want line {line} and {what:?}, got: {err}"
         );
     }
 }

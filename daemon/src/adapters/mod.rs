@@ -6,6 +6,7 @@ pub mod camera;
 pub mod fusion;
 pub mod model;
 pub mod policy;
+pub mod preflight;
 
 use std::fmt::Write;
 use std::sync::Arc;

@@ -99,7 +99,8 @@ fn main() -> ExitCode {
 async fn run(bus: Bus, cmd: Cmd) -> anyhow::Result<()> {
     match cmd {
         Cmd::CheckConfig(path) => {
-            Config::load(&path)?;
+            let cfg = Config::load(&path)?;
+            autoneural_daemon::adapters::preflight::check(&cfg, &path)?;
             println!("{}: ok", path.display());
             Ok(())
         }

@@ -83,16 +83,18 @@ fn main() -> ExitCode {
         }
     };
     match mode {
-        Mode::Check(path) => match Config::load(&path) {
-            Ok(_) => {
-                println!("{}: ok", path.display());
-                ExitCode::SUCCESS
+        Mode::Check(path) => {
+            match Config::load(&path).and_then(|cfg| adapters::preflight::check(&cfg, &path)) {
+                Ok(_) => {
+                    println!("{}: ok", path.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::from(1)
+                }
             }
-            Err(e) => {
-                eprintln!("{e}");
-                ExitCode::from(1)
-            }
-        },
+        }
         Mode::Observe {
             config,
             images,
