@@ -19,7 +19,7 @@ use zbus::{Connection, Variant, interface};
 
 use crate::config::HmiConfig;
 use crate::pipeline::{MonitoringState, Snapshot};
-use crate::stages::{Alert, AlertEvent, DriverState, StageError};
+use crate::stages::{Alert, AlertEvent, DriverState, StageError, StageErrorKind};
 use crate::stats::{Stage, StageSummary};
 
 pub const BUS_NAME: &str = "org.autoneural.Cockpit1";
@@ -268,10 +268,11 @@ impl Cockpit {
             Ok(Err(join)) => Err(CockpitError::Failed(format!(
                 "the model worker failed: {join}"
             ))),
-            Ok(Ok(Err(e))) if e.0.starts_with("unavailable:") => {
-                Err(CockpitError::Unavailable(e.0))
-            }
-            Ok(Ok(Err(e))) => Err(CockpitError::Failed(e.0)),
+            Ok(Ok(Err(e))) => Err(match e.kind {
+                StageErrorKind::Unavailable => CockpitError::Unavailable(e.message),
+                StageErrorKind::InvalidRequest => CockpitError::InvalidQuestion(e.message),
+                StageErrorKind::Failed => CockpitError::Failed(e.message),
+            }),
             Ok(Ok(Ok(text))) => Ok(text),
         };
         self.diagnostics.record(Stage::HmiAnswer, started.elapsed());

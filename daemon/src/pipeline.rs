@@ -226,7 +226,7 @@ impl<S: FrameSource, P: Perception<Frame = S::Frame>, L: Policy> Pipeline<S, P, 
                             self.pending_events.extend(events);
                             Ok(summary)
                         }
-                        Err(e) => Err(e.0),
+                        Err(e) => Err(e.message),
                     };
                     let _ = reply.send(result);
                 }

@@ -431,7 +431,7 @@ fn hmi_runner<F: Send + Sync + 'static, P: Perception<Frame = F>>(
     Arc::new(move |request: &HmiRequest| {
         let frame = shared
             .latest_frame()
-            .ok_or_else(|| StageError::new("unavailable: no camera frame yet"))?;
+            .ok_or_else(|| StageError::unavailable("no camera frame yet"))?;
         match request {
             HmiRequest::Ask(q) => perception.ask(&frame.frame, q, max_answer_tokens),
             HmiRequest::Describe => perception.describe(&frame.frame, max_description_tokens),

@@ -17,14 +17,43 @@ pub fn mono_now() -> Duration {
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
-/// A stage failed; the message is for logs and D-Bus errors.
+/// A stage failed; the message is for logs and D-Bus errors, the kind decides the D-Bus error name.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{0}")]
-pub struct StageError(pub String);
+#[error("{message}")]
+pub struct StageError {
+    pub kind: StageErrorKind,
+    pub message: String,
+}
+
+/// Why a stage failed, as far as a caller can act on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StageErrorKind {
+    /// Something went wrong inside.
+    Failed,
+    /// Not possible right now (no frame yet, the queue is full): try again later.
+    Unavailable,
+    /// The request itself cannot be served (a question the loaded model cannot take).
+    InvalidRequest,
+}
 
 impl StageError {
     pub fn new(msg: impl Into<String>) -> Self {
-        Self(msg.into())
+        Self {
+            kind: StageErrorKind::Failed,
+            message: msg.into(),
+        }
+    }
+    pub fn unavailable(msg: impl Into<String>) -> Self {
+        Self {
+            kind: StageErrorKind::Unavailable,
+            message: msg.into(),
+        }
+    }
+    pub fn invalid(msg: impl Into<String>) -> Self {
+        Self {
+            kind: StageErrorKind::InvalidRequest,
+            message: msg.into(),
+        }
     }
 }
 

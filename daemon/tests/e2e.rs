@@ -246,6 +246,12 @@ async fn serves_state_questions_and_diagnostics_under_systemd_notify() {
     );
     let invalid = "org.autoneural.Cockpit1.Error.InvalidQuestion";
     assert_eq!(error_name(cockpit.ask("").await.unwrap_err()), invalid);
+    // Inside hmi.max_question_chars but longer than the loaded model's context (issue 16, item 9).
+    let long = format!("Is the driver {}tired?", "very ".repeat(44));
+    assert!(long.chars().count() <= 256);
+    let e = cockpit.ask(&long).await.unwrap_err();
+    assert_eq!(error_name(e.clone()), invalid, "{e}");
+    assert!(e.to_string().contains("context"), "{e}");
     assert_eq!(
         error_name(cockpit.ask(&"why ".repeat(100)).await.unwrap_err()),
         invalid

@@ -235,10 +235,16 @@ impl Perception for Model {
         let handle = self
             .worker
             .ask(frame(f), question.to_string(), params, None)
-            .map_err(|e| StageError::new(format!("unavailable: {e}")))?;
+            .map_err(|e| StageError::unavailable(e.to_string()))?;
         // Bounded wait: the D-Bus side times out first; cancel so the worker drops the job.
         match handle.wait_timeout(Duration::from_secs(600)) {
-            Some(r) => r.map(|g| answer_text(&g.text)).map_err(err),
+            Some(r) => r.map(|g| answer_text(&g.text)).map_err(|e| match e {
+                // What the loaded model cannot take is the question's problem, not a failure.
+                inference::Error::ContextFull { .. } | inference::Error::Prompt(_) => {
+                    StageError::invalid(format!("the model cannot take this question: {e}"))
+                }
+                e => err(e),
+            }),
             None => {
                 handle.cancel();
                 Err(StageError::new("the question was not answered in time"))

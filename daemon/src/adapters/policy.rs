@@ -186,7 +186,7 @@ mod tests {
         let mut r = Rulebook::load(Some(path.clone())).unwrap();
         std::fs::write(&path, "[alerts.phone_use]\nfrobnicate = 1\n").unwrap();
         let err = r.reload().unwrap_err();
-        assert!(err.0.contains("rules.toml"), "{err}");
+        assert!(err.message.contains("rules.toml"), "{err}");
         std::fs::write(&path, autoneural_policies::DEFAULT_RULES_TOML).unwrap();
         assert!(r.reload().is_ok());
     }
