@@ -522,6 +522,40 @@ fn d_timeout() -> Bounded<100, 600_000> {
 }
 
 /// Line (1-based) and the text of that line for a byte offset into `src`.
+/// Longest string any key may hold: paths (PATH_MAX), addresses, names. Prompts are shorter.
+pub const MAX_STRING_CHARS: usize = 4096;
+/// Longest `description.prompt` / `model.system_prompt`: they are prefilled by the model with every
+/// description / question, next to the safety probes.
+pub const MAX_PROMPT_CHARS: usize = 1024;
+
+/// The first string value (in a table or array, at any depth) over its limit: (key, chars, limit).
+fn overlong_string(t: &toml::Table, prefix: &str) -> Option<(String, usize, usize)> {
+    fn walk(v: &toml::Value, key: &str) -> Option<(String, usize, usize)> {
+        match v {
+            toml::Value::String(s) => {
+                let limit = if key.ends_with("prompt") {
+                    MAX_PROMPT_CHARS
+                } else {
+                    MAX_STRING_CHARS
+                };
+                let n = s.chars().count();
+                (n > limit).then(|| (key.to_string(), n, limit))
+            }
+            toml::Value::Array(a) => a.iter().find_map(|x| walk(x, key)),
+            toml::Value::Table(t) => overlong_string(t, key),
+            _ => None,
+        }
+    }
+    t.iter().find_map(|(k, v)| {
+        let key = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        walk(v, &key)
+    })
+}
+
 fn line_of(src: &str, offset: usize) -> (usize, String) {
     let offset = offset.min(src.len());
     let line = src[..offset].bytes().filter(|&b| b == b'\n').count() + 1;
@@ -557,6 +591,28 @@ impl Config {
         };
         let mut cfg: Config =
             toml::from_str(src).map_err(|e| invalid(e.span(), e.message().trim().to_string()))?;
+        if let Some((key, n, limit)) = src
+            .parse::<toml::Table>()
+            .ok()
+            .and_then(|t| overlong_string(&t, ""))
+        {
+            let at = key
+                .rsplit('.')
+                .next()
+                .and_then(|k| {
+                    src.lines().position(|l| {
+                        l.trim_start()
+                            .split('=')
+                            .next()
+                            .is_some_and(|x| x.trim() == k)
+                    })
+                })
+                .map(|i| src.lines().take(i).map(|l| l.len() + 1).sum::<usize>());
+            return Err(invalid(
+                at.map(|a| a..a),
+                format!("{key}: {n} characters; the limit is {limit}"),
+            ));
+        }
         cfg.check().map_err(|(span, msg)| invalid(span, msg))?;
         let base = path.parent().unwrap_or(Path::new("."));
         cfg.resolve_paths(base);
@@ -733,6 +789,28 @@ bundle = "../models/tiny-random"
 
     fn parse(src: &str) -> Result<Config, ConfigError> {
         Config::parse(src, Path::new("/etc/autoneural/autoneurald.toml"))
+    }
+
+    /// Issue 16, item 6: a 10 MB prompt stalled the safety path; every string is bounded.
+    #[test]
+    fn every_string_is_bounded_and_the_error_names_its_line() {
+        let long_prompt = format!(
+            "{MINIMAL}[description]\nprompt = \"{}\"\n",
+            "x".repeat(MAX_PROMPT_CHARS + 1)
+        );
+        let e = parse(&long_prompt).unwrap_err().to_string();
+        assert!(
+            e.contains(":9:") && e.contains("description.prompt") && e.contains("1024"),
+            "{e}"
+        );
+        let ok = format!(
+            "{MINIMAL}[description]\nprompt = \"{}\"\n",
+            "x".repeat(MAX_PROMPT_CHARS)
+        );
+        assert!(parse(&ok).is_ok());
+        let long_path = MINIMAL.replace("../models/tiny-random", &"d/".repeat(MAX_STRING_CHARS));
+        let e = parse(&long_path).unwrap_err().to_string();
+        assert!(e.contains(":7:") && e.contains("model.bundle"), "{e}");
     }
 
     #[test]
