@@ -571,11 +571,25 @@ fn line_of(src: &str, offset: usize) -> (usize, String) {
 impl Config {
     /// Reads, checks and resolves a configuration file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let src = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let bytes = std::fs::read(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
         })?;
-        Self::parse(&src, path)
+        let src = match std::str::from_utf8(&bytes) {
+            Ok(s) => s,
+            Err(e) => {
+                // Name the line: everything before the first bad byte is valid text.
+                let valid = std::str::from_utf8(&bytes[..e.valid_up_to()]).unwrap_or_default();
+                let (line, text) = line_of(valid, valid.len());
+                return Err(ConfigError::Invalid {
+                    path: path.to_path_buf(),
+                    line,
+                    text,
+                    message: format!("not UTF-8 text (byte {})", e.valid_up_to()),
+                });
+            }
+        };
+        Self::parse(src, path)
     }
 
     /// Parses `src` (read from `path`, used for messages and to resolve relative paths).
@@ -789,6 +803,17 @@ bundle = "../models/tiny-random"
 
     fn parse(src: &str) -> Result<Config, ConfigError> {
         Config::parse(src, Path::new("/etc/autoneural/autoneurald.toml"))
+    }
+
+    #[test]
+    fn a_file_that_is_not_utf8_names_the_line() {
+        let dir = std::env::temp_dir().join(format!("cfg-utf8-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("bad.toml");
+        std::fs::write(&p, b"[camera]\nsource = \"synth\xffetic\"\n").unwrap();
+        let e = Config::load(&p).unwrap_err().to_string();
+        assert!(e.contains("bad.toml:2:") && e.contains("UTF-8"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// Issue 16, item 6: a 10 MB prompt stalled the safety path; every string is bounded.
