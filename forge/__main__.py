@@ -1,4 +1,4 @@
-"""python -m forge {export,compile-qnn,golden,check,parity,published-fixture} ... (see forge/README.md)."""
+"""python -m forge {export,compile-qnn,golden,check,parity,published-fixture,random-vl} ... (see forge/README.md)."""
 
 from __future__ import annotations
 
@@ -117,6 +117,13 @@ def _published(a) -> int:
     return 0
 
 
+def _random_vl(a) -> int:
+    from .random_vl import main as build
+
+    build(a.size, Path(a.out))
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m forge", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -165,6 +172,12 @@ def main(argv=None) -> int:
     f.add_argument("--variants", default="q4,q8,fp16", help="comma list of q4, q8, fp16, or none (fp32 always)")
     f.add_argument("--no-reference", action="store_true", help="graphs only: skip the transformers references")
     f.set_defaults(fn=_published)
+
+    v = sub.add_parser("random-vl", help="random-weight LFM2-VL checkpoint with the real dimensions of "
+                       "LFM2-VL-450M or LFM2(.5)-VL-1.6B (benchmarks only)")
+    v.add_argument("size", choices=["450m", "1.6b"])
+    v.add_argument("out")
+    v.set_defaults(fn=_random_vl)
 
     a = p.parse_args(argv)
     return a.fn(a)
