@@ -135,7 +135,7 @@ def _convert_vl(a) -> int:
 
             images = [Image.open(p) for p in a.golden_images.split(",")]
         rep = convert(Path(a.checkpoint), Path(a.out), a.image_size, quant, a.kv_capacity, a.prefill_chunk,
-                      qnn=not a.no_qnn, htp_arch=a.htp_arch, soc_model=a.soc_model,
+                      qnn=not a.no_qnn, htp_arch=a.htp_arch, soc_model=a.soc_model, context=not a.no_context,
                       **({"system_prompt": a.system_prompt} if a.system_prompt else {}),
                       reference=a.reference, golden_images=images)
     print(json.dumps(rep, indent=1))
@@ -206,7 +206,8 @@ def main(argv=None) -> int:
                    "(transformers' generations and probes) and fail unless the fp32 graphs reproduce them")
     v.add_argument("--tiny-fixture", action="store_true", help="convert the tiny random LFM2-VL of "
                    "models/lfm2-vl-tiny-onnx (rebuilt by forge.published), with references")
-    v.add_argument("--no-qnn", action="store_true")
+    v.add_argument("--no-qnn", action="store_true", help="skip the HTP offload check and context binaries")
+    v.add_argument("--no-context", action="store_true", help="HTP offload check only, no EP context binaries")
     v.add_argument("--htp-arch", type=int, default=68)
     v.add_argument("--soc-model", type=int, default=39)
     v.set_defaults(fn=_convert_vl)

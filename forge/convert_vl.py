@@ -91,8 +91,50 @@ class GeluErfHtp:
         return M()
 
 
+HTP_FORMS = {
+    # op the v68 HTP refuses (as the QNN EP reports it) -> what the HTP form of the graph does instead
+    "LayerNormalization": "layernorm",  # decomposed: ReduceMean, Sub, Mul, Add, Sqrt, Div
+    "Erf": "gelu",                       # GELU(erf) without Erf (A&S 7.1.26)
+    "Gelu": "gelu",
+}
+
+
+class LayerNormHtp:
+    @staticmethod
+    def module(ln):
+        torch = _torch()
+
+        class M(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.weight, self.bias, self.eps = ln.weight, ln.bias, ln.eps
+
+            def forward(self, x):
+                d = x - x.mean(-1, keepdim=True)
+                y = d / torch.sqrt((d * d).mean(-1, keepdim=True) + self.eps)
+                y = y * self.weight
+                return y + self.bias if self.bias is not None else y
+
+        return M()
+
+
+def htp_form(hf_model, forms: set[str]):
+    """A copy of the model whose vision tower and projector avoid ops the HTP refuses: `forms` from
+    HTP_FORMS' values. Same math in float (the decomposed LayerNorm exactly; GELU within 1e-7)."""
+    import copy
+
+    torch = _torch()
+    m = copy.deepcopy(hf_model)
+    if "layernorm" in forms:
+        for root in (m.model.vision_tower, m.model.multi_modal_projector):
+            for name, mod in list(root.named_modules()):
+                for cn, child in list(mod.named_children()):
+                    if isinstance(child, torch.nn.LayerNorm):
+                        setattr(mod, cn, LayerNormHtp.module(child))
+    return m
+
+
 def vision_module(hf_model, image_size: int, htp_gelu: bool = False):
-    """pixel_values [1,3,S,S] (normalised) -> image_embeds [1,N,H] with transformers' modules."""
     torch = _torch()
     from torch import nn
 
@@ -181,7 +223,7 @@ def bundle_template(proc) -> str:
 def convert(checkpoint: Path, out: Path, image_size: int = 256, quant=("w8a16",), kv_capacity: int = 1024,
             prefill_chunk: int = 32, qnn: bool = True, htp_arch: int = 68, soc_model: int = 39,
             system_prompt: str = SYSTEM_PROMPT, reference: bool = False, golden_images=None,
-            name: str | None = None, log=print) -> dict:
+            name: str | None = None, context: bool = True, shared_decoder_weights: bool = True, log=print) -> dict:
     torch = _torch()
     from PIL import Image
     from tokenizers import Tokenizer
@@ -233,7 +275,7 @@ def convert(checkpoint: Path, out: Path, image_size: int = 256, quant=("w8a16",)
         raise SystemExit(f"tokenizer has {btok.get_vocab_size()} tokens > vocab {man['text']['vocab_size']}")
     man["variants"]["fp32"] = {"quantization": "none", **{g: f"fp32/{g}.onnx" for g in GRAPHS}}
     t = time.time()
-    export_float_graphs(model, out / "fp32")
+    export_float_graphs(model, out / "fp32", shared_decoder_weights)
     rep["export_s"] = round(time.time() - t, 1)
     save_manifest(out, man, checksums=False)
     log(f"exported fp32 graphs in {rep['export_s']} s (template {template!r})")
@@ -257,11 +299,6 @@ def convert(checkpoint: Path, out: Path, image_size: int = 256, quant=("w8a16",)
         rep["calibration_feeds"] = {g: len(v) for g, v in calib.items()}
         rep["htp"] = {}
         with tempfile.TemporaryDirectory() as td:
-            alt = Path(td) / "vision_htp.onnx"  # the vision graph with the Erf-free GELU
-            _export(vision_module(hf, image_size, htp_gelu=True), (torch.zeros(1, 3, image_size, image_size),),
-                    alt, ["pixel_values"], ["image_embeds"])
-            rep["htp_gelu_max_abs_diff"] = float(max(np.abs(_run(alt, f) - _run(out / "fp32/vision.onnx", f)).max()
-                                                     for f in held["vision"]))
             for scheme in quant:
                 v = {"quantization": scheme, "sqnr_db": {}}
                 for g in GRAPHS:
@@ -272,13 +309,22 @@ def convert(checkpoint: Path, out: Path, image_size: int = 256, quant=("w8a16",)
                     if qnn:
                         refused = htp_refused(dst, htp_arch, soc_model)
                         if refused:
-                            rep["htp"].setdefault("refused", {})[f"{scheme}/{g}.onnx (exact)"] = refused
-                            log(f"{scheme}/{g}: the HTP refuses {refused} (these would run on the CPU)")
-                            if g == "vision" and set(refused) <= {"Erf"}:
-                                log(f"{scheme}/{g}: GELU(erf) -> the Erf-free form (max |d| "
-                                    f"{rep['htp_gelu_max_abs_diff']:.1e} in fp32), re-quantized")
+                            rep["htp"].setdefault("refused", {})[f"{scheme}/{g}.onnx"] = refused
+                            log(f"{scheme}/{g}: the HTP refuses {refused} (with fallback they would run on the CPU)")
+                            ops = set(refused) - {"QuantizeLinear", "DequantizeLinear"}
+                            if g == "vision" and ops <= set(HTP_FORMS):
+                                forms = {HTP_FORMS[o] for o in ops}
+                                alt = Path(td) / f"vision_htp_{'_'.join(sorted(forms))}.onnx"
+                                if not alt.exists():
+                                    _export(vision_module(htp_form(hf, forms), image_size, htp_gelu="gelu" in forms),
+                                            (torch.zeros(1, 3, image_size, image_size),), alt, ["pixel_values"],
+                                            ["image_embeds"])
+                                diff = float(max(np.abs(_run(alt, f) - _run(src, f)).max() for f in held["vision"]))
+                                log(f"{scheme}/{g}: re-quantized from the HTP form {sorted(forms)} (float max |d| "
+                                    f"{diff:.1e} vs the fp32 graph)")
                                 quantize_graph(alt, dst, gs, _subsample(calib[g], 256))
-                                v["substitutions"] = {"vision": "projector GELU(erf) computed without Erf (A&S 7.1.26)"}
+                                rep.setdefault("substitutions", {})[f"{scheme}/{g}.onnx"] = {
+                                    "refused": refused, "forms": sorted(forms), "float_max_abs_diff": diff}
                                 refused = htp_refused(dst, htp_arch, soc_model)
                             if refused:
                                 raise SystemExit(f"{scheme}/{g}.onnx: ops the HTP does not take: {refused}")
@@ -291,15 +337,13 @@ def convert(checkpoint: Path, out: Path, image_size: int = 256, quant=("w8a16",)
         save_manifest(out, man, checksums=False)
         if qnn:
             t = time.time()
-            rep["htp"]["placement"] = compile_qnn(out, man, htp_arch, soc_model, log)
+            rep["htp"]["placement"] = compile_qnn(out, man, htp_arch, soc_model, log, context)
             rep["qnn_s"] = round(time.time() - t, 1)
             save_manifest(out, man, checksums=False)
-    # the manifest keeps only contract keys (+ optional sqnr_db / qnn_context); notes go to the report
-    subs = {k: v.pop("substitutions") for k, v in man["variants"].items() if "substitutions" in v}
-    if subs:
-        rep["substitutions"] = subs
-        man["description"] += ("; quantized vision: the projector's GELU(erf) is computed without Erf "
-                               "(Erf does not run on the v68 HTP; |d| <= 1.5e-7 of erf)")
+    if rep.get("substitutions"):
+        forms = sorted({f for x in rep["substitutions"].values() for f in x["forms"]})
+        man["description"] += (f"; quantized vision made from an HTP form of the float graph ({', '.join(forms)}: "
+                               "ops the v68 HTP refuses, computed with ops it takes)")
 
     t = time.time()
     write_golden(out, man, len(gimgs), probes, gimgs)
@@ -332,9 +376,18 @@ def _run(path: Path, feed: dict) -> np.ndarray:
 
 
 def htp_refused(path: Path, htp_arch: int, soc_model: int) -> dict[str, int]:
-    """Op types (with counts) the QNN HTP leaves to the CPU, from a session WITH fallback."""
+    """{} when the graph loads on the QNN HTP with CPU fallback disabled (it runs fully there);
+    else the op types (with counts) a session WITH fallback leaves to the CPU — the refused ops and
+    the Q/DQ nodes around them (the QNN EP also lists a graph input's QuantizeLinear and a graph
+    output's DequantizeLinear there, even for graphs that load without fallback)."""
     from .qnn import assignment, htp_session
 
+    try:
+        del_me = htp_session(path, htp_arch, soc_model, threads=1)
+        del del_me
+        return {}
+    except Exception:  # noqa: BLE001 - the EP's error is a generic one; the placement says which ops
+        pass
     sess = htp_session(path, htp_arch, soc_model, fallback=True, threads=1)
     placed = assignment(sess)
     del sess
@@ -456,10 +509,12 @@ def write_reference(hf, proc, out: Path, man: dict, probes, log=print, tol: floa
 FIXTURE_IMAGES = ("astronaut_512x512", "chelsea_451x300")
 
 
-def tiny_fixture(out: Path, quant=("w8a16",), qnn: bool = True, log=print) -> dict:
+def tiny_fixture(out: Path, quant=("w8a16",), qnn: bool = True, context: bool = False, log=print) -> dict:
     """models/lfm2-vl-tiny-bundle: the tiny random LFM2-VL of models/lfm2-vl-tiny-onnx, rebuilt by
     forge.published.build_tiny (deterministic) into a temporary directory and converted, with
-    transformers' references on two of that fixture's photos center-cropped to 256 x 256."""
+    transformers' references on two of that fixture's photos center-cropped to 256 x 256. The HTP
+    offload check runs, but no context binaries are stored by default (they would double the
+    quantized graphs' bytes; the runtime compiles and caches them)."""
     from PIL import Image
 
     from .published import build_tiny
@@ -473,4 +528,4 @@ def tiny_fixture(out: Path, quant=("w8a16",), qnn: bool = True, log=print) -> di
     with tempfile.TemporaryDirectory() as td:
         hf_dir = build_tiny(Path(td) / "lfm2-vl-tiny")
         return convert(hf_dir, out, 256, quant, kv_capacity=512, prefill_chunk=16, qnn=qnn, reference=True,
-                       golden_images=imgs, name="lfm2-vl-tiny-bundle", log=log)
+                       golden_images=imgs, name="lfm2-vl-tiny-bundle", context=context, log=log)
