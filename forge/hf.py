@@ -112,7 +112,9 @@ def _read_config(directory: Path) -> dict:
 def load_lfm2_checkpoint(directory: str | Path) -> Lfm2Decoder:
     """config.json + safetensors (as `save_pretrained` writes them) -> an eval-mode Lfm2Decoder."""
     directory = Path(directory)
-    return decoder_from_tensors(_read_config(directory), read_safetensors(directory), where=str(directory))
+    cfg = _read_config(directory)
+    decoder_config_from_hf(cfg)  # a config error is named before any weights are read
+    return decoder_from_tensors(cfg, read_safetensors(directory), where=str(directory))
 
 
 # LFM2-VL checkpoints: (decoder prefix, LM head name) in transformers 5 naming, then the older one
@@ -128,6 +130,7 @@ def load_lfm2_vl_language(directory: str | Path) -> Lfm2Decoder:
         raise CheckpointError(f"{directory}: model_type {cfg.get('model_type')!r} is not lfm2_vl")
     text = dict(cfg["text_config"])
     text.setdefault("tie_word_embeddings", cfg.get("tie_word_embeddings", True))
+    decoder_config_from_hf(text)
     tensors = read_safetensors(directory)
     for prefix, head in VL_LANGUAGE_NAMES:
         if any(k.startswith(prefix) for k in tensors):
