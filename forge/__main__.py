@@ -1,4 +1,4 @@
-"""python -m forge {export,compile-qnn,golden,check,parity,published-fixture,random-vl} ... (see forge/README.md)."""
+"""python -m forge {export,compile-qnn,golden,check,parity,published-fixture,convert-vl,random-vl} ... (see forge/README.md)."""
 
 from __future__ import annotations
 
@@ -124,6 +124,31 @@ def _random_vl(a) -> int:
     return 0
 
 
+def _convert_vl(a) -> int:
+    from .convert_vl import convert, tiny_fixture
+
+    quant = () if a.quant in ("", "none") else tuple(q.strip() for q in a.quant.split(","))
+    for q in quant:
+        if q not in ("w8a16", "w4a16"):
+            raise SystemExit(f"unknown quantization {q!r} (want w8a16, w4a16 or none)")
+    if a.tiny_fixture:
+        rep = tiny_fixture(Path(a.out), quant, qnn=not a.no_qnn)
+    elif not a.checkpoint:
+        raise SystemExit("convert-vl needs --checkpoint HF_DIR (or --tiny-fixture)")
+    else:
+        images = None
+        if a.golden_images:
+            from PIL import Image
+
+            images = [Image.open(p) for p in a.golden_images.split(",")]
+        rep = convert(Path(a.checkpoint), Path(a.out), a.image_size, quant, a.kv_capacity, a.prefill_chunk,
+                      qnn=not a.no_qnn, htp_arch=a.htp_arch, soc_model=a.soc_model, context=not a.no_context,
+                      **({"system_prompt": a.system_prompt} if a.system_prompt else {}),
+                      reference=a.reference, golden_images=images)
+    print(json.dumps(rep, indent=1))
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m forge", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -173,11 +198,32 @@ def main(argv=None) -> int:
     f.add_argument("--no-reference", action="store_true", help="graphs only: skip the transformers references")
     f.set_defaults(fn=_published)
 
-    v = sub.add_parser("random-vl", help="random-weight LFM2-VL checkpoint with the real dimensions of "
+    rv = sub.add_parser("random-vl", help="random-weight LFM2-VL checkpoint with the real dimensions of "
                        "LFM2-VL-450M or LFM2(.5)-VL-1.6B (benchmarks only)")
-    v.add_argument("size", choices=["450m", "1.6b"])
-    v.add_argument("out")
-    v.set_defaults(fn=_random_vl)
+    rv.add_argument("size", choices=["450m", "1.6b"])
+    rv.add_argument("out")
+    rv.set_defaults(fn=_random_vl)
+
+    v = sub.add_parser("convert-vl", help="a Hugging Face LFM2-VL checkpoint -> a static-shape NPU bundle "
+                       "(vision/embed/decoder graphs, fp32 + quantized, HTP check, transformers references)")
+    v.add_argument("--checkpoint", help="directory written by Lfm2VlForConditionalGeneration.save_pretrained "
+                   "+ the processor's files")
+    v.add_argument("--out", required=True)
+    v.add_argument("--image-size", type=int, default=256, help="S (multiple of patch x downsample = 32)")
+    v.add_argument("--quant", default="w8a16", help="comma list of w8a16,w4a16, or none")
+    v.add_argument("--kv-capacity", type=int, default=1024)
+    v.add_argument("--prefill-chunk", type=int, default=32)
+    v.add_argument("--system-prompt", help="the bundle's system prompt (default: a driver-monitoring one)")
+    v.add_argument("--golden-images", help="comma list of images for golden.json (center-cropped to S x S)")
+    v.add_argument("--reference", action="store_true", help="also write conversion_reference.json "
+                   "(transformers' generations and probes) and fail unless the fp32 graphs reproduce them")
+    v.add_argument("--tiny-fixture", action="store_true", help="convert the tiny random LFM2-VL of "
+                   "models/lfm2-vl-tiny-onnx (rebuilt by forge.published), with references")
+    v.add_argument("--no-qnn", action="store_true", help="skip the HTP offload check and context binaries")
+    v.add_argument("--no-context", action="store_true", help="HTP offload check only, no EP context binaries")
+    v.add_argument("--htp-arch", type=int, default=68)
+    v.add_argument("--soc-model", type=int, default=39)
+    v.set_defaults(fn=_convert_vl)
 
     a = p.parse_args(argv)
     return a.fn(a)

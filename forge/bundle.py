@@ -270,10 +270,11 @@ def _cwd(path: Path):
         os.chdir(old)
 
 
-def compile_qnn(out: Path, man: dict, htp_arch: int, soc_model: int, log=print) -> dict:
+def compile_qnn(out: Path, man: dict, htp_arch: int, soc_model: int, log=print, context: bool = True) -> dict:
     """For every quantized variant: check each graph runs fully on the HTP (CPU fallback disabled),
     compile its EP context model into <variant>/qnn/<graph>_ctx.onnx (shared files compile once) and
-    record `qnn_context` in the manifest dict. Returns {graph file: {EP: {op: count}}}."""
+    record `qnn_context` in the manifest dict. Returns {graph file: {EP: {op: count}}}. Without
+    `context`, only the offload check (no binaries, no `qnn_context`)."""
     from .qnn import assignment, compile_context, htp_session
 
     compiled: dict[str, str] = {}
@@ -289,6 +290,10 @@ def compile_qnn(out: Path, man: dict, htp_arch: int, soc_model: int, log=print) 
                 sess = htp_session(out / src, htp_arch, soc_model)  # raises unless fully offloaded
                 placement[src] = assignment(sess)
                 del sess
+                if not context:
+                    compiled[src] = ""
+                    log(f"{src}: fully on the HTP {placement[src]}")
+                    continue
                 # ONNX Runtime names the compiled partition after a hash of the model path, and the
                 # name is stored in the context binary: compiling from the bundle directory with
                 # relative paths makes the binaries byte-identical wherever the bundle is built
@@ -297,7 +302,8 @@ def compile_qnn(out: Path, man: dict, htp_arch: int, soc_model: int, log=print) 
                 compiled[src] = dst
                 log(f"{src}: fully on the HTP {placement[src]}; context -> {dst}")
             ctx[g] = compiled[src]
-        v["qnn_context"] = ctx
+        if context:
+            v["qnn_context"] = ctx
     return placement
 
 

@@ -196,10 +196,11 @@ def compact_names(g: onnx.GraphProto) -> None:
     del g.value_info[:]  # shapes are re-inferred by ONNX Runtime; stale entries only cost bytes
 
 
-def export_float_graphs(model: AutoNeural, out: Path) -> dict[str, Path]:
+def export_float_graphs(model: AutoNeural, out: Path, shared_decoder_weights: bool = False) -> dict[str, Path]:
     """Writes out/{vision,embed,decoder_prefill,decoder_step}.onnx; returns their paths by graph.
     Models over EXTERNAL_DATA_BYTES keep weights outside the graphs: vision.onnx.data,
-    embed.onnx.data, and decoder.onnx.data shared by both decoder graphs."""
+    embed.onnx.data, and decoder.onnx.data shared by both decoder graphs. `shared_decoder_weights`:
+    the decoder graphs share decoder.onnx.data whatever the size (one copy of the weights on disk)."""
     cfg = model.cfg
     s = cfg.vision.image_size
     model.eval()
@@ -222,7 +223,7 @@ def export_float_graphs(model: AutoNeural, out: Path) -> dict[str, Path]:
         ["inputs_embeds"],
         store("embed"),
     )
-    shared = store("decoder")
+    shared = WeightFile(out / "decoder.onnx.data") if shared_decoder_weights and not big else store("decoder")
     for name, t in (("decoder_prefill", cfg.prefill_chunk), ("decoder_step", 1)):
         ins, outs, example = decoder_io(model, t)
         paths[name] = out / f"{name}.onnx"

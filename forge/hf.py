@@ -84,20 +84,56 @@ def hf_to_forge_state(tensors: dict[str, torch.Tensor], prefix: str = "model.") 
     return out
 
 
-def load_lfm2_checkpoint(directory: str | Path) -> Lfm2Decoder:
-    """config.json + safetensors (as `save_pretrained` writes them) -> an eval-mode Lfm2Decoder."""
-    directory = Path(directory)
-    try:
-        cfg = json.loads((directory / "config.json").read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{directory / 'config.json'}: {e}") from e
+def decoder_from_tensors(cfg: dict, tensors: dict[str, torch.Tensor], prefix: str = "model.",
+                         head: str = "lm_head.weight", where: str = "checkpoint") -> Lfm2Decoder:
+    """An HF `Lfm2Config` dict + the checkpoint's tensors (decoder names under `prefix`, the LM head
+    as `head`) -> an eval-mode Lfm2Decoder."""
     dcfg = decoder_config_from_hf(cfg)
-    state = hf_to_forge_state(read_safetensors(directory))
+    state = hf_to_forge_state({k: v for k, v in tensors.items() if k != head}, prefix)
+    if head in tensors:
+        state["lm_head.weight"] = tensors[head].float()
     if dcfg.tie_embeddings:
         state.pop("lm_head.weight", None)
         state["lm_head.weight"] = state["embed_tokens.weight"]
     decoder = Lfm2Decoder(dcfg)
     missing, unexpected = decoder.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise CheckpointError(f"{directory}: missing {missing[:8]}, unexpected {unexpected[:8]}")
+        raise CheckpointError(f"{where}: missing {missing[:8]}, unexpected {unexpected[:8]}")
     return decoder.eval()
+
+
+def _read_config(directory: Path) -> dict:
+    try:
+        return json.loads((directory / "config.json").read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{directory / 'config.json'}: {e}") from e
+
+
+def load_lfm2_checkpoint(directory: str | Path) -> Lfm2Decoder:
+    """config.json + safetensors (as `save_pretrained` writes them) -> an eval-mode Lfm2Decoder."""
+    directory = Path(directory)
+    cfg = _read_config(directory)
+    decoder_config_from_hf(cfg)  # a config error is named before any weights are read
+    return decoder_from_tensors(cfg, read_safetensors(directory), where=str(directory))
+
+
+# LFM2-VL checkpoints: (decoder prefix, LM head name) in transformers 5 naming, then the older one
+VL_LANGUAGE_NAMES = (("model.language_model.", "lm_head.weight"), ("language_model.model.", "language_model.lm_head.weight"))
+
+
+def load_lfm2_vl_language(directory: str | Path) -> Lfm2Decoder:
+    """The language model of an LFM2-VL checkpoint (`Lfm2VlForConditionalGeneration.save_pretrained`:
+    config.json with `text_config`, weights `model.language_model.*` + `lm_head`) -> Lfm2Decoder."""
+    directory = Path(directory)
+    cfg = _read_config(directory)
+    if cfg.get("model_type") != "lfm2_vl" or "text_config" not in cfg:
+        raise CheckpointError(f"{directory}: model_type {cfg.get('model_type')!r} is not lfm2_vl")
+    text = dict(cfg["text_config"])
+    text.setdefault("tie_word_embeddings", cfg.get("tie_word_embeddings", True))
+    decoder_config_from_hf(text)
+    tensors = read_safetensors(directory)
+    for prefix, head in VL_LANGUAGE_NAMES:
+        if any(k.startswith(prefix) for k in tensors):
+            return decoder_from_tensors(text, tensors, prefix, head, str(directory))
+    raise CheckpointError(f"{directory}: no language model weights (want names under "
+                          f"{' or '.join(p for p, _ in VL_LANGUAGE_NAMES)})")

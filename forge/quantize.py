@@ -68,7 +68,14 @@ def preprocess(src: Path, dst: Path) -> None:
     so.optimized_model_filepath = str(tmp)
     so.log_severity_level = 3
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    ort.InferenceSession(str(src), so, providers=["CPUExecutionProvider"], disabled_optimizers=["ConstantSharing"])
+    model = str(src)
+    if any(t.data_location == onnx.TensorProto.EXTERNAL
+           for t in onnx.load(str(src), load_external_data=False).graph.initializer):
+        # weights beside the graph (e.g. decoder.onnx.data shared by both decoder graphs): hand ONNX
+        # Runtime the whole model, so the optimized copy keeps its weights inline (not a reference
+        # to a data file that does not exist beside dst)
+        model = onnx.load(str(src)).SerializeToString()
+    ort.InferenceSession(model, so, providers=["CPUExecutionProvider"], disabled_optimizers=["ConstantSharing"])
     if not qnn_preprocess_model(str(tmp), str(dst)):
         shutil.move(tmp, dst)
     elif tmp.exists():

@@ -46,8 +46,9 @@ def base_corpus(text: TextConfig) -> list[str]:
 @dataclass
 class Prompt:
     """A rendered prompt split where the runtime splits it: `prefix_ids` (system turn + user turn up
-    to and including the image token: the per-frame shared prefix) and `question_ids` (the question,
-    end of turn and the assistant header)."""
+    to and including the image token: the per-frame shared prefix) and `question_ids` (everything
+    after the image token: e.g. LFM2-VL's `<|image_end|>`, the question, end of turn and the
+    assistant header)."""
 
     prefix_ids: list[int]
     question_ids: list[int]
@@ -55,16 +56,17 @@ class Prompt:
 
 def render_prompt(tok: Tokenizer, text: TextConfig, question: str) -> Prompt:
     full = text.template.replace("{system}", text.system_prompt).replace("{question}", question)
-    head, tail = text.template.split("{question}")
-    prefix = tok.encode(head.replace("{system}", text.system_prompt), add_special_tokens=False).ids
-    rest = tok.encode(question + tail, add_special_tokens=False).ids
+    head = text.template.split("{question}")[0].replace("{system}", text.system_prompt)
     whole = tok.encode(full, add_special_tokens=False).ids
-    if prefix + rest != whole:  # special tokens split the text, so the segments must tokenize alike
-        raise RuntimeError("prompt segments tokenize differently from the whole prompt")
     image_id = tok.token_to_id(text.image_token)
-    if prefix.count(image_id) != 1 or prefix[-1] != image_id:
-        raise RuntimeError("the template's prefix must end with the one image token")
-    return Prompt(prefix, rest)
+    if whole.count(image_id) != 1:
+        raise RuntimeError("the prompt must contain the one image token")
+    k = whole.index(image_id) + 1
+    # special tokens split the text, so the part before {question} tokenizes alike on its own: the
+    # prefix (up to the image token) is the same for every question
+    if tok.encode(head, add_special_tokens=False).ids[:k] != whole[:k]:
+        raise RuntimeError("the prompt's prefix tokenizes differently from the whole prompt")
+    return Prompt(whole[:k], whole[k:])
 
 
 def answer_ids(tok: Tokenizer, answer: str) -> list[int]:

@@ -17,6 +17,8 @@ use autoneural_inference::{
 mod cabin;
 // Published LFM2-VL ONNX releases (issue 12).
 mod published;
+// A Hugging Face LFM2-VL checkpoint converted to an NPU bundle by forge convert-vl (issue 12).
+mod converted;
 
 fn models() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../models")
