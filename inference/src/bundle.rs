@@ -253,16 +253,7 @@ pub fn read_manifest(dir: &Path) -> Result<Manifest, BundleError> {
             message: "bundle directory does not exist".into(),
         });
     }
-    let text = std::fs::read_to_string(&path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => BundleError::Missing {
-            path: path.clone(),
-            message: e.to_string(),
-        },
-        _ => BundleError::Read {
-            path: path.clone(),
-            message: e.to_string(),
-        },
-    })?;
+    let text = std::fs::read_to_string(&path).map_err(|e| BundleError::io(&path, e))?;
     toml::from_str(&text).map_err(|e| BundleError::Invalid {
         path,
         message: e.to_string(),

@@ -10,14 +10,14 @@ use std::time::Instant;
 use crate::bundle::{Bundle, GraphKind, Verify};
 use crate::config::{EngineConfig, Provider};
 use crate::decoder::{DecoderGraph, DecoderState, EmbedGraph, Graph, RunClock, VisionGraph};
-use crate::engine::{Decode, probe_answer};
+use crate::engine::{Decode, ProbeScoring, score_probes};
 use crate::error::{Error, Result};
 use crate::graphs;
 use crate::preprocess::Preprocessor;
 use crate::probes::{Probe, ProbeSet};
 use crate::providers::{SessionFactory, SessionReport};
-use crate::sampling::{Sampler, log_prob};
-use crate::types::{Frame, GenerateParams, Generation, ProbeAnswer, ProbeOutcome, Timings};
+use crate::sampling::Sampler;
+use crate::types::{Frame, GenerateParams, Generation, ProbeOutcome, Timings};
 
 /// The encoded image + system prefix of one frame.
 struct Prefix {
@@ -319,19 +319,12 @@ impl BundleEngine {
         let mut timings = Timings::default();
         self.ensure_prefix(frame, &mut timings)?;
         let t_probe = Instant::now();
-        let mut answers = Vec::with_capacity(probes.len());
         let mut q_logits = std::mem::take(&mut self.q_logits);
-        let mut q_conv = std::mem::take(&mut self.q_conv);
-        let res = self.score_probes(
-            probes,
-            &mut timings,
-            &mut q_logits,
-            &mut q_conv,
-            &mut answers,
-        );
+        let mut mark = (std::mem::take(&mut self.q_conv), 0);
+        let res = score_probes(self, probes, &mut timings, &mut q_logits, &mut mark);
         self.q_logits = q_logits;
-        self.q_conv = q_conv;
-        res?;
+        self.q_conv = mark.0;
+        let answers = res?;
         timings.probe = t_probe.elapsed();
         self.finish_timings(&mut timings, start);
         Ok(ProbeOutcome {
@@ -339,43 +332,6 @@ impl BundleEngine {
             answers,
             timings,
         })
-    }
-
-    fn score_probes(
-        &mut self,
-        probes: &[Probe],
-        timings: &mut Timings,
-        q_logits: &mut Vec<f32>,
-        q_conv: &mut Vec<f32>,
-        answers: &mut Vec<ProbeAnswer>,
-    ) -> Result<()> {
-        for probe in probes {
-            let q_ids = self.cached_ids("q:", &probe.question)?;
-            self.restore_prefix()?;
-            let t = Instant::now();
-            self.feed_ids(&q_ids)?;
-            timings.prefill += t.elapsed();
-            timings.prefill_tokens += q_ids.len();
-            q_logits.clear();
-            q_logits.extend_from_slice(&self.logits);
-            self.state.save_conv(q_conv);
-            let q_pos = self.state.pos;
-            let mut scores = Vec::with_capacity(probe.answers.len());
-            for answer in &probe.answers {
-                let ids = self.cached_ids("a:", answer)?;
-                let mut score = log_prob(q_logits, ids[0]);
-                if ids.len() > 1 {
-                    self.state.restore(q_conv, q_pos);
-                    for k in 1..ids.len() {
-                        self.feed_ids(&ids[k - 1..k])?;
-                        score += log_prob(&self.logits, ids[k]);
-                    }
-                }
-                scores.push(score);
-            }
-            answers.push(probe_answer(probe, &scores));
-        }
-        Ok(())
     }
 
     /// Token ids of a probe question (`kind` "q:", the part after the image) or answer ("a:"),
@@ -388,7 +344,7 @@ impl BundleEngine {
         let ids: Arc<[u32]> = if kind == "q:" {
             self.prompt_ids(text)?.1.into()
         } else {
-            self.answer_ids(text)?.into()
+            self.tokenize_answer(text)?.into()
         };
         if self.ids_cache.len() >= 1024 {
             self.ids_cache.clear(); // bounded: probe sets are small, arbitrary callers cannot grow it
@@ -397,7 +353,7 @@ impl BundleEngine {
         Ok(ids)
     }
 
-    fn answer_ids(&self, answer: &str) -> Result<Vec<u32>> {
+    fn tokenize_answer(&self, answer: &str) -> Result<Vec<u32>> {
         let enc = self
             .bundle
             .tokenizer
@@ -463,6 +419,30 @@ fn choose_variant(config: &EngineConfig, bundle: &Bundle) -> String {
         return "fp32".into();
     }
     variants.keys().next().cloned().unwrap_or_default()
+}
+
+impl ProbeScoring for BundleEngine {
+    /// The conv states and the position after the question (KV rows below it are never overwritten).
+    type Mark = (Vec<f32>, usize);
+    fn question_ids(&mut self, question: &str) -> Result<Arc<[u32]>> {
+        self.cached_ids("q:", question)
+    }
+    fn answer_ids(&mut self, answer: &str) -> Result<Arc<[u32]>> {
+        self.cached_ids("a:", answer)
+    }
+    fn restore_prefix(&mut self) -> Result<()> {
+        BundleEngine::restore_prefix(self)
+    }
+    fn feed_ids(&mut self, ids: &[u32]) -> Result<()> {
+        BundleEngine::feed_ids(self, ids)
+    }
+    fn mark(&mut self, into: &mut Self::Mark) {
+        self.state.save_conv(&mut into.0);
+        into.1 = self.state.pos;
+    }
+    fn back_to(&mut self, mark: &Self::Mark) {
+        self.state.restore(&mark.0, mark.1);
+    }
 }
 
 impl Decode for BundleEngine {

@@ -10,6 +10,7 @@
 //! What both share lives here: the decoding loop (sampling, stop tokens and strings, streaming) and
 //! how answer scores become a probe's probabilities.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
@@ -20,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::probes::{Probe, ProbeSet};
 use crate::providers::SessionReport;
 use crate::published::{self, PublishedModel};
-use crate::sampling::{Detokenizer, Sampler, stop_overlap};
+use crate::sampling::{Detokenizer, Sampler, log_prob, stop_overlap};
 use crate::types::{
     FinishReason, Frame, GenerateParams, Generation, ProbeAnswer, ProbeOutcome, Timings,
 };
@@ -187,6 +188,60 @@ pub(crate) trait Decode {
     fn stop_ids(&self) -> &[u32];
 }
 
+/// What probe scoring needs from a model whose frame prefix is encoded.
+pub(crate) trait ProbeScoring: Decode {
+    /// The decoder state after a question, kept to return to before each multi-token answer.
+    type Mark: Default;
+    /// Token ids of a probe question (what follows the image) / of an answer, cached per text.
+    fn question_ids(&mut self, question: &str) -> Result<Arc<[u32]>>;
+    fn answer_ids(&mut self, answer: &str) -> Result<Arc<[u32]>>;
+    /// Back to the state right after the frame's prefix.
+    fn restore_prefix(&mut self) -> Result<()>;
+    fn feed_ids(&mut self, ids: &[u32]) -> Result<()>;
+    fn mark(&mut self, into: &mut Self::Mark);
+    fn back_to(&mut self, mark: &Self::Mark);
+}
+
+/// Scores every probe from the shared prefix (ARCHITECTURE.md "Probe scoring"): per probe the
+/// question once, then each answer's tokens' log-probabilities (the first from the question's
+/// logits; later ones by feeding the answer from the question's state). `q_logits` and `mark` are
+/// the caller's reusable buffers.
+pub(crate) fn score_probes<M: ProbeScoring>(
+    m: &mut M,
+    probes: &[Probe],
+    timings: &mut Timings,
+    q_logits: &mut Vec<f32>,
+    mark: &mut M::Mark,
+) -> Result<Vec<ProbeAnswer>> {
+    let mut answers = Vec::with_capacity(probes.len());
+    for probe in probes {
+        let q_ids = m.question_ids(&probe.question)?;
+        m.restore_prefix()?;
+        let t = Instant::now();
+        m.feed_ids(&q_ids)?;
+        timings.prefill += t.elapsed();
+        timings.prefill_tokens += q_ids.len();
+        q_logits.clear();
+        q_logits.extend_from_slice(m.logits());
+        m.mark(mark);
+        let mut scores = Vec::with_capacity(probe.answers.len());
+        for answer in &probe.answers {
+            let ids = m.answer_ids(answer)?;
+            let mut score = log_prob(q_logits, ids[0]);
+            if ids.len() > 1 {
+                m.back_to(mark);
+                for k in 1..ids.len() {
+                    m.feed_ids(&ids[k - 1..k])?;
+                    score += log_prob(m.logits(), ids[k]);
+                }
+            }
+            scores.push(score);
+        }
+        answers.push(probe_answer(probe, &scores));
+    }
+    Ok(answers)
+}
+
 /// Samples tokens until a stop, the length limit, a full context or `cancel`; streams the text
 /// (never a prefix of a stop string). Sets `ttft`, `decode`, `decode_tokens` in `timings`.
 pub(crate) fn decode(
@@ -268,7 +323,7 @@ fn find_stop(text: &str, emitted: usize, stops: &[String]) -> Option<usize> {
 
 /// A probe's answer from the log-probability of each of its answers: normalised over the answer
 /// set; the field's probability is the sum over the positive answers.
-pub(crate) fn probe_answer(probe: &Probe, scores: &[f64]) -> ProbeAnswer {
+fn probe_answer(probe: &Probe, scores: &[f64]) -> ProbeAnswer {
     let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     let exps: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
     let total: f64 = exps.iter().sum();

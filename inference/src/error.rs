@@ -145,6 +145,22 @@ pub enum BundleError {
     },
 }
 
+impl BundleError {
+    /// A file that could not be read: `Missing` when it is not there, else `Read`.
+    pub(crate) fn io(path: &std::path::Path, e: std::io::Error) -> BundleError {
+        match e.kind() {
+            std::io::ErrorKind::NotFound => BundleError::Missing {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            },
+            _ => BundleError::Read {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            },
+        }
+    }
+}
+
 /// A frame that is not a valid image.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum FrameError {

@@ -30,16 +30,7 @@ pub struct ProbeSet {
 
 impl ProbeSet {
     pub fn load(path: &Path) -> Result<ProbeSet, BundleError> {
-        let text = std::fs::read_to_string(path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => BundleError::Missing {
-                path: path.to_path_buf(),
-                message: e.to_string(),
-            },
-            _ => BundleError::Read {
-                path: path.to_path_buf(),
-                message: e.to_string(),
-            },
-        })?;
+        let text = std::fs::read_to_string(path).map_err(|e| BundleError::io(path, e))?;
         Self::parse(&text).map_err(|message| BundleError::Invalid {
             path: path.to_path_buf(),
             message,

@@ -53,16 +53,7 @@ fn invalid(path: &Path, message: impl Into<String>) -> BundleError {
 }
 
 fn read_text(path: &Path) -> Result<String, BundleError> {
-    std::fs::read_to_string(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => BundleError::Missing {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        },
-        _ => BundleError::Read {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        },
-    })
+    std::fs::read_to_string(path).map_err(|e| BundleError::io(path, e))
 }
 
 pub(crate) fn read_json(path: &Path) -> Result<Value, BundleError> {

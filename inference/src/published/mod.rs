@@ -29,11 +29,11 @@ use ort::value::{DynValue, Tensor, TensorElementType, ValueType};
 
 use crate::config::EngineConfig;
 use crate::decoder::RunClock;
-use crate::engine::{Decode, probe_answer};
+use crate::engine::{Decode, ProbeScoring, score_probes};
 use crate::error::{BundleError, Error, Result, ort_err};
 use crate::probes::{Probe, ProbeSet};
 use crate::providers::{SessionReport, dynamic_session};
-use crate::types::{Frame, GenerateParams, Generation, ProbeAnswer, ProbeOutcome, Timings};
+use crate::types::{Frame, GenerateParams, Generation, ProbeOutcome, Timings};
 
 pub use layout::{Layout, is_published};
 use processor::{ImageProcessor, ImageTokens, ProcessorConfig};
@@ -45,7 +45,7 @@ pub const INSTRUCT_PROBES: &str = include_str!("instruct_probes.toml");
 
 /// The decoder's memory after some tokens: one ONNX Runtime value per `past_*` input.
 #[derive(Clone)]
-struct State {
+pub(crate) struct State {
     values: Arc<Vec<DynValue>>,
     pos: usize,
 }
@@ -839,31 +839,9 @@ impl PublishedModel {
         let mut timings = Timings::default();
         self.ensure_prefix(frame, &mut timings)?;
         let t_probe = Instant::now();
-        let mut answers: Vec<ProbeAnswer> = Vec::with_capacity(probes.len());
-        for probe in probes {
-            let q_ids = self.cached(false, &probe.question)?;
-            self.restore_prefix()?;
-            let t = Instant::now();
-            self.feed_ids(&q_ids)?;
-            timings.prefill += t.elapsed();
-            timings.prefill_tokens += q_ids.len();
-            let q_state = self.state.clone();
-            let q_logits = self.logits.clone();
-            let mut scores = Vec::with_capacity(probe.answers.len());
-            for answer in &probe.answers {
-                let ids = self.cached(true, answer)?;
-                let mut score = crate::sampling::log_prob(&q_logits, ids[0]);
-                if ids.len() > 1 {
-                    self.state = q_state.clone();
-                    for k in 1..ids.len() {
-                        self.feed_ids(&ids[k - 1..k])?;
-                        score += crate::sampling::log_prob(&self.logits, ids[k]);
-                    }
-                }
-                scores.push(score);
-            }
-            answers.push(probe_answer(probe, &scores));
-        }
+        let mut q_logits = Vec::new();
+        let mut mark = None;
+        let answers = score_probes(self, probes, &mut timings, &mut q_logits, &mut mark)?;
         timings.probe = t_probe.elapsed();
         self.finish(&mut timings, start);
         Ok(ProbeOutcome {
@@ -900,6 +878,31 @@ impl PublishedModel {
             finish,
             timings,
         })
+    }
+}
+
+impl ProbeScoring for PublishedModel {
+    /// The decoder state after the question (immutable values: keeping it costs an `Arc`).
+    type Mark = Option<State>;
+    fn question_ids(&mut self, question: &str) -> Result<Arc<[u32]>> {
+        self.cached(false, question)
+    }
+    fn answer_ids(&mut self, answer: &str) -> Result<Arc<[u32]>> {
+        self.cached(true, answer)
+    }
+    fn restore_prefix(&mut self) -> Result<()> {
+        PublishedModel::restore_prefix(self)
+    }
+    fn feed_ids(&mut self, ids: &[u32]) -> Result<()> {
+        PublishedModel::feed_ids(self, ids)
+    }
+    fn mark(&mut self, into: &mut Self::Mark) {
+        *into = Some(self.state.clone());
+    }
+    fn back_to(&mut self, mark: &Self::Mark) {
+        if let Some(s) = mark {
+            self.state = s.clone();
+        }
     }
 }
 

@@ -65,16 +65,7 @@ pub(crate) fn external_data(onnx: &Path) -> Result<BTreeMap<String, u64>, Bundle
         path: onnx.to_path_buf(),
         message,
     };
-    let file = std::fs::File::open(onnx).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => BundleError::Missing {
-            path: onnx.to_path_buf(),
-            message: e.to_string(),
-        },
-        _ => BundleError::Read {
-            path: onnx.to_path_buf(),
-            message: e.to_string(),
-        },
-    })?;
+    let file = std::fs::File::open(onnx).map_err(|e| BundleError::io(onnx, e))?;
     let len = file.metadata().map_err(|e| invalid(e.to_string()))?.len();
     if len == 0 {
         return Err(invalid("empty file (an incomplete download?)".into()));

@@ -92,7 +92,10 @@ fn converted_bundle_generates_transformers_tokens_and_probes_on_cpu() {
             .iter()
             .map(|v| v.as_u64().unwrap())
             .collect();
-        assert_eq!(expanded, theirs, "{image}: prompt ids vs transformers' processor");
+        assert_eq!(
+            expanded, theirs,
+            "{image}: prompt ids vs transformers' processor"
+        );
 
         let params = GenerateParams {
             max_tokens: r["max_new_tokens"].as_u64().unwrap() as usize,
@@ -132,7 +135,9 @@ fn converted_bundle_generates_transformers_tokens_and_probes_on_cpu() {
         }
     }
     assert!(n_probes >= 8);
-    eprintln!("converted bundle fp32: {n_probes} probes, max |dP(yes)| vs transformers {worst:.2e}");
+    eprintln!(
+        "converted bundle fp32: {n_probes} probes, max |dP(yes)| vs transformers {worst:.2e}"
+    );
 }
 
 #[test]
@@ -180,6 +185,10 @@ fn converted_w8a16_runs_fully_on_the_htp_and_answers() {
             probe.id, n.field_probability, c.field_probability
         );
         assert!(d_cpu < 0.05, "{}: HTP {n:?} vs CPU {c:?}", probe.id);
-        assert!(d_ref < 0.1, "{}: HTP {n:?} vs transformers {want}", probe.id);
+        assert!(
+            d_ref < 0.1,
+            "{}: HTP {n:?} vs transformers {want}",
+            probe.id
+        );
     }
 }
