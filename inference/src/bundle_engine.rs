@@ -4,20 +4,18 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use crate::bundle::{Bundle, GraphKind, Verify};
 use crate::config::{EngineConfig, Provider};
 use crate::decoder::{DecoderGraph, DecoderState, EmbedGraph, Graph, RunClock, VisionGraph};
-use crate::engine::{Decode, ProbeScoring, score_probes};
+use crate::engine::{Backend, Decode};
 use crate::error::{Error, Result};
 use crate::graphs;
 use crate::preprocess::Preprocessor;
-use crate::probes::{Probe, ProbeSet};
+use crate::probes::ProbeSet;
 use crate::providers::{SessionFactory, SessionReport};
-use crate::sampling::Sampler;
-use crate::types::{Frame, GenerateParams, Generation, ProbeOutcome, Timings};
+use crate::types::{Frame, Timings};
 
 /// The encoded image + system prefix of one frame.
 struct Prefix {
@@ -199,16 +197,6 @@ impl BundleEngine {
         Ok((ids[..i].to_vec(), ids[i + 1..].to_vec()))
     }
 
-    /// Encodes the frame's image + system prefix unless this frame (by id) is already encoded.
-    pub fn encode_frame(&mut self, frame: &Frame) -> Result<Timings> {
-        let start = Instant::now();
-        self.clock = RunClock::default();
-        let mut timings = Timings::default();
-        self.ensure_prefix(frame, &mut timings)?;
-        self.finish_timings(&mut timings, start);
-        Ok(timings)
-    }
-
     fn ensure_prefix(&mut self, frame: &Frame, timings: &mut Timings) -> Result<()> {
         if let Some(p) = &self.prefix
             && p.frame_id == frame.id
@@ -311,29 +299,6 @@ impl BundleEngine {
         timings.session_runs = self.clock.runs;
     }
 
-    /// Answers `probes` about `frame` by constrained decoding from the frame's shared prefix (encoded
-    /// once, reused by every probe; see ARCHITECTURE.md "Probe scoring").
-    pub fn probe(&mut self, frame: &Frame, probes: &[Probe]) -> Result<ProbeOutcome> {
-        let start = Instant::now();
-        self.clock = RunClock::default();
-        let mut timings = Timings::default();
-        self.ensure_prefix(frame, &mut timings)?;
-        let t_probe = Instant::now();
-        let mut q_logits = std::mem::take(&mut self.q_logits);
-        let mut mark = (std::mem::take(&mut self.q_conv), 0);
-        let res = score_probes(self, probes, &mut timings, &mut q_logits, &mut mark);
-        self.q_logits = q_logits;
-        self.q_conv = mark.0;
-        let answers = res?;
-        timings.probe = t_probe.elapsed();
-        self.finish_timings(&mut timings, start);
-        Ok(ProbeOutcome {
-            frame_id: frame.id,
-            answers,
-            timings,
-        })
-    }
-
     /// Token ids of a probe question (`kind` "q:", the part after the image) or answer ("a:"),
     /// tokenized once per text.
     fn cached_ids(&mut self, kind: &str, text: &str) -> Result<Arc<[u32]>> {
@@ -367,39 +332,6 @@ impl BundleEngine {
         }
         Ok(ids)
     }
-
-    /// Generates free text about `frame` for `question`, streaming text deltas to `on_text`;
-    /// `cancel` stops decoding between tokens.
-    pub fn generate(
-        &mut self,
-        frame: &Frame,
-        question: &str,
-        params: &GenerateParams,
-        on_text: &mut dyn FnMut(&str),
-        cancel: &AtomicBool,
-    ) -> Result<Generation> {
-        Sampler::validate(&params.sampling).map_err(Error::Config)?;
-        let start = Instant::now();
-        self.clock = RunClock::default();
-        let mut timings = Timings::default();
-        let (_, q_ids) = self.prompt_ids(question)?;
-        self.ensure_prefix(frame, &mut timings)?;
-        self.restore_prefix()?;
-        let t = Instant::now();
-        self.feed_ids(&q_ids)?;
-        timings.prefill = t.elapsed();
-        timings.prefill_tokens = q_ids.len();
-
-        let (text, tokens, finish) =
-            crate::engine::decode(self, params, on_text, cancel, start, &mut timings)?;
-        self.finish_timings(&mut timings, start);
-        Ok(Generation {
-            text,
-            tokens,
-            finish,
-            timings,
-        })
-    }
 }
 
 fn choose_variant(config: &EngineConfig, bundle: &Bundle) -> String {
@@ -421,9 +353,18 @@ fn choose_variant(config: &EngineConfig, bundle: &Bundle) -> String {
     variants.keys().next().cloned().unwrap_or_default()
 }
 
-impl ProbeScoring for BundleEngine {
+impl Backend for BundleEngine {
     /// The conv states and the position after the question (KV rows below it are never overwritten).
     type Mark = (Vec<f32>, usize);
+    fn begin(&mut self) {
+        self.clock = RunClock::default();
+    }
+    fn ensure_prefix(&mut self, frame: &Frame, timings: &mut Timings) -> Result<()> {
+        BundleEngine::ensure_prefix(self, frame, timings)
+    }
+    fn finish(&self, timings: &mut Timings, start: Instant) {
+        self.finish_timings(timings, start);
+    }
     fn question_ids(&mut self, question: &str) -> Result<Arc<[u32]>> {
         self.cached_ids("q:", question)
     }
@@ -442,6 +383,16 @@ impl ProbeScoring for BundleEngine {
     }
     fn back_to(&mut self, mark: &Self::Mark) {
         self.state.restore(&mark.0, mark.1);
+    }
+    fn take_scratch(&mut self) -> (Vec<f32>, Self::Mark) {
+        (
+            std::mem::take(&mut self.q_logits),
+            (std::mem::take(&mut self.q_conv), 0),
+        )
+    }
+    fn keep_scratch(&mut self, q_logits: Vec<f32>, mark: Self::Mark) {
+        self.q_logits = q_logits;
+        self.q_conv = mark.0;
     }
 }
 

@@ -155,12 +155,12 @@ impl Engine {
     }
     /// Encodes the frame's image + prompt prefix unless this frame (by id) is already encoded.
     pub fn encode_frame(&mut self, frame: &Frame) -> Result<Timings> {
-        each!(mut self, m => m.encode_frame(frame))
+        each!(mut self, m => encode_frame(m.as_mut(), frame))
     }
     /// Answers `probes` about `frame` by constrained decoding from the frame's shared prefix (encoded
     /// once, reused by every probe; see ARCHITECTURE.md "Probe scoring").
     pub fn probe(&mut self, frame: &Frame, probes: &[Probe]) -> Result<ProbeOutcome> {
-        each!(mut self, m => m.probe(frame, probes))
+        each!(mut self, m => probe(m.as_mut(), frame, probes))
     }
     /// Generates free text about `frame` for `question`, streaming text deltas to `on_text`;
     /// `cancel` stops decoding between tokens.
@@ -173,7 +173,7 @@ impl Engine {
         cancel: &AtomicBool,
     ) -> Result<Generation> {
         Sampler::validate(&params.sampling).map_err(Error::Config)?;
-        each!(mut self, m => m.generate(frame, question, params, on_text, cancel))
+        each!(mut self, m => generate(m.as_mut(), frame, question, params, on_text, cancel))
     }
 }
 
@@ -188,11 +188,18 @@ pub(crate) trait Decode {
     fn stop_ids(&self) -> &[u32];
 }
 
-/// What probe scoring needs from a model whose frame prefix is encoded.
-pub(crate) trait ProbeScoring: Decode {
+/// What a model format provides for the requests (encode, probe, generate) run here, once for both.
+pub(crate) trait Backend: Decode {
     /// The decoder state after a question, kept to return to before each multi-token answer.
     type Mark: Default;
-    /// Token ids of a probe question (what follows the image) / of an answer, cached per text.
+    /// A new request: clears the per-request counters (time inside `Session::run`).
+    fn begin(&mut self);
+    /// Encodes the frame's image + prompt prefix unless this frame (by id) is already encoded.
+    fn ensure_prefix(&mut self, frame: &Frame, timings: &mut Timings) -> Result<()>;
+    /// Fills the request's totals into `timings`.
+    fn finish(&self, timings: &mut Timings, start: Instant);
+    /// Token ids of a probe question or HMI question (what follows the image) / of an answer,
+    /// cached per text.
     fn question_ids(&mut self, question: &str) -> Result<Arc<[u32]>>;
     fn answer_ids(&mut self, answer: &str) -> Result<Arc<[u32]>>;
     /// Back to the state right after the frame's prefix.
@@ -200,13 +207,78 @@ pub(crate) trait ProbeScoring: Decode {
     fn feed_ids(&mut self, ids: &[u32]) -> Result<()>;
     fn mark(&mut self, into: &mut Self::Mark);
     fn back_to(&mut self, mark: &Self::Mark);
+    /// Scratch buffers reused from one probe request to the next (question logits, mark).
+    fn take_scratch(&mut self) -> (Vec<f32>, Self::Mark) {
+        (Vec::new(), Self::Mark::default())
+    }
+    fn keep_scratch(&mut self, _q_logits: Vec<f32>, _mark: Self::Mark) {}
+}
+
+pub(crate) fn encode_frame<M: Backend>(m: &mut M, frame: &Frame) -> Result<Timings> {
+    let start = Instant::now();
+    m.begin();
+    let mut timings = Timings::default();
+    m.ensure_prefix(frame, &mut timings)?;
+    m.finish(&mut timings, start);
+    Ok(timings)
+}
+
+pub(crate) fn probe<M: Backend>(
+    m: &mut M,
+    frame: &Frame,
+    probes: &[Probe],
+) -> Result<ProbeOutcome> {
+    let start = Instant::now();
+    m.begin();
+    let mut timings = Timings::default();
+    m.ensure_prefix(frame, &mut timings)?;
+    let t_probe = Instant::now();
+    let (mut q_logits, mut mark) = m.take_scratch();
+    let res = score_probes(m, probes, &mut timings, &mut q_logits, &mut mark);
+    m.keep_scratch(q_logits, mark);
+    let answers = res?;
+    timings.probe = t_probe.elapsed();
+    m.finish(&mut timings, start);
+    Ok(ProbeOutcome {
+        frame_id: frame.id,
+        answers,
+        timings,
+    })
+}
+
+pub(crate) fn generate<M: Backend>(
+    m: &mut M,
+    frame: &Frame,
+    question: &str,
+    params: &GenerateParams,
+    on_text: &mut dyn FnMut(&str),
+    cancel: &AtomicBool,
+) -> Result<Generation> {
+    let start = Instant::now();
+    m.begin();
+    let mut timings = Timings::default();
+    let q_ids = m.question_ids(question)?;
+    m.ensure_prefix(frame, &mut timings)?;
+    m.restore_prefix()?;
+    let t = Instant::now();
+    m.feed_ids(&q_ids)?;
+    timings.prefill = t.elapsed();
+    timings.prefill_tokens = q_ids.len();
+    let (text, tokens, finish) = decode(m, params, on_text, cancel, start, &mut timings)?;
+    m.finish(&mut timings, start);
+    Ok(Generation {
+        text,
+        tokens,
+        finish,
+        timings,
+    })
 }
 
 /// Scores every probe from the shared prefix (ARCHITECTURE.md "Probe scoring"): per probe the
 /// question once, then each answer's tokens' log-probabilities (the first from the question's
 /// logits; later ones by feeding the answer from the question's state). `q_logits` and `mark` are
 /// the caller's reusable buffers.
-pub(crate) fn score_probes<M: ProbeScoring>(
+fn score_probes<M: Backend>(
     m: &mut M,
     probes: &[Probe],
     timings: &mut Timings,
@@ -244,8 +316,8 @@ pub(crate) fn score_probes<M: ProbeScoring>(
 
 /// Samples tokens until a stop, the length limit, a full context or `cancel`; streams the text
 /// (never a prefix of a stop string). Sets `ttft`, `decode`, `decode_tokens` in `timings`.
-pub(crate) fn decode(
-    m: &mut dyn Decode,
+fn decode<M: Decode>(
+    m: &mut M,
     params: &GenerateParams,
     on_text: &mut dyn FnMut(&str),
     cancel: &AtomicBool,

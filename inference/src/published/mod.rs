@@ -21,7 +21,6 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use ort::session::{Session, SessionInputValue};
@@ -29,11 +28,11 @@ use ort::value::{DynValue, Tensor, TensorElementType, ValueType};
 
 use crate::config::EngineConfig;
 use crate::decoder::RunClock;
-use crate::engine::{Decode, ProbeScoring, score_probes};
+use crate::engine::{Backend, Decode};
 use crate::error::{BundleError, Error, Result, ort_err};
-use crate::probes::{Probe, ProbeSet};
+use crate::probes::ProbeSet;
 use crate::providers::{SessionReport, dynamic_session};
-use crate::types::{Frame, GenerateParams, Generation, ProbeOutcome, Timings};
+use crate::types::{Frame, Timings};
 
 pub use layout::{Layout, is_published};
 use processor::{ImageProcessor, ImageTokens, ProcessorConfig};
@@ -817,73 +816,25 @@ impl PublishedModel {
         Ok(ids)
     }
 
-    pub fn encode_frame(&mut self, frame: &Frame) -> Result<Timings> {
-        let start = Instant::now();
-        self.clock = RunClock::default();
-        let mut timings = Timings::default();
-        self.ensure_prefix(frame, &mut timings)?;
-        self.finish(&mut timings, start);
-        Ok(timings)
-    }
-
     fn finish(&self, timings: &mut Timings, start: Instant) {
         timings.total = start.elapsed();
         timings.in_session_run = self.clock.in_run;
         timings.session_runs = self.clock.runs;
     }
-
-    /// Probes scored from the frame's prefix snapshot (see ARCHITECTURE.md "Probe scoring").
-    pub fn probe(&mut self, frame: &Frame, probes: &[Probe]) -> Result<ProbeOutcome> {
-        let start = Instant::now();
-        self.clock = RunClock::default();
-        let mut timings = Timings::default();
-        self.ensure_prefix(frame, &mut timings)?;
-        let t_probe = Instant::now();
-        let mut q_logits = Vec::new();
-        let mut mark = None;
-        let answers = score_probes(self, probes, &mut timings, &mut q_logits, &mut mark)?;
-        timings.probe = t_probe.elapsed();
-        self.finish(&mut timings, start);
-        Ok(ProbeOutcome {
-            frame_id: frame.id,
-            answers,
-            timings,
-        })
-    }
-
-    pub fn generate(
-        &mut self,
-        frame: &Frame,
-        question: &str,
-        params: &GenerateParams,
-        on_text: &mut dyn FnMut(&str),
-        cancel: &AtomicBool,
-    ) -> Result<Generation> {
-        let start = Instant::now();
-        self.clock = RunClock::default();
-        let mut timings = Timings::default();
-        let q_ids = self.cached(false, question)?;
-        self.ensure_prefix(frame, &mut timings)?;
-        self.restore_prefix()?;
-        let t = Instant::now();
-        self.feed_ids(&q_ids)?;
-        timings.prefill = t.elapsed();
-        timings.prefill_tokens = q_ids.len();
-        let (text, tokens, finish) =
-            crate::engine::decode(self, params, on_text, cancel, start, &mut timings)?;
-        self.finish(&mut timings, start);
-        Ok(Generation {
-            text,
-            tokens,
-            finish,
-            timings,
-        })
-    }
 }
 
-impl ProbeScoring for PublishedModel {
+impl Backend for PublishedModel {
     /// The decoder state after the question (immutable values: keeping it costs an `Arc`).
     type Mark = Option<State>;
+    fn begin(&mut self) {
+        self.clock = RunClock::default();
+    }
+    fn ensure_prefix(&mut self, frame: &Frame, timings: &mut Timings) -> Result<()> {
+        PublishedModel::ensure_prefix(self, frame, timings)
+    }
+    fn finish(&self, timings: &mut Timings, start: Instant) {
+        PublishedModel::finish(self, timings, start);
+    }
     fn question_ids(&mut self, question: &str) -> Result<Arc<[u32]>> {
         self.cached(false, question)
     }
