@@ -7,8 +7,10 @@
 //!   run by `bundle_engine`;
 //! - a published LFM2-VL / LFM2.5-VL ONNX release (`config.json` + `onnx/`), run by `published`.
 //!
-//! What both share lives here: the decoding loop (sampling, stop tokens and strings, streaming) and
-//! how answer scores become a probe's probabilities.
+//! What both share lives here, over the `Backend` trait each format implements (encode a frame's
+//! prefix, token ids, feed, save/restore decoder state): the request path of `encode_frame`,
+//! `probe` and `generate`, probe scoring, and the decoding loop (sampling, stop tokens and strings,
+//! streaming).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
