@@ -268,6 +268,9 @@ fn invalid(dir: &Path, message: impl Into<String>) -> BundleError {
 }
 
 /// Internal consistency of the manifest (values a graph or the runtime depends on).
+/// The `quantization` values a variant may declare (forge writes them; the runtime chooses by them).
+pub const QUANTIZATIONS: [&str; 3] = ["none", "w8a16", "w4a16"];
+
 pub fn check_manifest(dir: &Path, m: &Manifest) -> Result<(), BundleError> {
     if m.format != FORMAT {
         return Err(invalid(
@@ -381,6 +384,16 @@ pub fn check_manifest(dir: &Path, m: &Manifest) -> Result<(), BundleError> {
         return Err(invalid(dir, "no [variants]"));
     }
     for (name, v) in &m.variants {
+        if !QUANTIZATIONS.contains(&v.quantization.as_str()) {
+            return Err(invalid(
+                dir,
+                format!(
+                    "variants.{name}.quantization is `{}`; one of {}",
+                    v.quantization,
+                    QUANTIZATIONS.join(", ")
+                ),
+            ));
+        }
         for kind in GraphKind::ALL {
             let rel = v.graph(kind);
             if !m.files.contains_key(rel) {

@@ -417,6 +417,21 @@ fn bad_manifest_is_named() {
         }
         other => panic!("expected Invalid, got {other:?}"),
     }
+    // A quantization the runtime does not know (issue 16, item 10) is named, not ignored.
+    let text = std::fs::read_to_string(&m)
+        .unwrap()
+        .replace("colour = true\n", "")
+        .replacen("quantization = \"w8a16\"", "quantization = \"w3a7\"", 1);
+    std::fs::write(&m, text).unwrap();
+    match Bundle::load(&dir, None, Verify::Presence) {
+        Err(BundleError::Invalid { message, .. }) => {
+            assert!(
+                message.contains("w3a7") && message.contains("w4a16"),
+                "{message}"
+            );
+        }
+        other => panic!("expected Invalid, got {other:?}"),
+    }
 }
 
 #[test]
