@@ -28,7 +28,7 @@ pub const INTERFACE: &str = "org.autoneural.Cockpit1";
 pub const DIAGNOSTICS_INTERFACE: &str = "org.autoneural.Cockpit1.Diagnostics";
 
 /// Errors of the methods, named `org.autoneural.Cockpit1.Error.*`.
-#[derive(Debug, zbus::DBusError)]
+#[derive(Debug, Clone, zbus::DBusError)]
 #[zbus(prefix = "org.autoneural.Cockpit1.Error")]
 pub enum CockpitError {
     #[zbus(error)]
@@ -203,6 +203,9 @@ pub struct Cockpit {
     limits: HmiConfig,
     rate: Mutex<RateLimiter>,
     pending: Arc<Semaphore>,
+    /// The Describe in flight and the last result: a Describe that arrives while one runs waits for
+    /// it and shares its answer instead of superseding it.
+    describing: tokio::sync::Mutex<Option<(Instant, Result<String, CockpitError>)>>,
 }
 
 impl Cockpit {
@@ -216,6 +219,7 @@ impl Cockpit {
             published,
             rate: Mutex::new(RateLimiter::new(limits.rate_per_minute.get() as usize)),
             pending: Arc::new(Semaphore::new(limits.max_pending.get() as usize)),
+            describing: tokio::sync::Mutex::new(None),
             runner,
             diagnostics,
             limits,
@@ -296,7 +300,17 @@ impl Cockpit {
     /// Describes the cabin in one sentence from the newest camera frame.
     #[zbus(out_args("text"))]
     async fn describe(&self, #[zbus(header)] header: Header<'_>) -> Result<String, CockpitError> {
-        self.run(&header, HmiRequest::Describe).await
+        let asked = Instant::now();
+        let mut last = self.describing.lock().await;
+        if let Some((done, result)) = &*last
+            && *done >= asked
+        {
+            // A Describe finished while this one waited for it: the same frame, the same answer.
+            return result.clone();
+        }
+        let result = self.run(&header, HmiRequest::Describe).await;
+        *last = Some((Instant::now(), result.clone()));
+        result
     }
 
     /// Vehicle.Driver.IsEyesOnRoad

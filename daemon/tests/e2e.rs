@@ -200,7 +200,7 @@ impl Drop for Daemon {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serves_state_questions_and_diagnostics_under_systemd_notify() {
     let d = Daemon::start(
-        "[budgets]\nprobes_ms = 3000\ncapture_to_observation_ms = 3000\n[hmi]\nmax_pending = 2\nrate_per_minute = 600\n",
+        "[budgets]\nprobes_ms = 3000\ncapture_to_observation_ms = 3000\n[hmi]\nmax_pending = 2\nrate_per_minute = 600\ntimeout_ms = 60000\n",
         "",
     );
     // READY=1 comes after the model loaded and the first observation was published.
@@ -244,6 +244,15 @@ async fn serves_state_questions_and_diagnostics_under_systemd_notify() {
             .await
             .is_ok()
     );
+    // Concurrent Describe calls join the one in flight instead of superseding each other
+    // (issue 16, item 10): every one is answered.
+    let describes = (0..3).map(|_| {
+        let c = cockpit.clone();
+        async move { c.describe().await }
+    });
+    for r in futures_join_all(describes).await {
+        assert!(r.is_ok(), "{r:?}");
+    }
     let invalid = "org.autoneural.Cockpit1.Error.InvalidQuestion";
     assert_eq!(error_name(cockpit.ask("").await.unwrap_err()), invalid);
     // Inside hmi.max_question_chars but longer than the loaded model's context (issue 16, item 9).

@@ -218,12 +218,26 @@ impl Perception for Model {
             max_tokens,
             ..GenerateParams::default()
         };
-        let g = self
-            .worker
-            .describe(frame(f), self.description_prompt.clone(), params, None)
-            .map_err(err)?
-            .wait()
-            .map_err(err)?;
+        // A newer description job (another Describe, or the periodic refresh) replaces a queued
+        // one; the replaced caller asks again and gets a description of the newest frame, instead
+        // of an error (issue 16, item 10). Bounded: each retry is behind at most one newer job.
+        let mut tries = 0;
+        let g = loop {
+            let result = self
+                .worker
+                .describe(
+                    frame(f),
+                    self.description_prompt.clone(),
+                    params.clone(),
+                    None,
+                )
+                .map_err(err)?
+                .wait();
+            match result {
+                Err(inference::Error::Superseded { .. }) if tries < 3 => tries += 1,
+                other => break other.map_err(err)?,
+            }
+        };
         Ok(answer_text(&g.text))
     }
 
