@@ -917,13 +917,19 @@ fn a_model_whose_probes_leave_a_field_unfed_does_not_load() {
         ),
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_autoneuralctl"))
-        .arg("check-model")
-        .arg(&config)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{err}");
+    let check_model = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_autoneuralctl"))
+            .arg("check-model")
+            .arg(&config)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, err) = check_model();
+    assert!(!ok, "{err}");
     assert!(
         err.contains("nothing feeds") && err.contains("eyes_closed"),
         "{err}"
@@ -934,13 +940,8 @@ fn a_model_whose_probes_leave_a_field_unfed_does_not_load() {
         "[[probe]]\nid = \"phone\"\nquestion = \"Phone?\"\nanswers = [\"yes\", \"no\"]\nfield = \"phone_in_use\"\npositive = [\"yes\"]\n",
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_autoneuralctl"))
-        .arg("check-model")
-        .arg(&config)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let (ok, err) = check_model();
+    assert!(!ok, "{err}");
     assert!(
         err.contains("yawning") && !err.contains("phone_in_use"),
         "{err}"
