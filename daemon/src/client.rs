@@ -72,6 +72,24 @@ pub trait Diagnostics {
     fn frames_dropped(&self) -> zbus::Result<u64>;
 }
 
+#[proxy(
+    interface = "org.autoneural.Cockpit1.Vehicle",
+    default_service = "org.autoneural.Cockpit1",
+    default_path = "/org/autoneural/Cockpit1"
+)]
+pub trait Vehicle {
+    fn set_speed(&self, speed_kmh: f64) -> zbus::Result<()>;
+    #[zbus(property)]
+    fn speed(&self) -> zbus::Result<f64>;
+}
+
+pub async fn vehicle(conn: &Connection) -> zbus::Result<VehicleProxy<'static>> {
+    VehicleProxy::builder(conn)
+        .cache_properties(zbus::proxy::CacheProperties::No)
+        .build()
+        .await
+}
+
 /// Proxies that read every property from the service: some are not signalled (they change with
 /// every frame), so a cached value would go stale.
 pub async fn cockpit(conn: &Connection) -> zbus::Result<CockpitProxy<'static>> {
@@ -234,7 +252,7 @@ pub async fn wait_for_service(conn: &Connection, timeout: Duration) -> zbus::Res
     }
 }
 
-/// Every property of both interfaces as (interface, name, value), sorted.
+/// Every property of the three interfaces as (interface, name, value), sorted.
 pub async fn all_properties(conn: &Connection) -> zbus::Result<Vec<(String, String, String)>> {
     let props = zbus::fdo::PropertiesProxy::builder(conn)
         .destination(BUS_NAME)
@@ -242,7 +260,11 @@ pub async fn all_properties(conn: &Connection) -> zbus::Result<Vec<(String, Stri
         .build()
         .await?;
     let mut out = vec![];
-    for iface in [INTERFACE, crate::dbus::DIAGNOSTICS_INTERFACE] {
+    for iface in [
+        INTERFACE,
+        crate::dbus::DIAGNOSTICS_INTERFACE,
+        crate::dbus::VEHICLE_INTERFACE,
+    ] {
         let all = props.get_all(iface.try_into()?).await?;
         let mut v: Vec<_> = all.into_iter().collect();
         v.sort_by(|a, b| a.0.cmp(&b.0));

@@ -41,6 +41,8 @@ pub struct Config {
     #[serde(default)]
     pub fusion: FusionConfig,
     #[serde(default)]
+    pub vehicle: VehicleConfig,
+    #[serde(default)]
     pub policies: PoliciesConfig,
     #[serde(default)]
     pub budgets: BudgetsConfig,
@@ -232,6 +234,23 @@ impl Default for FusionConfig {
         Self {
             model_every_frames: d_model_every(),
             max_field_age_ms: d_max_field_age(),
+        }
+    }
+}
+
+/// `[vehicle]`: the signals the vehicle gateway reports over D-Bus (see `vehicle.rs`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VehicleConfig {
+    /// A speed report older than this is unknown (speed-gated rules run ungated).
+    #[serde(default = "d_speed_max_age")]
+    pub speed_max_age_ms: Bounded<100, 60_000>,
+}
+
+impl Default for VehicleConfig {
+    fn default() -> Self {
+        Self {
+            speed_max_age_ms: d_speed_max_age(),
         }
     }
 }
@@ -486,6 +505,9 @@ fn d_face_threads() -> Bounded<1, 16> {
 }
 fn d_model_every() -> Bounded<1, 1000> {
     Bounded(1)
+}
+fn d_speed_max_age() -> Bounded<100, 60_000> {
+    Bounded(1000)
 }
 fn d_max_field_age() -> Bounded<1, 60_000> {
     Bounded(2000)

@@ -21,11 +21,13 @@ use crate::config::HmiConfig;
 use crate::pipeline::{MonitoringState, Snapshot};
 use crate::stages::{Alert, AlertEvent, DriverState, StageError, StageErrorKind};
 use crate::stats::{Stage, StageSummary};
+use crate::vehicle::VehicleSignals;
 
 pub const BUS_NAME: &str = "org.autoneural.Cockpit1";
 pub const OBJECT_PATH: &str = "/org/autoneural/Cockpit1";
 pub const INTERFACE: &str = "org.autoneural.Cockpit1";
 pub const DIAGNOSTICS_INTERFACE: &str = "org.autoneural.Cockpit1.Diagnostics";
+pub const VEHICLE_INTERFACE: &str = "org.autoneural.Cockpit1.Vehicle";
 
 /// Errors of the methods, named `org.autoneural.Cockpit1.Error.*`.
 #[derive(Debug, Clone, zbus::DBusError)]
@@ -45,6 +47,8 @@ pub enum CockpitError {
     Timeout(String),
     /// The model failed.
     Failed(String),
+    /// A vehicle signal out of its range (a speed below 0 or above 400 km/h, NaN).
+    InvalidArgument(String),
 }
 
 /// Values published on the main interface.
@@ -483,6 +487,38 @@ impl Diagnostics {
     }
 }
 
+/// The `org.autoneural.Cockpit1.Vehicle` object: the vehicle gateway reports what the camera
+/// cannot see. The bus policy lets only the `autoneural-vehicle` group call it.
+pub struct Vehicle {
+    signals: Arc<VehicleSignals>,
+}
+
+impl Vehicle {
+    pub fn new(signals: Arc<VehicleSignals>) -> Self {
+        Self { signals }
+    }
+}
+
+#[interface(name = "org.autoneural.Cockpit1.Vehicle")]
+impl Vehicle {
+    /// The vehicle speed in km/h (0..=400). Report it at least every `vehicle.speed_max_age_ms`:
+    /// an older report counts as unknown, and speed-gated rules then run as if driving.
+    async fn set_speed(&self, speed_kmh: f64) -> Result<(), CockpitError> {
+        self.signals
+            .set_speed(speed_kmh, crate::stages::mono_now())
+            .map_err(|e| CockpitError::InvalidArgument(e.to_string()))
+    }
+
+    /// The speed the daemon uses now, km/h; -1 when no fresh report exists.
+    #[zbus(property(emits_changed_signal = "false"))]
+    fn speed(&self) -> f64 {
+        self.signals
+            .at(crate::stages::mono_now())
+            .speed_kmh
+            .map_or(-1.0, f64::from)
+    }
+}
+
 /// Publishes one snapshot: updates the values, emits one PropertiesChanged with what changed, then
 /// the alert signals in order.
 pub async fn publish(
@@ -640,7 +676,7 @@ pub fn our_interfaces(xml: &str) -> String {
         "<!DOCTYPE node PUBLIC \"-//freedesktop//DTD D-BUS Object Introspection 1.0//EN\"\n \
          \"http://www.freedesktop.org/standards/dbus/1.0/introspect.dtd\">\n<node name=\"/org/autoneural/Cockpit1\">\n",
     );
-    for name in [INTERFACE, DIAGNOSTICS_INTERFACE] {
+    for name in [INTERFACE, DIAGNOSTICS_INTERFACE, VEHICLE_INTERFACE] {
         let open = format!("<interface name=\"{name}\">");
         let Some(start) = xml.find(&open) else {
             continue;

@@ -18,3 +18,4 @@ pub mod stages;
 pub mod stats;
 #[doc(hidden)]
 pub mod testbus;
+pub mod vehicle;

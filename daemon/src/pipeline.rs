@@ -22,6 +22,7 @@ use crate::stages::{
     SourceEvent, mono_now,
 };
 use crate::stats::{LatencyStats, Stage};
+use crate::vehicle::VehicleSignals;
 
 /// How often the thread looks up from waiting (stop flag, commands, missing frames).
 const TICK: Duration = Duration::from_millis(200);
@@ -81,10 +82,12 @@ pub struct Shared<F> {
     pub frames_processed: AtomicU64,
     pub frames_skipped: AtomicU64,
     pub source_dropped: AtomicU64,
+    /// The vehicle gateway's reports (written by D-Bus, read once per frame).
+    pub vehicle: Arc<VehicleSignals>,
 }
 
 impl<F> Shared<F> {
-    pub fn new(governor: Governor, stats_window: usize) -> Self {
+    pub fn new(governor: Governor, stats_window: usize, vehicle: Arc<VehicleSignals>) -> Self {
         Self {
             latest: Mutex::new(None),
             stats: Mutex::new(LatencyStats::new(stats_window)),
@@ -93,6 +96,7 @@ impl<F> Shared<F> {
             frames_processed: AtomicU64::new(0),
             frames_skipped: AtomicU64::new(0),
             source_dropped: AtomicU64::new(0),
+            vehicle,
         }
     }
 
@@ -243,7 +247,8 @@ impl<S: FrameSource, P: Perception<Frame = S::Frame>, L: Policy> Pipeline<S, P, 
         if let Ok(mut latest) = self.shared.latest.lock() {
             *latest = Some(captured.clone());
         }
-        let probed = self.perception.probe(&captured.frame);
+        let vehicle = self.shared.vehicle.at(captured.timestamp);
+        let probed = self.perception.probe(&captured.frame, vehicle);
         let (observation, inference_error) = match probed {
             Ok(p) => {
                 for (stage, d) in [
@@ -258,6 +263,7 @@ impl<S: FrameSource, P: Perception<Frame = S::Frame>, L: Policy> Pipeline<S, P, 
                 let obs = Observation {
                     timestamp: captured.timestamp,
                     answers: p.answers,
+                    vehicle,
                     invalid: None,
                 };
                 (obs, None)
@@ -270,6 +276,7 @@ impl<S: FrameSource, P: Perception<Frame = S::Frame>, L: Policy> Pipeline<S, P, 
                 let obs = Observation {
                     timestamp: captured.timestamp,
                     answers: vec![],
+                    vehicle,
                     invalid: Some(format!("inference: {e}")),
                 };
                 (obs, Some(format!("inference: {e}")))
@@ -333,9 +340,11 @@ impl<S: FrameSource, P: Perception<Frame = S::Frame>, L: Policy> Pipeline<S, P, 
 
     /// An observation without data; false when the publisher is gone.
     fn publish_invalid(&mut self, reason: String) -> bool {
+        let now = mono_now();
         let observation = Observation {
-            timestamp: mono_now(),
+            timestamp: now,
             answers: vec![],
+            vehicle: self.shared.vehicle.at(now),
             invalid: Some(reason.clone()),
         };
         let (state, mut events) = self.policy.update(&observation);

@@ -14,12 +14,13 @@ use tokio::sync::{mpsc, oneshot};
 use crate::budget::{Governor, Level};
 use crate::config::{BusKind, Config, EndOfStream};
 use crate::dbus::{
-    self, Cockpit, Diagnostics, DiagnosticsSource, HmiRequest, HmiRunner, Published,
+    self, Cockpit, Diagnostics, DiagnosticsSource, HmiRequest, HmiRunner, Published, Vehicle,
 };
 use crate::notify::Notifier;
 use crate::pipeline::{Command, MonitoringState, Pipeline, PipelineConfig, Shared, Update};
 use crate::stages::{FrameSource, Perception, Policy, StageError, mono_now};
 use crate::stats::{Stage, StageSummary};
+use crate::vehicle::VehicleSignals;
 
 /// Why `run` returned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,6 +108,7 @@ async fn connect(
     cfg: &Config,
     cockpit: Cockpit,
     diagnostics: Diagnostics,
+    vehicle: Vehicle,
 ) -> anyhow::Result<zbus::Connection> {
     let builder = match cfg.bus.kind {
         BusKind::System => zbus::connection::Builder::system(),
@@ -124,6 +126,7 @@ async fn connect(
     builder
         .serve_at(dbus::OBJECT_PATH, cockpit)
         .serve_at(dbus::OBJECT_PATH, diagnostics)
+        .serve_at(dbus::OBJECT_PATH, vehicle)
         .name(dbus::BUS_NAME)
         .build()
         .await
@@ -152,7 +155,8 @@ where
     // Bundle format autoneural-bundle/1 has one input size per bundle, so the ladder ends at
     // reduced-rate (see budget.rs).
     let governor = Governor::new(&cfg.budgets, false);
-    let shared = Arc::new(Shared::new(governor, 256));
+    let vehicle = Arc::new(VehicleSignals::new(cfg.vehicle.speed_max_age_ms.ms()));
+    let shared = Arc::new(Shared::new(governor, 256, Arc::clone(&vehicle)));
     let published = Arc::new(Mutex::new(Published::default()));
     let diag: Arc<dyn DiagnosticsSource> = Arc::new(DiagnosticsView {
         shared: Arc::clone(&shared),
@@ -174,7 +178,13 @@ where
         Arc::clone(&diag),
         cfg.hmi.clone(),
     );
-    let conn = connect(&cfg, cockpit, Diagnostics::new(Arc::clone(&diag))).await?;
+    let conn = connect(
+        &cfg,
+        cockpit,
+        Diagnostics::new(Arc::clone(&diag)),
+        Vehicle::new(vehicle),
+    )
+    .await?;
     info!(
         "D-Bus: {} at {} on the {:?} bus",
         dbus::BUS_NAME,
@@ -450,6 +460,7 @@ mod tests {
         Alert, AlertEvent, Captured, DriverState, Observation, Perceived, ProbeAnswer, SourceEvent,
     };
     use crate::testbus::PrivateBus;
+    use crate::vehicle::VehicleState;
     use std::path::Path;
     use std::sync::atomic::AtomicBool;
 
@@ -491,7 +502,7 @@ mod tests {
 
     impl Perception for Model {
         type Frame = u64;
-        fn probe(&self, frame: &u64) -> Result<Perceived, StageError> {
+        fn probe(&self, frame: &u64, _: VehicleState) -> Result<Perceived, StageError> {
             let phone = (10..30).contains(frame);
             Ok(Perceived {
                 answers: vec![ProbeAnswer {
@@ -734,6 +745,114 @@ mod tests {
         assert!(!cockpit.is_eyes_on_road().await.unwrap());
         fail.store(false, Ordering::Relaxed);
         wait_for(&mut signals, |e| matches!(e, WatchEvent::Changed(n, v) if n == "MonitoringState" && v == "\"active\"")).await;
+        service.abort();
+    }
+
+    /// The test model, remembering the vehicle state of each frame it probes.
+    struct SpeedSeen(Mutex<Vec<Option<f32>>>);
+
+    impl Perception for SpeedSeen {
+        type Frame = u64;
+        fn probe(&self, frame: &u64, vehicle: VehicleState) -> Result<Perceived, StageError> {
+            self.0.lock().unwrap().push(vehicle.speed_kmh);
+            Model.probe(frame, vehicle)
+        }
+        fn describe(&self, frame: &u64, n: usize) -> Result<String, StageError> {
+            Model.describe(frame, n)
+        }
+        fn ask(&self, frame: &u64, q: &str, n: usize) -> Result<String, StageError> {
+            Model.ask(frame, q, n)
+        }
+        fn set_low_resolution(&self, on: bool) -> Result<(), StageError> {
+            Model.set_low_resolution(on)
+        }
+        fn execution_providers(&self) -> Vec<(String, String)> {
+            Model.execution_providers()
+        }
+    }
+
+    /// The test rules, remembering the vehicle speed of each observation.
+    struct SpeedRules(Arc<Mutex<Vec<Option<f32>>>>, Rules);
+
+    impl Policy for SpeedRules {
+        fn update(&mut self, o: &Observation) -> (DriverState, Vec<AlertEvent>) {
+            self.0.lock().unwrap().push(o.vehicle.speed_kmh);
+            self.1.update(o)
+        }
+        fn active_alerts(&self) -> Vec<Alert> {
+            self.1.active_alerts()
+        }
+        fn reload(&mut self) -> Result<(String, Vec<AlertEvent>), StageError> {
+            self.1.reload()
+        }
+    }
+
+    /// Waits until the last of `seen` is `want`.
+    async fn last_is(seen: &Mutex<Vec<Option<f32>>>, want: Option<f32>) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while seen.lock().unwrap().last() != Some(&want) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "never saw {want:?}: {:?}",
+                seen.lock().unwrap().last()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_vehicle_speed_from_the_bus_reaches_perception_and_policies_until_it_goes_stale() {
+        let dir = tempfile::tempdir().unwrap();
+        let bus = PrivateBus::start(dir.path(), "").unwrap();
+        let mut cfg = config(&bus.address);
+        cfg.vehicle.speed_max_age_ms = Bounded(1500);
+        cfg.description.interval_ms = Bounded(0);
+        let source = Frames {
+            i: 0,
+            fail: Arc::new(AtomicBool::new(false)),
+            next_at: Duration::ZERO,
+        };
+        let perceived = Arc::new(SpeedSeen(Mutex::new(vec![])));
+        let observed = Arc::new(Mutex::new(vec![]));
+        let conn = zbus::connection::Builder::address(bus.address.as_str())
+            .build()
+            .await
+            .unwrap();
+        let service = tokio::spawn(run(
+            cfg,
+            source,
+            Arc::clone(&perceived),
+            SpeedRules(Arc::clone(&observed), Rules::default()),
+            Arc::new(Notifier::disabled()),
+        ));
+        assert!(
+            client::wait_for_service(&conn, Duration::from_secs(10))
+                .await
+                .unwrap()
+        );
+        let vehicle = client::vehicle(&conn).await.unwrap();
+        assert_eq!(vehicle.speed().await.unwrap(), -1.0, "no report yet");
+        last_is(&observed, None).await;
+
+        vehicle.set_speed(42.5).await.unwrap();
+        assert_eq!(vehicle.speed().await.unwrap(), 42.5);
+        last_is(&perceived.0, Some(42.5)).await;
+        last_is(&observed, Some(42.5)).await;
+
+        // Out-of-range reports are refused by name and change nothing.
+        for bad in [-3.0, f64::NAN, f64::INFINITY, 401.0] {
+            let e = vehicle.set_speed(bad).await.unwrap_err();
+            assert_eq!(
+                error_name(e),
+                "org.autoneural.Cockpit1.Error.InvalidArgument"
+            );
+        }
+        assert_eq!(vehicle.speed().await.unwrap(), 42.5);
+
+        // The gateway stops reporting: after the maximum age the speed is unknown, never stale.
+        last_is(&perceived.0, None).await;
+        last_is(&observed, None).await;
+        assert_eq!(vehicle.speed().await.unwrap(), -1.0);
         service.abort();
     }
 

@@ -5,6 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::vehicle::VehicleState;
+
 /// CLOCK_MONOTONIC now, the clock of V4L2 buffer timestamps and of every timestamp the daemon
 /// publishes.
 pub fn mono_now() -> Duration {
@@ -130,7 +132,8 @@ pub struct Perceived {
 /// never from the async runtime.
 pub trait Perception: Send + Sync + 'static {
     type Frame: Send + Sync + 'static;
-    fn probe(&self, frame: &Self::Frame) -> Result<Perceived, StageError>;
+    /// The safety probes of one frame; `vehicle` is what the vehicle reported as of its capture.
+    fn probe(&self, frame: &Self::Frame, vehicle: VehicleState) -> Result<Perceived, StageError>;
     fn describe(&self, frame: &Self::Frame, max_tokens: usize) -> Result<String, StageError>;
     fn ask(
         &self,
@@ -149,6 +152,8 @@ pub trait Perception: Send + Sync + 'static {
 pub struct Observation {
     pub timestamp: Duration,
     pub answers: Vec<ProbeAnswer>,
+    /// What the vehicle reported as of this observation (the speed gates some rules).
+    pub vehicle: VehicleState,
     /// Set when there is no valid data (camera failed, inference error).
     pub invalid: Option<String>,
 }

@@ -353,7 +353,7 @@ async fn futures_join_all<F: std::future::Future>(futs: impl Iterator<Item = F>)
 }
 
 /// The project's bus policy with the test's names: the service user is this test's user, the HMI
-/// group is `users` (gid 100).
+/// group is `users` (gid 100), the vehicle gateway's group is `games` (gid 60).
 fn project_policy() -> String {
     let policy =
         std::fs::read_to_string(repo().join("systemd/org.autoneural.Cockpit1.conf")).unwrap();
@@ -365,9 +365,11 @@ fn project_policy() -> String {
     let me = std::env::var("USER").unwrap_or_else(|_| "root".into());
     body.replace("user=\"autoneural\"", &format!("user=\"{me}\""))
         .replace("group=\"autoneural-hmi\"", "group=\"users\"")
+        .replace("group=\"autoneural-vehicle\"", "group=\"games\"")
 }
 
-fn busctl_as(bus: &str, groups: Option<&str>, member: &str) -> std::process::Output {
+/// `busctl call` on the service as user nobody with `groups` (None: no groups at all).
+fn busctl_as(bus: &str, groups: Option<&str>, call: &[&str]) -> std::process::Output {
     let mut cmd = Command::new("setpriv");
     cmd.args(["--reuid=65534", "--regid=65534"]);
     match groups {
@@ -380,26 +382,42 @@ fn busctl_as(bus: &str, groups: Option<&str>, member: &str) -> std::process::Out
         "call",
         BUS_NAME,
         OBJECT_PATH,
-        "org.freedesktop.DBus.Properties",
-        member,
     ])
-    .args(["ss", "org.autoneural.Cockpit1", "MonitoringState"])
+    .args(call)
     .output()
     .unwrap()
 }
 
+const GET_STATE: [&str; 5] = [
+    "org.freedesktop.DBus.Properties",
+    "Get",
+    "ss",
+    "org.autoneural.Cockpit1",
+    "MonitoringState",
+];
+const GET_SPEED: [&str; 5] = [
+    "org.freedesktop.DBus.Properties",
+    "Get",
+    "ss",
+    "org.autoneural.Cockpit1.Vehicle",
+    "Speed",
+];
+const SET_SPEED: [&str; 4] = ["org.autoneural.Cockpit1.Vehicle", "SetSpeed", "d", "50"];
+
+fn denied(out: &std::process::Output) -> bool {
+    let err = String::from_utf8_lossy(&out.stderr);
+    !out.status.success() && (err.contains("Access denied") || err.contains("AccessDenied"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bus_policy_admits_only_the_hmi_group() {
-    let d = Daemon::start("", &project_policy());
+async fn bus_policy_admits_only_the_hmi_group_and_speed_only_from_the_vehicle_group() {
+    // A report stays fresh for a minute here, so that reading it back cannot race its expiry.
+    let d = Daemon::start("[vehicle]\nspeed_max_age_ms = 60000\n", &project_policy());
     d.notify_until("READY=1", Duration::from_secs(60));
-    let outsider = busctl_as(&d.bus.address, None, "Get");
-    assert!(!outsider.status.success());
-    let err = String::from_utf8_lossy(&outsider.stderr);
-    assert!(
-        err.contains("Access denied") || err.contains("AccessDenied"),
-        "{err}"
-    );
-    let hmi = busctl_as(&d.bus.address, Some("100"), "Get");
+    let bus = &d.bus.address;
+    let outsider = busctl_as(bus, None, &GET_STATE);
+    assert!(denied(&outsider), "{outsider:?}");
+    let hmi = busctl_as(bus, Some("100"), &GET_STATE);
     assert!(
         hmi.status.success(),
         "{}",
@@ -409,6 +427,20 @@ async fn bus_policy_admits_only_the_hmi_group() {
         String::from_utf8_lossy(&hmi.stdout).contains('"'),
         "a string property"
     );
+    // Only the vehicle gateway reports the speed; the HMI reads it.
+    for who in [None, Some("100")] {
+        let out = busctl_as(bus, who, &SET_SPEED);
+        assert!(denied(&out), "{who:?} set the speed: {out:?}");
+    }
+    let gateway = busctl_as(bus, Some("60"), &SET_SPEED);
+    assert!(
+        gateway.status.success(),
+        "{}",
+        String::from_utf8_lossy(&gateway.stderr)
+    );
+    assert!(denied(&busctl_as(bus, Some("60"), &GET_STATE)));
+    let speed = busctl_as(bus, Some("100"), &GET_SPEED);
+    assert_eq!(String::from_utf8_lossy(&speed.stdout).trim(), "v d 50");
     let (ok, _, stderr) = d.terminate();
     assert!(ok, "{stderr}");
 }

@@ -16,6 +16,7 @@ use crate::adapters::camera::ModelInput;
 use crate::adapters::model::Model;
 use crate::config::{Config, FaceConfig};
 use crate::stages::{Perceived, Perception, ProbeAnswer, StageError};
+use crate::vehicle::VehicleState;
 
 /// The `probe` name the face pipeline's answers carry (the model's carry their probe ids).
 pub const FACE_SOURCE: &str = "face";
@@ -108,6 +109,7 @@ impl Fused {
         &self,
         stage: &FaceStage,
         f: &ModelInput,
+        vehicle: VehicleState,
     ) -> Result<(Vec<ProbeAnswer>, Duration), StageError> {
         let input = f
             .face
@@ -121,7 +123,8 @@ impl Fused {
                 .pipeline
                 .lock()
                 .map_err(|_| StageError::new("face pipeline: poisoned by an earlier panic"))?;
-            p.process(&img, f.timestamp.as_secs_f64(), None)
+            // The neutral gaze is learned only while driving (`calibration.min_speed_kmh`).
+            p.process(&img, f.timestamp.as_secs_f64(), vehicle.speed_kmh)
                 .map_err(|e| StageError::new(format!("face pipeline: {e}")))?
         };
         let took = t.elapsed();
@@ -155,11 +158,11 @@ fn face_answer(field: &str, p: f32) -> ProbeAnswer {
 impl Perception for Fused {
     type Frame = ModelInput;
 
-    fn probe(&self, f: &ModelInput) -> Result<Perceived, StageError> {
+    fn probe(&self, f: &ModelInput, vehicle: VehicleState) -> Result<Perceived, StageError> {
         let Some(stage) = &self.face else {
-            return self.model.probe(f);
+            return self.model.probe(f, vehicle);
         };
-        let (mut answers, face_time) = self.face_answers(stage, f)?;
+        let (mut answers, face_time) = self.face_answers(stage, f, vehicle)?;
         let mut fields = self
             .fields
             .lock()
@@ -168,7 +171,7 @@ impl Perception for Fused {
         fields.frames += 1;
         let (mut vision, mut probes) = (None, None);
         if due {
-            match self.model.probe(f) {
+            match self.model.probe(f, vehicle) {
                 Ok(p) => {
                     vision = p.vision;
                     probes = p.probes;

@@ -15,6 +15,7 @@ use autoneural_policies::Field;
 use crate::adapters::camera::ModelInput;
 use crate::config::{Config, ExecutionProvider};
 use crate::stages::{Perceived, Perception, ProbeAnswer, StageError};
+use crate::vehicle::VehicleState;
 
 /// The engine configuration the daemon's config asks for.
 pub fn engine_config(cfg: &Config) -> EngineConfig {
@@ -187,7 +188,7 @@ fn err(e: inference::Error) -> StageError {
 impl Perception for Model {
     type Frame = ModelInput;
 
-    fn probe(&self, f: &ModelInput) -> Result<Perceived, StageError> {
+    fn probe(&self, f: &ModelInput, _: VehicleState) -> Result<Perceived, StageError> {
         let outcome = self
             .worker
             .probe(frame(f), self.probes.clone())

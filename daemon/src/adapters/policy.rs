@@ -76,6 +76,10 @@ impl Policy for Rulebook {
                 policies::Observation::valid(o.timestamp, p)
             }
         };
+        let obs = match o.vehicle.speed_kmh {
+            Some(kmh) => obs.with_speed(kmh),
+            None => obs,
+        };
         let evs = events(self.engine.observe(&obs), o.timestamp);
         let s = self.engine.state();
         let sensing = match s.monitoring {
@@ -127,9 +131,14 @@ impl Policy for Rulebook {
 mod tests {
     use super::*;
     use crate::stages::ProbeAnswer;
+    use crate::vehicle::VehicleState;
     use std::time::Duration;
 
     fn phone(t_ms: u64, p: f32) -> Observation {
+        phone_at(t_ms, p, None)
+    }
+
+    fn phone_at(t_ms: u64, p: f32, speed_kmh: Option<f32>) -> Observation {
         let answer = |field: &str, positive: f32| ProbeAnswer {
             probe: field.into(),
             field: field.into(),
@@ -145,6 +154,7 @@ mod tests {
                 answer("eyes_on_road", 1.0),
                 answer("eyes_closed", 0.0),
             ],
+            vehicle: VehicleState { speed_kmh },
             invalid: None,
         }
     }
@@ -176,6 +186,24 @@ mod tests {
             "{raised:?}"
         );
         assert!(cleared.expect("cleared") > Duration::from_secs(6));
+    }
+
+    /// The phone rule is speed-gated: below `speed_gate.min_speed_kmh` (10) a phone in hand is no
+    /// alert; an unknown speed (no fresh report) is the safe side and gates nothing.
+    #[test]
+    fn the_reported_speed_gates_the_speed_gated_rules() {
+        let raised = |speed: Option<f32>| {
+            let mut r = Rulebook::load(None).unwrap();
+            (0..60u64).any(|i| {
+                let (_, evs) = r.update(&phone_at(i * 100, 1.0, speed));
+                evs.iter().any(
+                    |e| matches!(e, AlertEvent::Raised { alert, .. } if alert.id == "phone_use"),
+                )
+            })
+        };
+        assert!(!raised(Some(5.0)), "raised while parked");
+        assert!(raised(Some(50.0)), "not raised while driving");
+        assert!(raised(None), "not raised with the speed unknown");
     }
 
     #[test]

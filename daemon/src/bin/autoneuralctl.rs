@@ -16,6 +16,10 @@ commands:
                          (--wait: first wait up to SECS for the service to appear)
   ask QUESTION           ask the model about the cabin
   describe               a one-sentence description of the cabin
+  set-speed KMH [--for SECS]
+                         report the vehicle speed (as the vehicle gateway does); --for: keep
+                         reporting it every 250 ms for SECS, else one report (it goes stale
+                         after vehicle.speed_max_age_ms)
   check-config FILE      check a configuration file
   check-model FILE       load the configuration's model bundle: EP per graph, offload, cache
 
@@ -26,6 +30,7 @@ enum Cmd {
     Watch { wait: Option<Duration> },
     Ask(String),
     Describe,
+    SetSpeed { kmh: f64, hold: Option<Duration> },
     CheckConfig(PathBuf),
     CheckModel(PathBuf),
 }
@@ -50,6 +55,12 @@ fn parse_args() -> Result<(Bus, Cmd), lexopt::Error> {
                     wait: Some(Duration::from_secs_f64(secs.max(0.0))),
                 });
             }
+            Long("for") if matches!(cmd, Some(Cmd::SetSpeed { .. })) => {
+                let secs: f64 = parser.value()?.parse()?;
+                if let Some(Cmd::SetSpeed { hold, .. }) = &mut cmd {
+                    *hold = Some(Duration::from_secs_f64(secs.clamp(0.0, 86_400.0)));
+                }
+            }
             Value(v) if cmd.is_none() => {
                 let v = v.string()?;
                 cmd = Some(match v.as_str() {
@@ -57,6 +68,10 @@ fn parse_args() -> Result<(Bus, Cmd), lexopt::Error> {
                     "watch" => Cmd::Watch { wait: None },
                     "describe" => Cmd::Describe,
                     "ask" => Cmd::Ask(parser.value()?.string()?),
+                    "set-speed" => Cmd::SetSpeed {
+                        kmh: parser.value()?.parse()?,
+                        hold: None,
+                    },
                     "check-config" => Cmd::CheckConfig(parser.value()?.into()),
                     "check-model" => Cmd::CheckModel(parser.value()?.into()),
                     other => return Err(format!("unknown command {other:?}").into()),
@@ -153,6 +168,20 @@ async fn run(bus: Bus, cmd: Cmd) -> anyhow::Result<()> {
                 .context("cannot connect to the bus")?;
             println!("{}", client::cockpit(&conn).await?.describe().await?);
             Ok(())
+        }
+        Cmd::SetSpeed { kmh, hold } => {
+            let conn = client::connect(&bus)
+                .await
+                .context("cannot connect to the bus")?;
+            let vehicle = client::vehicle(&conn).await?;
+            let until = tokio::time::Instant::now() + hold.unwrap_or_default();
+            loop {
+                vehicle.set_speed(kmh).await?;
+                if tokio::time::Instant::now() >= until {
+                    return Ok(());
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
         }
         Cmd::Watch { wait } => watch(&bus, wait).await,
     }

@@ -9,6 +9,7 @@ use anyhow::Context;
 use autoneural_daemon::config::Config;
 use autoneural_daemon::notify::Notifier;
 use autoneural_daemon::stages::Perception;
+use autoneural_daemon::vehicle::VehicleState;
 use autoneural_daemon::{adapters, logging};
 
 const DEFAULT_CONFIG: &str = "/etc/autoneural/autoneurald.toml";
@@ -157,7 +158,7 @@ fn observe(path: &std::path::Path, images: &[PathBuf], json: bool) -> anyhow::Re
         perception.reset();
         let frame = adapters::camera::still(image, size, cfg.face.is_some(), i as u64)?;
         let seen = perception
-            .probe(&frame)
+            .probe(&frame, VehicleState::default())
             .map_err(|e| anyhow::anyhow!("{}: {e}", image.display()))?;
         if json {
             let fields: serde_json::Map<String, serde_json::Value> = seen
