@@ -26,7 +26,10 @@ tokens, eos 4); image prompts with reference.json's `generations` (single-image 
 no tiling).
 
 Exit status 1 when a path listed in EXPECT_MATCH does not reproduce transformers' tokens exactly
-(or fails to build/run); the int4 paths are reported (first divergence) but not required to match.
+(or fails to build/run), or one in EXPECT_LOOP (the published q8/q4/fp16 graphs) does not reproduce
+the plain onnxruntime loop's tokens on the same graphs; the builder's int4 paths and the variants
+against transformers are reported (first divergence) but not required to match; the neg:* paths are
+configurations expected to fail (their errors are recorded).
 The work directory (default bench/cache/genai-parity) is scratch; results go to WORK/results.json.
 """
 
@@ -59,6 +62,9 @@ BUILDS = {  # name -> (checkpoint, precision, extra_options)
 }
 # paths that must reproduce transformers' greedy tokens exactly (fp32 everywhere)
 EXPECT_MATCH = ["builder:vl-fp32", "builder:text-fp32", "published:fp32", "mixed:vl-embeds-fp32"]
+# quantized / fp16 published graphs: genai must give the tokens of the plain onnxruntime loop on the
+# same graphs (reference.json generations[*].variants, made by forge.published.OrtLfm2Vl)
+EXPECT_LOOP = ["published:q8", "published:q4", "published:fp16"]
 
 
 def log(*a):
@@ -162,7 +168,7 @@ def run_builds(work: Path, builder: Path) -> dict:
     return res
 
 
-def embedding_adapter(embed_tokens: Path, out: Path, image_token_id: int, hidden: int):
+def embedding_adapter(embed_tokens: Path, out: Path, image_token_id: int, hidden: int, fp16: bool = False):
     """genai's lfm2_vl embedding stage: input_ids + image_features -> inputs_embeds.
 
     The published embed_tokens.onnx takes input_ids only, but genai hands the vision output to the
@@ -182,10 +188,11 @@ def embedding_adapter(embed_tokens: Path, out: Path, image_token_id: int, hidden
     text = "adapter/text_embeds"
     for n in g.node:
         n.output[:] = [text if o == emb_out.name else o for o in n.output]
-    g.input.append(helper.make_tensor_value_info("image_features", TensorProto.FLOAT, ["num_image_tokens", hidden]))
+    ft = TensorProto.FLOAT16 if fp16 else TensorProto.FLOAT
+    g.input.append(helper.make_tensor_value_info("image_features", ft, ["num_image_tokens", hidden]))
     g.initializer.extend([
         numpy_helper.from_array(np.array(image_token_id, dtype=np.int64), "adapter/image_token_id"),
-        numpy_helper.from_array(np.zeros((1, hidden), np.float32), "adapter/zero_row"),
+        numpy_helper.from_array(np.zeros((1, hidden), np.float16 if fp16 else np.float32), "adapter/zero_row"),
         numpy_helper.from_array(np.array([-1], np.int64), "adapter/minus1"),
         numpy_helper.from_array(np.array(1, np.int64), "adapter/one"),
         numpy_helper.from_array(np.array(0, np.int64), "adapter/axis0"),
@@ -229,15 +236,20 @@ def decoder_section(names: dict, conv_cache: int, filename: str, text_cfg) -> di
 
 
 def published_configs(work: Path):
-    """genai model directories for the published-layout graphs (symlinked, not copied)."""
+    """genai model directories for the published-layout graphs (graphs symlinked, not copied).
+
+    published-{fp32,q8,q4,fp16}: the fixture's decoder / embed_images of that variant + the adapter;
+    mixed-vl-embeds-fp32: the builder's exclude_embeds decoder instead of decoder.onnx;
+    neg-no-adapter / neg-share-buffer: what happens without the adapter (embed_tokens.onnx as
+    genai's embedding graph) and with genai's default past_present_share_buffer=true."""
     from transformers import AutoConfig
 
     cfg = AutoConfig.from_pretrained(FIXTURE)
     ip = json.loads((FIXTURE / "preprocessor_config.json").read_text())
     tc = cfg.text_config
     merge, patch = ip["downsample_factor"], ip["encoder_patch_size"]
-    search = {"do_sample": False, "num_beams": 1, "max_length": 4096, "past_present_share_buffer": False,
-              "top_k": 1, "temperature": 1.0, "repetition_penalty": 1.0}
+    search = {"do_sample": False, "num_beams": 1, "max_length": 4096, "top_k": 1, "temperature": 1.0,
+              "repetition_penalty": 1.0}
     processor = {"processor": {"name": "lfm2_vl_image_processor", "transforms": [
         {"operation": {"name": "decode_image", "type": "DecodeImage", "attrs": {"color_space": "RGB"}}},
         {"operation": {"name": "resize", "type": "Resize", "attrs": {
@@ -249,14 +261,6 @@ def published_configs(work: Path):
         {"operation": {"name": "to_chw", "type": "Permute3D", "attrs": {"dims": [2, 0, 1]}}},
         {"operation": {"name": "image_sizes", "type": "PixtralImageSizes"}},
     ]}}
-    vision = {"filename": "onnx/embed_images.onnx", "config_filename": "genai_processor_config.json",
-              "patch_size": patch, "spatial_merge_size": merge, "max_num_patches": ip["max_num_patches"],
-              "inputs": {"pixel_values": "pixel_values", "attention_mask": "pixel_attention_mask",
-                         "image_sizes": "spatial_shapes"},
-              "outputs": {"image_features": "image_features"}}
-    embedding = {"filename": "embeddings_adapter.onnx",
-                 "inputs": {"input_ids": "input_ids", "image_features": "image_features"},
-                 "outputs": {"inputs_embeds": "inputs_embeds"}}
     published_names = {
         "inputs": {"inputs_embeds": "inputs_embeds", "attention_mask": "attention_mask",
                    "past_key_names": "past_key_values.%d.key", "past_value_names": "past_key_values.%d.value",
@@ -264,22 +268,39 @@ def published_configs(work: Path):
         "outputs": {"logits": "logits", "present_key_names": "present.%d.key", "present_value_names": "present.%d.value",
                     "present_conv_names": "present_conv.%d"},
     }
+    built = work / "built" / "vl-embeds-fp32"
+    # name -> (variant suffix, decoder: None = the fixture's, adapter?, past_present_share_buffer)
+    setups = {
+        "published-fp32": ("", None, True, False),
+        "published-q8": ("_q8", None, True, False),
+        "published-q4": ("_q4", None, True, False),
+        "published-fp16": ("_fp16", None, True, False),
+        "mixed-vl-embeds-fp32": ("", built, True, True),
+        "neg-no-adapter": ("", None, False, False),
+        "neg-share-buffer": ("", None, True, True),
+    }
     dirs = {}
-    for name, dec in (("published-fp32", None), ("mixed-vl-embeds-fp32", work / "built" / "vl-embeds-fp32")):
+    for name, (sfx, dec, adapter, share) in setups.items():
         d = work / name
         shutil.rmtree(d, ignore_errors=True)
-        d.mkdir(parents=True)
-        (d / "onnx").mkdir()
-        for f in ("embed_images.onnx", "embed_tokens.onnx", "decoder.onnx", "decoder.onnx_data"):
-            os.symlink(FIXTURE / "onnx" / f, d / "onnx" / f)
+        (d / "onnx").mkdir(parents=True)
+        for f in (FIXTURE / "onnx").iterdir():
+            os.symlink(f, d / "onnx" / f.name)
         for f in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "config.json"):
             shutil.copy(FIXTURE / f, d / f)
-        embedding_adapter(FIXTURE / "onnx" / "embed_tokens.onnx", d / "embeddings_adapter.onnx",
-                          cfg.image_token_id, tc.hidden_size)
         (d / "genai_processor_config.json").write_text(json.dumps(processor, indent=1))
+        emb_src = "embed_tokens_fp16.onnx" if sfx == "_fp16" else "embed_tokens.onnx"
+        if adapter:
+            embedding_adapter(FIXTURE / "onnx" / emb_src, d / "embeddings_adapter.onnx", cfg.image_token_id,
+                              tc.hidden_size, fp16=sfx == "_fp16")
+            embedding = {"filename": "embeddings_adapter.onnx",
+                         "inputs": {"input_ids": "input_ids", "image_features": "image_features"},
+                         "outputs": {"inputs_embeds": "inputs_embeds"}}
+        else:
+            embedding = {"filename": f"onnx/{emb_src}", "inputs": {"input_ids": "input_ids"},
+                         "outputs": {"inputs_embeds": "inputs_embeds"}}
         if dec is None:
-            decoder = decoder_section(published_names, tc.conv_L_cache, "onnx/decoder.onnx", tc)
-            share = False
+            decoder = decoder_section(published_names, tc.conv_L_cache, f"onnx/decoder{sfx}.onnx", tc)
         else:
             if not (dec / "genai_config.json").exists():
                 continue
@@ -289,9 +310,13 @@ def published_configs(work: Path):
                     os.symlink(f, d / f.name)
             decoder = decoder_section({"inputs": b["inputs"], "outputs": b["outputs"]}, b["conv_cache_size"],
                                       b["filename"], tc)
-            share = True  # the builder's own default for its graph
-        conf = {"model": {"type": "lfm2_vl", "bos_token_id": cfg.text_config.bos_token_id,
-                          "eos_token_id": 4, "pad_token_id": 0, "context_length": 4096, "vocab_size": tc.vocab_size,
+        vision = {"filename": f"onnx/embed_images{sfx}.onnx", "config_filename": "genai_processor_config.json",
+                  "patch_size": patch, "spatial_merge_size": merge, "max_num_patches": ip["max_num_patches"],
+                  "inputs": {"pixel_values": "pixel_values", "attention_mask": "pixel_attention_mask",
+                             "image_sizes": "spatial_shapes"},
+                  "outputs": {"image_features": "image_features"}}
+        conf = {"model": {"type": "lfm2_vl", "bos_token_id": tc.bos_token_id, "eos_token_id": tc.eos_token_id,
+                          "pad_token_id": tc.pad_token_id, "context_length": 4096, "vocab_size": tc.vocab_size,
                           "image_token_id": cfg.image_token_id,
                           "decoder": decoder, "embedding": embedding, "vision": vision},
                 "search": {**search, "past_present_share_buffer": share}}
@@ -334,6 +359,23 @@ def first_divergence(got: list[int], ref: list[int]) -> dict:
                                                            "transformers": ref[n] if n < len(ref) else None}}
 
 
+def pixel_check(pix: dict, want: dict) -> dict:
+    """genai's (ort-extensions') pixel_values against transformers' (reference.json + stored rows)."""
+    import hashlib
+
+    import numpy as np
+
+    pv = np.ascontiguousarray(pix["pixel_values"])
+    rows = np.load(FIXTURE / want["pixel_rows_file"])
+    got = pv[0, want["pixel_rows_index"][0]]
+    d = np.abs(got.astype(np.float64) - rows)
+    return {"sha256_equal": hashlib.sha256(pv.tobytes()).hexdigest() == want["pixel_values_sha256"],
+            "image_sizes": pix["image_sizes"], "spatial_shapes_equal": pix["image_sizes"] == want["spatial_shapes"],
+            "sampled_rows_max_abs_diff": float(d.max()),
+            "sampled_values_off_by_a_u8_level": round(float((d > 1e-3).mean()), 4),  # 1 level = 1/127.5
+            "valid_sum_diff": float(pv.astype(np.float64).sum() - want["pixel_values_valid_sum"])}
+
+
 def set_threads(cfg_path: Path):
     c = json.loads(cfg_path.read_text())
     for sec in ("decoder", "embedding", "vision"):
@@ -361,13 +403,15 @@ def genai_text(model_dir: Path, prompt: list[int]) -> list[int]:
     return out
 
 
-def genai_image(model_dir: Path, prompt: str, image: Path) -> tuple[list[int], list[int]]:
+def genai_image(model_dir: Path, prompt: str, image: Path) -> tuple[list[int], list[int], dict]:
     import onnxruntime_genai as og
 
     model = og.Model(str(model_dir))
     proc = model.create_multimodal_processor()
     inputs = proc(prompt, images=og.Images.open(str(image)))
     ids = [int(x) for x in inputs["input_ids"].as_numpy().reshape(-1)]
+    pix = {"pixel_values": inputs["pixel_values"].as_numpy().astype("float32"),
+           "image_sizes": inputs["image_sizes"].as_numpy().tolist()}
     params = og.GeneratorParams(model)
     params.set_search_options(do_sample=False, max_length=len(ids) + MAX_NEW)
     gen = og.Generator(model, params)
@@ -376,7 +420,7 @@ def genai_image(model_dir: Path, prompt: str, image: Path) -> tuple[list[int], l
     while not gen.is_done():
         gen.generate_next_token()
         out.append(int(gen.get_next_tokens()[0]))
-    return ids, out
+    return ids, out, pix
 
 
 def attempt(fn, *a):
@@ -419,11 +463,11 @@ def run_all(work: Path, prep: dict) -> dict:
     ref = json.loads((FIXTURE / "reference.json").read_text())
     singles = [g for g in ref["generations"] if not g["do_image_splitting"]]
     tiles = [g for g in ref["generations"] if g["do_image_splitting"]]
-    for key, dname in (("published:fp32", "published-fp32"), ("mixed:vl-embeds-fp32", "mixed-vl-embeds-fp32")):
-        if dname not in prep["genai_dirs"]:
-            res["paths"][key] = {"builds": False, "error": "no exclude_embeds decoder was built"}
-            continue
-        d = Path(prep["genai_dirs"][dname])
+    for dname, d in prep["genai_dirs"].items():
+        kind, _, rest = dname.partition("-")
+        key = f"{kind}:{rest}"
+        variant = rest.split("-")[-1] if kind == "published" else "fp32"
+        d = Path(d)
         rows = []
         # text-only through the same pipeline (no image: genai skips the vision stage)
         for c in cases:
@@ -435,18 +479,25 @@ def run_all(work: Path, prep: dict) -> dict:
             r = attempt(genai_image, d, g["prompt"], FIXTURE / "images" / f"{g['image']}.png")
             row = {"case": f"{g['image']} / {g['question']}", "prompt_tokens": len(g["input_ids"])}
             if r["ok"]:
-                ids, toks = r["value"]
-                row.update(prompt_ids_equal=ids == g["input_ids"], genai_prompt_tokens=len(ids), genai=toks,
-                           transformers=g["generated_ids"], **first_divergence(toks, g["generated_ids"]))
+                ids, toks, pix = r["value"]
+                row.update(prompt_ids_equal=ids == g["input_ids"], genai_prompt_tokens=len(ids),
+                           pixels=pixel_check(pix, ref["images"][g["image"]]["cases"]["single"]),
+                           genai=toks, transformers=g["generated_ids"], **first_divergence(toks, g["generated_ids"]))
                 if ids != g["input_ids"]:
                     row["prompt_first_difference"] = next((i for i, (a, b) in enumerate(zip(ids, g["input_ids"])) if a != b),
                                                           min(len(ids), len(g["input_ids"])))
+                if variant != "fp32":
+                    loop = g["variants"][variant]["generated_ids"]
+                    row["ort_loop_same_graphs"] = {"tokens": loop, **first_divergence(toks, loop)}
             else:
                 row["error"] = r["error"]
             rows.append(row)
         res["paths"][key] = {"builds": True, "runs": all("error" not in x for x in rows), "cases": rows,
                              "match": all(x.get("match") for x in rows),
                              "not_covered": [f"{g['image']} tiles (genai's lfm2_vl processor does not tile)" for g in tiles]}
+        if variant != "fp32":
+            img = [x for x in rows if x["case"] != "text" and "error" not in x]
+            res["paths"][key]["match_ort_loop"] = bool(img) and all(x["ort_loop_same_graphs"]["match"] for x in img)
         log(key, json.dumps(res["paths"][key]))
     return res
 
@@ -479,13 +530,15 @@ def main() -> int:
     res["seconds"] = round(time.time() - t0, 1)
     (work / "results.json").write_text(json.dumps(res, indent=1))
     failed = [k for k in EXPECT_MATCH if not res["paths"].get(k, {}).get("match")]
-    log("\n| path | builds | runs | tokens match |\n|---|---|---|---|")
+    failed += [k for k in EXPECT_LOOP if not res["paths"].get(k, {}).get("match_ort_loop")]
+    log("\n| path | builds | runs | = transformers (leading equal per case) | = ORT loop, same graphs |\n|---|---|---|---|---|")
     for k, v in res["paths"].items():
         runs = v.get("runs", v.get("runs_alone"))
         m = v.get("match")
         cases = v.get("cases") or []
         detail = ", ".join(f"{x.get('leading_equal', '-')}/{x.get('of', '-')}" for x in cases)
-        log(f"| {k} | {v.get('builds')} | {runs} | {m} ({detail}) |")
+        loop = ", ".join(f"{x['ort_loop_same_graphs']['leading_equal']}/16" for x in cases if "ort_loop_same_graphs" in x)
+        log(f"| {k} | {v.get('builds')} | {runs} | {m} ({detail}) | {v.get('match_ort_loop', '')} {loop} |")
     if failed:
         log("FAILED (expected an exact match): " + ", ".join(failed))
         return 1
