@@ -244,6 +244,11 @@ impl PolicyEngine {
 
         let off_road = samples[Field::EyesOnRoad.index()].map(Sample::not);
         let closed = samples[Field::EyesClosed.index()];
+        // Which rule owns which condition (see rules/default.toml): closed eyes are drowsiness
+        // (microsleep, sleep), not distraction, whatever a gaze estimate from closed eyes says;
+        // so the distraction rules (long_distraction, VATS) see eyes off the road only while the
+        // eyes are open. `unresponsive` counts both.
+        let distracted = Sample::unless(off_road, closed);
         // Sensing is lost without a valid observation, with the face confirmed not visible, or
         // when the observation has no eye data at all.
         let no_eye_data = raw(Field::EyesOnRoad).is_none() && raw(Field::EyesClosed).is_none();
@@ -264,7 +269,7 @@ impl PolicyEngine {
         };
         let now = obs.timestamp;
         let inputs = [
-            (AlertId::LongDistraction, off_road),
+            (AlertId::LongDistraction, distracted),
             (AlertId::PhoneUse, samples[Field::PhoneInUse.index()]),
             (AlertId::Microsleep, closed),
             (AlertId::Sleep, closed),
@@ -275,9 +280,10 @@ impl PolicyEngine {
             let gated = gate(id, sample);
             self.conditions[id.index()].sample(now, gated);
         }
-        let vats_input = gate(AlertId::ShortDistraction, off_road);
+        let vats_input = gate(AlertId::ShortDistraction, distracted);
         if let Some(glance) = self.vats_off_road.sample(now, vats_input)
             && glance.value
+            && self.counts_for_vats(glance.held())
         {
             self.glances.push_back(Glance {
                 start: glance.start.wall,
@@ -311,6 +317,7 @@ impl PolicyEngine {
         let mut total: Duration = self.glances.iter().map(|g| in_window(*g)).sum();
         if let Some(period) = self.vats_off_road.current_period()
             && period.value
+            && self.counts_for_vats(period.held())
         {
             total += in_window(Glance {
                 start: period.start.wall,
@@ -428,6 +435,20 @@ impl PolicyEngine {
                 self.clear(id, now, ClearReason::Superseded { by }, events);
             }
         }
+    }
+
+    /// Whether a glance of `held` is VATS's (a short glance) rather than long_distraction's: a
+    /// glance that reached long_distraction's first step is alerted by that rule and leaves the
+    /// VATS count (Euro NCAP separates long distraction from the cumulative short-glance test).
+    fn counts_for_vats(&self, held: Duration) -> bool {
+        if !self.rules.common(AlertId::LongDistraction).enabled {
+            return true;
+        }
+        let long = self
+            .rules
+            .steps(AlertId::LongDistraction)
+            .and_then(|steps| steps.iter().map(|s| s.after).min());
+        long.is_none_or(|after| held < after)
     }
 
     /// The highest level whose time the condition has held, if any.

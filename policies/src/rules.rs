@@ -660,7 +660,11 @@ mod tests {
         assert_eq!(rules.drowsiness.perclos_window, secs(60.0));
         assert_eq!(rules.speed_gate.min_speed_kmh, 10.0);
         assert_eq!(rules.alerts.clear_after, secs(1.0));
-        assert_eq!(rules.microsleep.superseded_by, vec![AlertId::Sleep]);
+        assert_eq!(
+            rules.microsleep.superseded_by,
+            vec![AlertId::Sleep, AlertId::Unresponsive]
+        );
+        assert_eq!(rules.sleep.superseded_by, vec![AlertId::Unresponsive]);
     }
 
     fn replace(from: &str, to: &str) -> String {
@@ -686,7 +690,10 @@ mod tests {
         let err = Rules::from_toml_str(&text).unwrap_err();
         assert_eq!(err.line(), Some(line_of(&text, "clear_after_s")), "{err}");
 
-        let text = replace("superseded_by = [\"sleep\"]", "superseded_by = [\"slep\"]");
+        let text = replace(
+            "superseded_by = [\"sleep\", \"unresponsive\"]",
+            "superseded_by = [\"slep\", \"unresponsive\"]",
+        );
         let err = Rules::from_toml_str(&text).unwrap_err();
         assert_eq!(err.line(), Some(line_of(&text, "\"slep\"")), "{err}");
         assert!(err.to_string().contains("slep"), "{err}");

@@ -43,6 +43,17 @@ impl Sample {
         }
     }
 
+    /// `a` unless `b`: true while `a` is true and `b` false; `a` as it is while `b` is unknown.
+    pub fn unless(a: Option<Sample>, b: Option<Sample>) -> Option<Sample> {
+        match (a, b) {
+            (Some(a), Some(b)) => Some(Sample {
+                state: a.state && !b.state,
+                evidence: a.evidence && !b.evidence,
+            }),
+            (a, _) => a,
+        }
+    }
+
     pub fn constant(value: bool) -> Sample {
         Sample {
             state: value,
