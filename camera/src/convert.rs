@@ -276,8 +276,12 @@ impl Converter {
 }
 
 /// Makes `buf` at least `len` long (allocating only when it grows) and returns its first `len` bytes.
+/// A buffer more than twice as long as needed is replaced: one huge frame must not keep its
+/// intermediate buffers resident for the rest of the run.
 fn grow(buf: &mut Vec<u8>, len: usize) -> &mut [u8] {
-    if buf.len() < len {
+    if buf.len() > len.saturating_mul(2) {
+        *buf = vec![0; len];
+    } else if buf.len() < len {
         buf.resize(len, 0);
     }
     &mut buf[..len]
@@ -591,6 +595,20 @@ mod tests {
     const BLACK: (u8, u8, u8) = (16, 128, 128);
     const RED: (u8, u8, u8) = (81, 90, 240);
     const BLUE: (u8, u8, u8) = (41, 240, 110);
+
+    #[test]
+    fn one_huge_frame_does_not_keep_its_intermediate_buffer() {
+        let mut c = Converter::new(OutputSpec::square(16, Channels::Rgb)).unwrap();
+        let (bw, bh) = (1600u32, 1200u32);
+        let big = vec![128u8; (bw * bh * 2) as usize];
+        c.convert_raw(PixelFormat::Yuyv, bw, bh, bw * 2, &big)
+            .unwrap();
+        assert!(c.full.len() >= (bw * bh * 3) as usize);
+        let small = vec![128u8; 64 * 48 * 2];
+        c.convert_raw(PixelFormat::Yuyv, 64, 48, 128, &small)
+            .unwrap();
+        assert_eq!(c.full.len(), 64 * 48 * 3);
+    }
 
     #[test]
     fn yuyv_odd_width_with_padded_stride_gives_known_colours() {

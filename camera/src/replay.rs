@@ -181,8 +181,15 @@ impl ReplaySource {
                 let img = image::load_from_memory(&bytes)
                     .map_err(|e| corrupt(PixelFormat::Rgb24, e.to_string()))?;
                 let (w, h) = (img.width(), img.height());
-                let mut data = std::mem::take(&mut self.spare);
-                data.clear();
+                let channels = if img.color().channel_count() <= 2 {
+                    1
+                } else {
+                    3
+                };
+                let mut data = reuse(
+                    std::mem::take(&mut self.spare),
+                    w as usize * h as usize * channels,
+                );
                 if img.color().channel_count() <= 2 {
                     data.extend_from_slice(img.to_luma8().as_raw());
                     (PixelFormat::Grey, w, h, w, data)
@@ -239,10 +246,10 @@ impl FrameSource for ReplaySource {
         Ok(())
     }
 
+    /// The latest buffer is kept (its size follows the stream), the older one dropped: one huge
+    /// frame in a recording must not stay resident for the rest of the run.
     fn recycle(&mut self, buffer: Vec<u8>) {
-        if self.spare.capacity() < buffer.capacity() {
-            self.spare = buffer;
-        }
+        self.spare = buffer;
     }
 
     fn describe(&self) -> String {
@@ -258,6 +265,16 @@ impl FrameSource for ReplaySource {
             if self.config.looping { ", looping" } else { "" }
         )
     }
+}
+
+/// `spare` emptied for a frame of `need` bytes, or a fresh buffer when `spare` is more than twice
+/// that (the allocation of an earlier, much larger frame goes back to the system).
+fn reuse(mut spare: Vec<u8>, need: usize) -> Vec<u8> {
+    if spare.capacity() > need.saturating_mul(2) {
+        return Vec::with_capacity(need);
+    }
+    spare.clear();
+    spare
 }
 
 fn list_images(dir: &Path, interval: Duration) -> std::io::Result<Vec<Entry>> {
@@ -349,6 +366,30 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("temp dir");
         dir
+    }
+
+    #[test]
+    fn a_huge_frame_does_not_stay_resident_after_it() {
+        let dir = temp_dir("huge");
+        png(&dir, "000.png", 10);
+        image::RgbImage::new(2000, 1500)
+            .save(dir.join("001.png"))
+            .unwrap();
+        png(&dir, "002.png", 30);
+        png(&dir, "003.png", 40);
+        let mut cfg = ReplayConfig::new(&dir);
+        cfg.pace = Pace::AsFastAsPossible;
+        let mut src = ReplaySource::open(cfg).unwrap();
+        for _ in 0..4 {
+            let f = src.next_frame().unwrap().unwrap();
+            src.recycle(f.data);
+        }
+        let small = 3 * 4 * 4;
+        assert!(
+            src.spare.capacity() <= 2 * small,
+            "a {} byte buffer kept after a {small} byte frame",
+            src.spare.capacity()
+        );
     }
 
     #[test]

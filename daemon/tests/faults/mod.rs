@@ -1,0 +1,353 @@
+//! Fault injection on the real parts (issue 16's campaign): a camera that vanishes and comes back
+//! or is missing at start-up, a model call that hangs (the watchdog), the bus daemon killed under
+//! the running daemon, a model whose probes leave a field unfed, one huge frame in a recording.
+//! Each case was a failure once; this file keeps them so a regression fails CI. (Config-corpus and
+//! bad-bundle cases live next to the code they check: daemon/src/config.rs, adapters/preflight.rs,
+//! daemon/tests/systemd_unit.rs, inference's tests.)
+
+use super::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn camera_failure_mid_run_is_reported_alerted_and_recovered() {
+    let mut d = Daemon::start_with(
+        |dir| {
+            render_frames(&dir.join("frames"), 20);
+            replay_camera(&dir.join("frames"))
+        },
+        &quick_monitoring_unavailable(),
+        QUIET,
+        "",
+    );
+    let frames = d.dir.path().join("frames");
+    d.notify_until("READY=1", Duration::from_secs(60));
+    let conn = d.connect().await;
+    let mut signals = client::watch_stream(&conn).await.unwrap();
+    let cockpit = client::cockpit(&conn).await.unwrap();
+    wait_for_state(&cockpit, "active", Duration::from_secs(30)).await;
+
+    // The camera goes away (its frames vanish, as a device node does when unplugged).
+    let away = frames.with_extension("away");
+    std::fs::rename(&frames, &away).unwrap();
+    let seen = events_until(&mut signals, Duration::from_secs(10), |seen| {
+        state_changed_to(seen, "unavailable") && raised(seen, "monitoring_unavailable")
+    })
+    .await;
+    assert!(!cleared(&seen, "monitoring_unavailable"), "{seen:?}");
+    let reason = cockpit.monitoring_reason().await.unwrap();
+    assert!(
+        reason.contains("camera") && reason.contains("frames"),
+        "{reason}"
+    );
+    assert!(!cockpit.is_eyes_on_road().await.unwrap());
+    let alerts = cockpit.active_alerts().await.unwrap();
+    assert!(
+        alerts.iter().any(|a| a.0 == "monitoring_unavailable"),
+        "{alerts:?}"
+    );
+    // Blind is not stalled: the daemon runs on, answers, and keeps feeding the watchdog.
+    let outage = d.notify_for(Duration::from_millis(2500));
+    assert!(outage.iter().any(|m| m == "WATCHDOG=1"), "{outage:?}");
+    assert!(d.alive());
+    assert_eq!(cockpit.monitoring_state().await.unwrap(), "unavailable");
+
+    // The frames come back: the capture reconnects, monitoring recovers, the alert clears.
+    std::fs::rename(&away, &frames).unwrap();
+    let seen = events_until(&mut signals, Duration::from_secs(30), |seen| {
+        state_changed_to(seen, "active") && cleared(seen, "monitoring_unavailable")
+    })
+    .await;
+    assert!(!raised(&seen, "monitoring_unavailable"), "{seen:?}");
+    assert!(cockpit.active_alerts().await.unwrap().is_empty());
+    assert!(d.alive());
+    let (ok, _, stderr) = d.terminate();
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("camera reconnected"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_camera_missing_at_start_up_is_waited_for() {
+    let mut d = Daemon::start_with(
+        |dir| replay_camera(&dir.join("frames")),
+        DEFAULT_RULES,
+        QUIET,
+        "",
+    );
+    let frames = d.dir.path().join("frames");
+    // READY=1 once the model is loaded and the first observation (here: "no camera") is out.
+    let first = d.notify_until("READY=1", Duration::from_secs(60));
+    let ready = first.last().unwrap();
+    assert!(
+        ready.contains("STATUS=Monitoring unavailable: camera"),
+        "{first:?}"
+    );
+    let conn = d.connect().await;
+    let cockpit = client::cockpit(&conn).await.unwrap();
+    assert_eq!(cockpit.monitoring_state().await.unwrap(), "unavailable");
+    let reason = cockpit.monitoring_reason().await.unwrap();
+    assert!(
+        reason.contains("frames"),
+        "names the missing camera: {reason}"
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(d.alive(), "the daemon must wait for the camera, not exit");
+
+    // The camera appears (rendered elsewhere and moved in at once, as a device node appears).
+    let staging = d.dir.path().join("staging");
+    render_frames(&staging, 20);
+    std::fs::rename(&staging, &frames).unwrap();
+    wait_for_state(&cockpit, "active", Duration::from_secs(30)).await;
+    let diag = client::diagnostics(&conn).await.unwrap();
+    assert!(diag.frames_processed().await.unwrap() > 0);
+    let (ok, _, stderr) = d.terminate();
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("starting without it"), "{stderr}");
+}
+
+/// Stops the threads of another process whose name starts with `prefix` (ptrace: seize and
+/// interrupt; the rest of the process runs on) until dropped. A stopped model thread is what a
+/// model call that hangs (a wedged NPU call) looks like to the rest of the daemon.
+struct FrozenThreads {
+    release: Option<std::sync::mpsc::Sender<()>>,
+    tracer: Option<std::thread::JoinHandle<()>>,
+}
+
+fn freeze_threads(pid: u32, prefix: &str) -> FrozenThreads {
+    let tids: Vec<libc::pid_t> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            std::fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.starts_with(prefix))
+        })
+        .filter_map(|e| e.file_name().to_str().and_then(|t| t.parse().ok()))
+        .collect();
+    assert!(!tids.is_empty(), "no thread {prefix}* in {pid}");
+    let (frozen_tx, frozen_rx) = std::sync::mpsc::channel();
+    let (release, release_rx) = std::sync::mpsc::channel::<()>();
+    // ptrace requests must come from the thread that attached.
+    let tracer = std::thread::spawn(move || {
+        let null = std::ptr::null_mut::<libc::c_void>();
+        for &tid in &tids {
+            // SAFETY: ptrace/waitpid on threads of our own child; no memory is passed.
+            unsafe {
+                let seized = libc::ptrace(libc::PTRACE_SEIZE, tid, null, null);
+                assert_eq!(
+                    seized,
+                    0,
+                    "PTRACE_SEIZE {tid}: {}",
+                    std::io::Error::last_os_error()
+                );
+                assert_eq!(libc::ptrace(libc::PTRACE_INTERRUPT, tid, null, null), 0);
+                let mut status = 0;
+                assert_eq!(libc::waitpid(tid, &mut status, libc::__WALL), tid);
+            }
+        }
+        frozen_tx.send(()).unwrap();
+        let _ = release_rx.recv();
+        for &tid in &tids {
+            // SAFETY: as above; the tracee is in a ptrace stop.
+            unsafe { libc::ptrace(libc::PTRACE_DETACH, tid, null, null) };
+        }
+    });
+    frozen_rx.recv().expect("threads frozen");
+    FrozenThreads {
+        release: Some(release),
+        tracer: Some(tracer),
+    }
+}
+
+impl Drop for FrozenThreads {
+    fn drop(&mut self) {
+        drop(self.release.take());
+        if let Some(t) = self.tracer.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watchdog_pings_stop_while_the_pipeline_stalls_and_resume_after() {
+    // WATCHDOG_USEC = 2 s: a ping every second while an observation is younger than a second.
+    let mut d = Daemon::start(QUIET, "");
+    d.notify_until("READY=1", Duration::from_secs(60));
+    d.notify_until("WATCHDOG=1", Duration::from_secs(5));
+    let conn = d.connect().await;
+    let cockpit = client::cockpit(&conn).await.unwrap();
+
+    // The model hangs: the inference worker stops, so the safety path waits on its probe.
+    let frozen = freeze_threads(d.child.id(), "autoneural-inf");
+    // A ping already due may still go out; after that none while the pipeline is stalled.
+    d.notify_for(Duration::from_secs(2));
+    let last = cockpit.last_observation().await.unwrap();
+    let stalled = d.notify_for(Duration::from_secs(3));
+    assert!(
+        !stalled.iter().any(|m| m.contains("WATCHDOG=1")),
+        "{stalled:?}"
+    );
+    // The process is alive and serving the bus; it just publishes nothing new.
+    assert!(d.alive());
+    assert_eq!(cockpit.last_observation().await.unwrap(), last);
+
+    // The model call returns: observations and pings resume.
+    drop(frozen);
+    d.notify_until("WATCHDOG=1", Duration::from_secs(10));
+    assert!(cockpit.last_observation().await.unwrap() > last);
+    let (ok, _, stderr) = d.terminate();
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("not feeding the watchdog"), "{stderr}");
+    assert!(stderr.contains("observations flow again"), "{stderr}");
+}
+
+/// Issue 16, item 1: the bus daemon dies under a running autoneurald. Nothing can be published any
+/// more, so the daemon says so once and exits with a failure status (systemd's `Restart=on-failure`
+/// starts it again on the new bus) instead of running deaf while feeding the watchdog.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_bus_ends_the_daemon_with_a_failure_for_the_service_manager() {
+    let mut d = Daemon::start(QUIET, "");
+    d.notify_until("READY=1", Duration::from_secs(60));
+    let killed = Instant::now();
+    d.bus.kill();
+    let status = loop {
+        if let Some(s) = d.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(10),
+            "autoneurald still running 10 s after the bus died"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let took = killed.elapsed();
+    let mut err = String::new();
+    d.child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(
+        !status.success(),
+        "a lost bus must be a failure exit: {status:?}\n{err}"
+    );
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+    assert_eq!(
+        err.matches("connection to the bus is lost").count(),
+        1,
+        "said once: {err}"
+    );
+    assert!(!err.contains("cannot publish"), "{err}");
+}
+
+/// Issue 16, item 8: a model whose probes leave an observation field without a source is a load
+/// error (check-model and start-up), not a daemon that runs blind on that field.
+#[test]
+fn a_model_whose_probes_leave_a_field_unfed_does_not_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty-probes.toml");
+    std::fs::write(&empty, "# no probes\n").unwrap();
+    let config = dir.path().join("a.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "{SYNTHETIC}[model]\nbundle = \"{}\"\ncpu_threads = 1\nprobes_file = \"{}\"\n",
+            bundle().display(),
+            empty.display()
+        ),
+    )
+    .unwrap();
+    let check_model = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_autoneuralctl"))
+            .arg("check-model")
+            .arg(&config)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, err) = check_model();
+    assert!(!ok, "{err}");
+    assert!(
+        err.contains("nothing feeds") && err.contains("eyes_closed"),
+        "{err}"
+    );
+    // One probe: its field is fed, the other seven are still named.
+    std::fs::write(
+        &empty,
+        "[[probe]]\nid = \"phone\"\nquestion = \"Phone?\"\nanswers = [\"yes\", \"no\"]\nfield = \"phone_in_use\"\npositive = [\"yes\"]\n",
+    )
+    .unwrap();
+    let (ok, err) = check_model();
+    assert!(!ok, "{err}");
+    assert!(
+        err.contains("yawning") && !err.contains("phone_in_use"),
+        "{err}"
+    );
+}
+
+fn vm_kib(pid: u32, key: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {key} in /proc/{pid}/status"))
+}
+
+/// Issue 16, item 10: one 8192x8192 frame in a recording (192 MiB of RGB) used to stay resident
+/// for the rest of the run (the replay kept the largest buffer it had seen for reuse). Once small
+/// frames return, the memory the huge frame took goes back to the system.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_frame_does_not_stay_resident() {
+    const BIG: u32 = 8192;
+    let d = Daemon::start_with(
+        |dir| {
+            let frames = dir.join("frames");
+            std::fs::create_dir_all(&frames).unwrap();
+            let small = vec![90u8; 160 * 120 * 3];
+            let mut timing = String::new();
+            for i in 0..600u64 {
+                let name = format!("{i:03}.rgb");
+                let (w, h) = if i == 10 { (BIG, BIG) } else { (160, 120) };
+                if i == 10 {
+                    std::fs::write(frames.join(&name), vec![90u8; (BIG * BIG * 3) as usize])
+                        .unwrap();
+                } else {
+                    std::fs::write(frames.join(&name), &small).unwrap();
+                }
+                timing += &format!("{name} {} RGB24 {w} {h}\n", i * 100_000);
+            }
+            std::fs::write(frames.join("timing.tsv"), timing).unwrap();
+            format!(
+                "[camera]\nsource = \"replay\"\ndirectory = \"{}\"\nfps = 10\n",
+                frames.display()
+            )
+        },
+        DEFAULT_RULES,
+        QUIET,
+        "",
+    );
+    d.notify_until("READY=1", Duration::from_secs(60));
+    let conn = d.connect().await;
+    let diag = client::diagnostics(&conn).await.unwrap();
+    // Measured while the recording still plays (at its end the source is closed, which would
+    // free any buffer it kept): 20 frames after the huge one.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while diag.frames_processed().await.unwrap_or(0) < 30 {
+        assert!(Instant::now() < deadline, "the recording does not play");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let pid = d.child.id();
+    let (peak, now) = (vm_kib(pid, "VmHWM:"), vm_kib(pid, "VmRSS:"));
+    let frame_kib = u64::from(BIG) * u64::from(BIG) * 3 / 1024;
+    assert!(
+        peak >= frame_kib,
+        "the huge frame was never read: peak {peak} KiB"
+    );
+    assert!(
+        now + frame_kib * 3 / 4 <= peak,
+        "{now} KiB resident after the huge frame (peak {peak} KiB, the frame {frame_kib} KiB)"
+    );
+    let (ok, _, stderr) = d.terminate();
+    assert!(ok, "{stderr}");
+}
