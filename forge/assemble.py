@@ -331,6 +331,9 @@ def assemble(lfm2_dir: Path, vision: Path, out: Path, connector: Path | None = N
     n = sum(p.numel() for p in model.parameters())
     log(f"assembled {cfg.name}: {n:,} parameters ({info['arch']}, connector "
         f"{'fresh' if info['fresh_connector'] else 'loaded'})")
+    if n > 100_000_000 and quant:
+        log(f"note: {n:,} parameters: calibrating takes hours here and tens of GB, and the HTP simulator "
+            "(~1.5 GFLOP/s) checks each quantized graph for hours; --quant none (float graphs) or --no-qnn")
     parts = {"lfm2": provenance(lfm2_dir, given.get("lfm2")), "vision": provenance(vision, given.get("vision")),
              "connector": (provenance(connector, given.get("connector")) if connector
                            else {"fresh": True, "seed": seed, "note": "untrained: image answers are meaningless"}),
@@ -513,6 +516,7 @@ def write_card(out: Path, man: dict, parts: dict, rep: dict, notes: str = "") ->
         lines += ["", "HTP offload (QNN EP, CPU fallback disabled): every quantized graph ran fully on the "
                   "HTP: " + ", ".join(f"`{g}`" for g in rep["htp"]) + "."]
     r = rep.get("reference")
+    ref = json.loads((out / "assembly_reference.json").read_text()) if r else {}
     if r:
         lines += ["", "## Checked against the parts' own code (`assembly_reference.json`)", "",
                   f"- fp32 greedy tokens equal transformers' `Lfm2ForCausalLM`: {r['fp32_all_tokens_equal']}",
@@ -520,6 +524,12 @@ def write_card(out: Path, man: dict, parts: dict, rep: dict, notes: str = "") ->
         for k, v in r.items():
             if not k.startswith("fp32") and k != "vision_tol":
                 lines.append(f"- {k}: {v}")
+        same = ref.get("siglip2_bundle", {}).get("same_images")
+        if same:
+            lines += ["", "Vision W8A16 vs fp32 SQNR on the same pictures (" + ", ".join(same["images"]) + "): " +
+                      "; ".join(f"{b} {v} dB" for b, v in same["w8a16_vs_fp32_vision_sqnr_db"].items()) +
+                      " (MobileNetV5 here vs the SigLIP2 encoder of models/lfm2-vl-tiny-bundle; both random tiny "
+                      "encoders, so this compares architectures under random weights, not trained models)."]
     (out / "README.md").write_text("\n".join(lines) + "\n")
 
 

@@ -127,3 +127,16 @@ def test_missing_image_token_is_named(parts, tmp_path):
     lfm2, vision = parts
     with pytest.raises(AssemblyError, match="tokenizer.json.*no '<photo>' token"):
         assemble_model(lfm2, vision, image_token="<photo>")
+
+
+def test_quantized_graphs_run_fully_on_the_htp():
+    import tomllib
+
+    from forge.qnn import assignment, htp_session
+
+    man = tomllib.loads((COMMITTED / "manifest.toml").read_text())
+    v = man["variants"]["w8a16"]
+    for g in ("vision", "embed", "decoder_prefill", "decoder_step"):
+        sess = htp_session(COMMITTED / v[g], threads=1)  # raises unless every node is on the HTP
+        assert set(assignment(sess)) == {"QNNExecutionProvider"}, g
+        assert isinstance(v["sqnr_db"][g], float)
