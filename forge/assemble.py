@@ -288,6 +288,9 @@ def assemble_model(lfm2_dir: Path, vision: Path, connector: Path | None = None, 
     text, tok = text_config(lfm2_dir, image_token, system_prompt or SYSTEM_PROMPT)
     if tok.get_vocab_size() > d.vocab_size:
         raise AssemblyError(f"{lfm2_dir / 'tokenizer.json'}: {tok.get_vocab_size()} tokens > vocab_size {d.vocab_size}")
+    if kv_capacity < vc.tokens + 128:  # the image, the system turn, a question and an answer must fit
+        raise AssemblyError(f"--kv-capacity {kv_capacity} leaves no room for the prompt and answer around "
+                            f"{vc.tokens} image tokens; want at least {vc.tokens + 128}")
     fresh = cstate is None
     cname = f"fresh (seed {seed}, untrained: image answers are meaningless)" if fresh else f"trained ({connector.name})"
     cfg = ModelConfig(

@@ -140,3 +140,9 @@ def test_quantized_graphs_run_fully_on_the_htp():
         sess = htp_session(COMMITTED / v[g], threads=1)  # raises unless every node is on the HTP
         assert set(assignment(sess)) == {"QNNExecutionProvider"}, g
         assert isinstance(v["sqnr_db"][g], float)
+
+
+def test_kv_capacity_must_hold_the_image(parts):
+    lfm2, vision = parts
+    with pytest.raises(AssemblyError, match="--kv-capacity 128 .* 64 image tokens"):
+        assemble_model(lfm2, vision, image_size=256, grid=8, kv_capacity=128)
