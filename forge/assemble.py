@@ -36,7 +36,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import shutil
 import tempfile
 import time
 from pathlib import Path
