@@ -1,4 +1,4 @@
-"""python -m forge {export,compile-qnn,golden,check,parity,published-fixture,convert-vl,random-vl} ... (see forge/README.md)."""
+"""python -m forge {export,compile-qnn,golden,check,parity,published-fixture,convert-vl,assemble,random-vl} ... (see forge/README.md)."""
 
 from __future__ import annotations
 
@@ -149,6 +149,37 @@ def _convert_vl(a) -> int:
     return 0
 
 
+def _assemble(a) -> int:
+    from .assemble import AssemblyError, assemble, tiny_fixture
+
+    if a.quant is None:  # the fixture: w8a16 only (see forge/README.md)
+        a.quant = "w8a16" if a.tiny_fixture else "w8a16,w4a16"
+    quant = () if a.quant in ("", "none") else tuple(q.strip() for q in a.quant.split(","))
+    for q in quant:
+        if q not in ("w8a16", "w4a16"):
+            raise SystemExit(f"unknown quantization {q!r} (want w8a16, w4a16 or none)")
+    try:
+        if a.tiny_fixture:
+            rep = tiny_fixture(Path(a.out), quant, qnn=not a.no_qnn, context=a.context)
+        elif not (a.lfm2 and a.vision):
+            raise SystemExit("assemble needs --lfm2 DIR and --vision FILE (or --tiny-fixture)")
+        else:
+            images = None
+            if a.golden_images:
+                from PIL import Image
+
+                images = [Image.open(p) for p in a.golden_images.split(",")]
+            rep = assemble(Path(a.lfm2), Path(a.vision), Path(a.out), Path(a.connector) if a.connector else None,
+                           a.vision_arch, quant, a.image_size, a.grid, a.image_token, a.system_prompt,
+                           a.kv_capacity, a.prefill_chunk, a.seed, qnn=not a.no_qnn, context=not a.no_context,
+                           htp_arch=a.htp_arch, soc_model=a.soc_model, reference=a.reference,
+                           golden_images=images, name=a.name)
+    except AssemblyError as e:
+        raise SystemExit(f"assemble: {e}") from None
+    print(json.dumps(rep, indent=1))
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m forge", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -224,6 +255,37 @@ def main(argv=None) -> int:
     v.add_argument("--htp-arch", type=int, default=68)
     v.add_argument("--soc-model", type=int, default=39)
     v.set_defaults(fn=_convert_vl)
+
+    s = sub.add_parser("assemble", help="AutoNeural from public parts (an LFM2 checkpoint + a timm / Gemma 3n "
+                       "MobileNetV5 encoder state dict + a connector, trained or fresh) -> a static-shape NPU bundle")
+    s.add_argument("--lfm2", help="directory written by Lfm2ForCausalLM.save_pretrained + its tokenizer")
+    s.add_argument("--vision", help="MobileNetV5 encoder state dict (.safetensors; timm names, or Gemma 3n's "
+                   "model.vision_tower.timm_model.* — a file or a directory of shards)")
+    s.add_argument("--vision-arch", help="encoder layout (forge.config.VISION_ARCHS: mobilenetv5_300m_enc, "
+                   "forge-tiny); default: the one whose names and shapes match")
+    s.add_argument("--connector", help="connector state dict (.safetensors, fc1.* / fc2.*); default: fresh from "
+                   "--seed (untrained: image answers are meaningless)")
+    s.add_argument("--out", required=True)
+    s.add_argument("--quant", help="comma list of w8a16,w4a16, or none (default: both; w8a16 for --tiny-fixture)")
+    s.add_argument("--image-size", type=int, help="S (default: the layout's, 768 for mobilenetv5_300m_enc)")
+    s.add_argument("--grid", type=int, help="MSFA output grid, tokens = grid^2 (default: the layout's, 16)")
+    s.add_argument("--image-token", default="<image>", help="the tokenizer's special token the image replaces")
+    s.add_argument("--system-prompt")
+    s.add_argument("--kv-capacity", type=int, default=1024)
+    s.add_argument("--prefill-chunk", type=int, default=32)
+    s.add_argument("--seed", type=int, default=0, help="seed of a fresh connector")
+    s.add_argument("--name", help="bundle name (manifest)")
+    s.add_argument("--golden-images", help="comma list of images for golden.json")
+    s.add_argument("--reference", action="store_true", help="also write assembly_reference.json (transformers' "
+                   "LFM2 tokens, timm's encoder) and fail unless the fp32 graphs reproduce them")
+    s.add_argument("--tiny-fixture", action="store_true", help="make tiny random parts (transformers LFM2, timm "
+                   "encoder) and assemble them, with references (models/autoneural-assembled-tiny)")
+    s.add_argument("--context", action="store_true", help="--tiny-fixture: also store the EP context binaries")
+    s.add_argument("--no-qnn", action="store_true", help="skip the HTP offload check and context binaries")
+    s.add_argument("--no-context", action="store_true", help="HTP offload check only, no EP context binaries")
+    s.add_argument("--htp-arch", type=int, default=68)
+    s.add_argument("--soc-model", type=int, default=39)
+    s.set_defaults(fn=_assemble)
 
     a = p.parse_args(argv)
     return a.fn(a)

@@ -37,6 +37,8 @@ FORMAT = "autoneural-bundle/1"
 class BuildOptions:
     quant: tuple[str, ...] = ("w8a16", "w4a16")
     qnn: bool = True  # compile EP context binaries (and so check full HTP offload)
+    context: bool = True  # with qnn: store the EP context binaries (False: the offload check only)
+    shared_decoder_weights: bool = False  # fp32 decoder graphs share one decoder.onnx.data (one copy on disk)
     htp_arch: int = 68
     soc_model: int = 39
     golden: bool = True
@@ -211,7 +213,7 @@ def build_bundle(model, out: Path, opts: BuildOptions | None = None, tokenizer: 
     variants["fp32"] = {"quantization": "none", **{g: f"fp32/{g}.onnx" for g in GRAPHS}}
 
     t = time.time()
-    export_float_graphs(model, out / "fp32")
+    export_float_graphs(model, out / "fp32", opts.shared_decoder_weights)
     rep["export_s"] = round(time.time() - t, 1)
     opts.log(f"exported float graphs in {rep['export_s']} s")
     save_manifest(out, man, checksums=False)
@@ -243,7 +245,7 @@ def build_bundle(model, out: Path, opts: BuildOptions | None = None, tokenizer: 
 
         if opts.qnn:
             t = time.time()
-            rep["htp"] = compile_qnn(out, man, opts.htp_arch, opts.soc_model, opts.log)
+            rep["htp"] = compile_qnn(out, man, opts.htp_arch, opts.soc_model, opts.log, opts.context)
             rep["qnn_s"] = round(time.time() - t, 1)
             save_manifest(out, man, checksums=False)
 

@@ -169,6 +169,18 @@ CABIN_STAGES = (
      "mqa_r1_k3_h4_s1_d32_c128", "uir_r1_a0_k0_s1_e2_c128"),
 )
 
+# Encoder layouts `forge assemble` loads public MobileNetV5 weights into (`--vision-arch`; without it
+# the layout whose parameter names and shapes match the state dict). The stem and MSFA widths are
+# read from the state dict; image size and grid are defaults (`--image-size`, `--grid`). mean/std are
+# timm's pretrained config for mobilenetv5_300m_enc (pixels in [0, 1], no normalisation).
+VISION_ARCHS: dict[str, VisionConfig] = {
+    "mobilenetv5_300m_enc": VisionConfig(image_size=768, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), stem_channels=64,
+                                         stages=MOBILENETV5_300M_STAGES, msfa_channels=2048, grid=16),
+    # the tiny layout of tiny-random built with timm's classes (forge.assemble.timm_encoder): tests, fixtures
+    "forge-tiny": VisionConfig(image_size=128, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), stem_channels=16,
+                               stages=TINY_STAGES, msfa_channels=48, grid=4),
+}
+
 LFM2_1_2B_LAYERS = tuple("full_attention" if i in (2, 5, 8, 10, 12, 14) else "conv" for i in range(16))
 
 CONFIGS: dict[str, ModelConfig] = {

@@ -509,22 +509,28 @@ def write_reference(hf, proc, out: Path, man: dict, probes, log=print, tol: floa
 FIXTURE_IMAGES = ("astronaut_512x512", "chelsea_451x300")
 
 
+def fixture_images(size: int) -> list:
+    """The astronaut and chelsea photos of models/lfm2-vl-tiny-onnx, center-cropped to size x size
+    and reduced to 64 colours (as the source fixture: small PNGs; the pixels are what both sides see)."""
+    from PIL import Image
+
+    src = REPO / "models" / "lfm2-vl-tiny-onnx" / "images"
+    imgs = []
+    for n in FIXTURE_IMAGES:
+        im = square(Image.open(src / f"{n}.png"), size)
+        imgs.append(im.quantize(colors=64, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).convert("RGB"))
+    return imgs
+
+
 def tiny_fixture(out: Path, quant=("w8a16",), qnn: bool = True, context: bool = False, log=print) -> dict:
     """models/lfm2-vl-tiny-bundle: the tiny random LFM2-VL of models/lfm2-vl-tiny-onnx, rebuilt by
     forge.published.build_tiny (deterministic) into a temporary directory and converted, with
     transformers' references on two of that fixture's photos center-cropped to 256 x 256. The HTP
     offload check runs, but no context binaries are stored by default (they would double the
     quantized graphs' bytes; the runtime compiles and caches them)."""
-    from PIL import Image
-
     from .published import build_tiny
 
-    src = REPO / "models" / "lfm2-vl-tiny-onnx" / "images"
-    imgs = []
-    for n in FIXTURE_IMAGES:
-        im = square(Image.open(src / f"{n}.png"), 256)
-        # 64 colours (as the source fixture) keep the PNGs small; the pixels are what both sides see
-        imgs.append(im.quantize(colors=64, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).convert("RGB"))
+    imgs = fixture_images(256)
     with tempfile.TemporaryDirectory() as td:
         hf_dir = build_tiny(Path(td) / "lfm2-vl-tiny")
         return convert(hf_dir, out, 256, quant, kv_capacity=512, prefill_chunk=16, qnn=qnn, reference=True,

@@ -96,7 +96,10 @@ def decoder_from_tensors(cfg: dict, tensors: dict[str, torch.Tensor], prefix: st
         state.pop("lm_head.weight", None)
         state["lm_head.weight"] = state["embed_tokens.weight"]
     decoder = Lfm2Decoder(dcfg)
-    missing, unexpected = decoder.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = decoder.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # shape mismatches: name the checkpoint, not just the parameter
+        raise CheckpointError(f"{where}: {e}") from None
     if missing or unexpected:
         raise CheckpointError(f"{where}: missing {missing[:8]}, unexpected {unexpected[:8]}")
     return decoder.eval()

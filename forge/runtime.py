@@ -106,7 +106,7 @@ class Runner:
             d["prefill_chunk"], d["mask_value"],
         )
         t = man["text"]
-        self.text = TextConfig(system_prompt=t["system_prompt"], template=t["template"])
+        self.text = TextConfig(system_prompt=t["system_prompt"], template=t["template"], image_token=t["image_token"])
         try:  # optional: the torch-free bundle check replays token ids without it
             from tokenizers import Tokenizer
 

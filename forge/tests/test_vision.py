@@ -5,34 +5,14 @@ state dicts are interchangeable and the outputs equal. By design, not compared: 
 timm) and timm's MSFA output width, fixed at 2048 there and a config value here (the tiny test
 encoder uses a narrower MSFA built with timm's own adapter class)."""
 
-from functools import partial
-
 import pytest
 import timm
 import torch
-from timm.layers import RmsNorm2d
-from timm.models import mobilenetv5 as mv5
-from timm.models._efficientnet_builder import decode_arch_def, round_channels
 
+from forge.assemble import timm_encoder  # timm's own classes, built from the same block strings
 from forge.config import CONFIGS
 from forge.model import randomize_vision_
 from forge.vision import MobileNetV5Encoder
-
-
-def timm_encoder(cfg):
-    t = mv5.MobileNetV5Encoder(
-        block_args=decode_arch_def([list(s) for s in cfg.stages]), stem_size=cfg.stem_channels, pad_type="same",
-        round_chs_fn=partial(round_channels, multiplier=1.0), norm_layer=RmsNorm2d, act_layer=mv5._GELU,
-        layer_scale_init_value=cfg.layer_scale_init, msfa_output_resolution=cfg.grid,
-    )
-    t.msfa = mv5.MobileNetV5MultiScaleFusionAdapter(
-        in_chs=t.msfa_in_chs, out_chs=cfg.msfa_channels, output_resolution=cfg.grid, norm_layer=RmsNorm2d,
-        act_layer=mv5._GELU,
-    )
-    for m in t.modules():
-        if hasattr(m, "fused_attn"):
-            m.fused_attn = False
-    return t.eval()
 
 
 @pytest.mark.parametrize("size", [128, 160])  # 160: odd-sized stages, asymmetric 'same' padding everywhere
