@@ -374,6 +374,12 @@ impl Backend for BundleEngine {
     fn restore_prefix(&mut self) -> Result<()> {
         BundleEngine::restore_prefix(self)
     }
+    fn clear(&mut self) -> Result<()> {
+        // The prefix's KV rows are about to be overwritten from position 0.
+        self.prefix = None;
+        self.state.reset();
+        Ok(())
+    }
     fn feed_ids(&mut self, ids: &[u32]) -> Result<()> {
         BundleEngine::feed_ids(self, ids)
     }

@@ -177,6 +177,19 @@ impl Engine {
         Sampler::validate(&params.sampling).map_err(Error::Config)?;
         each!(mut self, m => generate(m.as_mut(), frame, question, params, on_text, cancel))
     }
+    /// Generates from prompt token ids alone: the language model by itself, without a frame or
+    /// the chat template (the ids are fed as they are). For text-only references and requests; the
+    /// next frame request encodes its frame again.
+    pub fn generate_ids(
+        &mut self,
+        prompt_ids: &[u32],
+        params: &GenerateParams,
+        on_text: &mut dyn FnMut(&str),
+        cancel: &AtomicBool,
+    ) -> Result<Generation> {
+        Sampler::validate(&params.sampling).map_err(Error::Config)?;
+        each!(mut self, m => generate_ids(m.as_mut(), prompt_ids, params, on_text, cancel))
+    }
 }
 
 /// What the decoding loop needs from a model whose logits are ready for the next token.
@@ -206,6 +219,8 @@ pub(crate) trait Backend: Decode {
     fn answer_ids(&mut self, answer: &str) -> Result<Arc<[u32]>>;
     /// Back to the state right after the frame's prefix.
     fn restore_prefix(&mut self) -> Result<()>;
+    /// An empty context: no frame prefix, position 0 (a request of token ids alone).
+    fn clear(&mut self) -> Result<()>;
     fn feed_ids(&mut self, ids: &[u32]) -> Result<()>;
     fn mark(&mut self, into: &mut Self::Mark);
     fn back_to(&mut self, mark: &Self::Mark);
@@ -266,6 +281,35 @@ pub(crate) fn generate<M: Backend>(
     m.feed_ids(&q_ids)?;
     timings.prefill = t.elapsed();
     timings.prefill_tokens = q_ids.len();
+    let (text, tokens, finish) = decode(m, params, on_text, cancel, start, &mut timings)?;
+    m.finish(&mut timings, start);
+    Ok(Generation {
+        text,
+        tokens,
+        finish,
+        timings,
+    })
+}
+
+/// Generation from token ids alone, in an empty context (no frame, no template).
+pub(crate) fn generate_ids<M: Backend>(
+    m: &mut M,
+    ids: &[u32],
+    params: &GenerateParams,
+    on_text: &mut dyn FnMut(&str),
+    cancel: &AtomicBool,
+) -> Result<Generation> {
+    if ids.is_empty() {
+        return Err(Error::Prompt("the prompt has no token".into()));
+    }
+    let start = Instant::now();
+    m.begin();
+    let mut timings = Timings::default();
+    m.clear()?;
+    let t = Instant::now();
+    m.feed_ids(ids)?;
+    timings.prefill = t.elapsed();
+    timings.prefill_tokens = ids.len();
     let (text, tokens, finish) = decode(m, params, on_text, cancel, start, &mut timings)?;
     m.finish(&mut timings, start);
     Ok(Generation {

@@ -19,6 +19,8 @@ mod cabin;
 mod published;
 // A Hugging Face LFM2-VL checkpoint converted to an NPU bundle by forge convert-vl (issue 12).
 mod converted;
+// AutoNeural assembled from public parts (LFM2 + MobileNetV5) by forge assemble (issue 12).
+mod assembled;
 
 fn models() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../models")
@@ -69,8 +71,12 @@ fn load_frame(bundle: &Path, rel: &str, id: u64) -> Frame {
     )
 }
 
+fn golden_of(bundle: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(bundle.join("golden.json")).unwrap()).unwrap()
+}
+
 fn golden() -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(tiny().join("golden.json")).unwrap()).unwrap()
+    golden_of(&tiny())
 }
 
 fn no_cancel() -> AtomicBool {
@@ -106,15 +112,21 @@ fn every_committed_bundle_has_a_valid_manifest_and_checksums() {
 // Parity with forge's golden outputs (ONNX Runtime CPU)
 
 fn check_golden_variant(variant: &str) {
-    let g = golden();
+    check_golden(&tiny(), variant);
+}
+
+/// The Rust engine against forge's Python runtime (golden.json) on the same graphs: prompt ids,
+/// greedy tokens, every probe answer's probability.
+fn check_golden(bundle: &Path, variant: &str) {
+    let g = golden_of(bundle);
     let cases = g[variant]["cases"]
         .as_array()
         .unwrap_or_else(|| panic!("golden.json has no {variant}"));
-    let mut engine = Engine::load(&cpu_config(&tiny(), variant)).unwrap();
+    let mut engine = Engine::load(&cpu_config(bundle, variant)).unwrap();
     let probes = engine.probes().probes.clone();
     for (i, case) in cases.iter().enumerate() {
         let question = case["question"].as_str().unwrap();
-        let frame = load_frame(&tiny(), case["image"].as_str().unwrap(), 100 + i as u64);
+        let frame = load_frame(bundle, case["image"].as_str().unwrap(), 100 + i as u64);
 
         let (before, after) = engine.prompt_ids(question).unwrap();
         let image_id = engine.bundle().unwrap().manifest.text.image_token_id;

@@ -844,6 +844,10 @@ impl Backend for PublishedModel {
     fn restore_prefix(&mut self) -> Result<()> {
         PublishedModel::restore_prefix(self)
     }
+    fn clear(&mut self) -> Result<()> {
+        self.state = self.io.empty_state()?;
+        Ok(())
+    }
     fn feed_ids(&mut self, ids: &[u32]) -> Result<()> {
         PublishedModel::feed_ids(self, ids)
     }

@@ -24,7 +24,7 @@ fn reference() -> Value {
 }
 
 /// transformers' generated ids without the final stop token (the engine does not return it).
-fn want_tokens(g: &Value, eos: u64) -> Vec<u32> {
+pub(super) fn want_tokens(g: &Value, eos: u64) -> Vec<u32> {
     let mut ids: Vec<u32> = g["generated_ids"]
         .as_array()
         .unwrap()
