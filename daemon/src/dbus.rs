@@ -19,7 +19,7 @@ use zbus::{Connection, Variant, interface};
 
 use crate::config::HmiConfig;
 use crate::pipeline::{MonitoringState, Snapshot};
-use crate::stages::{Alert, AlertEvent, DriverState, StageError, StageErrorKind};
+use crate::stages::{Alert, AlertEvent, Answer, DriverState, StageErrorKind};
 use crate::stats::{Stage, StageSummary};
 use crate::vehicle::VehicleSignals;
 
@@ -107,8 +107,9 @@ pub enum HmiRequest {
     Describe,
 }
 
-/// Runs an HMI request to the end (blocking; called on a blocking thread).
-pub type HmiRunner = Arc<dyn Fn(&HmiRequest) -> Result<String, StageError> + Send + Sync>;
+/// Starts an HMI request: the model job is queued now, the returned future yields the text, and
+/// dropping it cancels the job.
+pub type HmiRunner = Arc<dyn Fn(&HmiRequest) -> Answer + Send + Sync>;
 
 /// What the diagnostics interface reads.
 pub trait DiagnosticsSource: Send + Sync {
@@ -259,29 +260,23 @@ impl Cockpit {
         if let Ok(mut r) = self.rate.lock() {
             r.record(&sender, Instant::now());
         }
-        let runner = Arc::clone(&self.runner);
         let started = Instant::now();
-        // The permit travels with the work: a question that timed out still counts until the
-        // model is done with it, so the number of questions in the queue stays bounded.
-        let work = tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            runner(&request)
-        });
-        let answer = tokio::time::timeout(self.limits.timeout_ms.ms(), work).await;
+        // At the timeout the answer's future is dropped, which cancels the model job: a queued
+        // question is skipped, a running one stops after its current token.
+        let answer =
+            tokio::time::timeout(self.limits.timeout_ms.ms(), (self.runner)(&request)).await;
+        drop(permit);
         let result = match answer {
             Err(_) => Err(CockpitError::Timeout(format!(
                 "no answer within {} ms",
                 self.limits.timeout_ms.get()
             ))),
-            Ok(Err(join)) => Err(CockpitError::Failed(format!(
-                "the model worker failed: {join}"
-            ))),
-            Ok(Ok(Err(e))) => Err(match e.kind {
+            Ok(Err(e)) => Err(match e.kind {
                 StageErrorKind::Unavailable => CockpitError::Unavailable(e.message),
                 StageErrorKind::InvalidRequest => CockpitError::InvalidQuestion(e.message),
                 StageErrorKind::Failed => CockpitError::Failed(e.message),
             }),
-            Ok(Ok(Ok(text))) => Ok(text),
+            Ok(Ok(text)) => Ok(text),
         };
         self.diagnostics.record(Stage::HmiAnswer, started.elapsed());
         result

@@ -18,7 +18,7 @@ use crate::dbus::{
 };
 use crate::notify::Notifier;
 use crate::pipeline::{Command, MonitoringState, Pipeline, PipelineConfig, Shared, Update};
-use crate::stages::{FrameSource, Perception, Policy, StageError, mono_now};
+use crate::stages::{Answer, FrameSource, Perception, Policy, StageError, mono_now};
 use crate::stats::{Stage, StageSummary};
 use crate::vehicle::VehicleSignals;
 
@@ -414,18 +414,16 @@ async fn refresh_description<F: Send + Sync + 'static, P: Perception<Frame = F>>
         describing.store(true, Ordering::Relaxed);
         let p = Arc::clone(&perception);
         let started = std::time::Instant::now();
-        let result =
-            tokio::task::spawn_blocking(move || p.describe(&frame.frame, max_tokens)).await;
+        let result = p.describe(&frame.frame, max_tokens).await;
         describing.store(false, Ordering::Relaxed);
         shared.record(Stage::Description, started.elapsed());
         match result {
-            Ok(Ok(text)) => {
+            Ok(text) => {
                 if let Err(e) = dbus::publish_description(&conn, &published, text).await {
                     warn!("D-Bus: cannot publish the description: {e}");
                 }
             }
-            Ok(Err(e)) => warn!("description: {e}"),
-            Err(e) => warn!("description: worker failed: {e}"),
+            Err(e) => warn!("description: {e}"),
         }
     }
 }
@@ -438,10 +436,12 @@ fn hmi_runner<F: Send + Sync + 'static, P: Perception<Frame = F>>(
 ) -> HmiRunner {
     let shared = Arc::clone(shared);
     let perception = Arc::clone(perception);
-    Arc::new(move |request: &HmiRequest| {
-        let frame = shared
-            .latest_frame()
-            .ok_or_else(|| StageError::unavailable("no camera frame yet"))?;
+    Arc::new(move |request: &HmiRequest| -> Answer {
+        let Some(frame) = shared.latest_frame() else {
+            return Box::pin(std::future::ready(Err(StageError::unavailable(
+                "no camera frame yet",
+            ))));
+        };
         match request {
             HmiRequest::Ask(q) => perception.ask(&frame.frame, q, max_answer_tokens),
             HmiRequest::Describe => perception.describe(&frame.frame, max_description_tokens),
@@ -517,12 +517,16 @@ mod tests {
                 face: None,
             })
         }
-        fn describe(&self, frame: &u64, _: usize) -> Result<String, StageError> {
-            Ok(format!("frame {frame}"))
+        fn describe(&self, frame: &u64, _: usize) -> Answer {
+            let text = format!("frame {frame}");
+            Box::pin(async move { Ok(text) })
         }
-        fn ask(&self, _: &u64, q: &str, _: usize) -> Result<String, StageError> {
-            std::thread::sleep(Duration::from_millis(30));
-            Ok(format!("you asked: {q}"))
+        fn ask(&self, _: &u64, q: &str, _: usize) -> Answer {
+            let text = format!("you asked: {q}");
+            Box::pin(async move {
+                tokio::time::sleep(Duration::from_millis(30)).await;
+                Ok(text)
+            })
         }
         fn set_low_resolution(&self, _: bool) -> Result<(), StageError> {
             Ok(())
@@ -757,10 +761,10 @@ mod tests {
             self.0.lock().unwrap().push(vehicle.speed_kmh);
             Model.probe(frame, vehicle)
         }
-        fn describe(&self, frame: &u64, n: usize) -> Result<String, StageError> {
+        fn describe(&self, frame: &u64, n: usize) -> Answer {
             Model.describe(frame, n)
         }
-        fn ask(&self, frame: &u64, q: &str, n: usize) -> Result<String, StageError> {
+        fn ask(&self, frame: &u64, q: &str, n: usize) -> Answer {
             Model.ask(frame, q, n)
         }
         fn set_low_resolution(&self, on: bool) -> Result<(), StageError> {
@@ -853,6 +857,93 @@ mod tests {
         last_is(&perceived.0, None).await;
         last_is(&observed, None).await;
         assert_eq!(vehicle.speed().await.unwrap(), -1.0);
+        service.abort();
+    }
+
+    /// Sets its flag when dropped: tells whether the daemon let go of an answer's future.
+    struct DropFlag(Arc<AtomicBool>);
+
+    impl Drop for DropFlag {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// The test model whose answers never come (a model stuck on a long generation).
+    struct Hanging(Arc<AtomicBool>);
+
+    impl Perception for Hanging {
+        type Frame = u64;
+        fn probe(&self, frame: &u64, vehicle: VehicleState) -> Result<Perceived, StageError> {
+            Model.probe(frame, vehicle)
+        }
+        fn describe(&self, frame: &u64, n: usize) -> Answer {
+            Model.describe(frame, n)
+        }
+        fn ask(&self, _: &u64, _: &str, _: usize) -> Answer {
+            let job = DropFlag(Arc::clone(&self.0));
+            Box::pin(async move {
+                let _job = job;
+                std::future::pending::<()>().await;
+                Ok(String::new())
+            })
+        }
+        fn set_low_resolution(&self, on: bool) -> Result<(), StageError> {
+            Model.set_low_resolution(on)
+        }
+        fn execution_providers(&self) -> Vec<(String, String)> {
+            Model.execution_providers()
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_question_that_times_out_lets_go_of_its_model_job() {
+        let dir = tempfile::tempdir().unwrap();
+        let bus = PrivateBus::start(dir.path(), "").unwrap();
+        let mut cfg = config(&bus.address);
+        cfg.hmi.timeout_ms = Bounded(100);
+        cfg.hmi.max_pending = Bounded(1);
+        cfg.description.interval_ms = Bounded(0);
+        let source = Frames {
+            i: 0,
+            fail: Arc::new(AtomicBool::new(false)),
+            next_at: Duration::ZERO,
+        };
+        let released = Arc::new(AtomicBool::new(false));
+        let conn = zbus::connection::Builder::address(bus.address.as_str())
+            .build()
+            .await
+            .unwrap();
+        let service = tokio::spawn(run(
+            cfg,
+            source,
+            Arc::new(Hanging(Arc::clone(&released))),
+            Rules::default(),
+            Arc::new(Notifier::disabled()),
+        ));
+        assert!(
+            client::wait_for_service(&conn, Duration::from_secs(10))
+                .await
+                .unwrap()
+        );
+        let cockpit = client::cockpit(&conn).await.unwrap();
+        // Wait for a frame, then ask: the model never answers, the caller gets Timeout and the
+        // job is let go (dropping it cancels it in the inference worker).
+        let mut answer = cockpit.ask("Anyone there?").await;
+        while matches!(&answer, Err(e) if error_name(e.clone()).ends_with("Unavailable")) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            answer = cockpit.ask("Anyone there?").await;
+        }
+        assert_eq!(
+            error_name(answer.unwrap_err()),
+            "org.autoneural.Cockpit1.Error.Timeout"
+        );
+        assert!(released.load(Ordering::Relaxed), "the job is still held");
+        // max_pending = 1: the slot of the timed-out question is free again at once.
+        assert_eq!(
+            error_name(cockpit.ask("Still there?").await.unwrap_err()),
+            "org.autoneural.Cockpit1.Error.Timeout"
+        );
         service.abort();
     }
 

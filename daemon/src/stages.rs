@@ -2,6 +2,8 @@
 //! and a policy stage. `adapters.rs` implements them with the camera, inference and policies
 //! crates; the scheduler and the D-Bus side only know these traits, which keeps them testable.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -127,20 +129,20 @@ pub struct Perceived {
     pub face: Option<Duration>,
 }
 
+/// A description or an answer on its way. The model job is queued when the future is made (never
+/// blocking); awaiting it waits for the text; dropping it — a D-Bus timeout, a caller that went
+/// away — cancels the job (skipped if still queued, stopped after the current token if running).
+pub type Answer = Pin<Box<dyn Future<Output = Result<String, StageError>> + Send>>;
+
 /// The model, behind the inference crate's one priority queue: `probe` (safety) goes before
-/// `describe`, which goes before `ask`. Every method blocks; the daemon calls them from threads,
-/// never from the async runtime.
+/// `describe`, which goes before `ask`. `probe` blocks (the pipeline thread calls it, never the
+/// async runtime); `describe` and `ask` return futures for the async side.
 pub trait Perception: Send + Sync + 'static {
     type Frame: Send + Sync + 'static;
     /// The safety probes of one frame; `vehicle` is what the vehicle reported as of its capture.
     fn probe(&self, frame: &Self::Frame, vehicle: VehicleState) -> Result<Perceived, StageError>;
-    fn describe(&self, frame: &Self::Frame, max_tokens: usize) -> Result<String, StageError>;
-    fn ask(
-        &self,
-        frame: &Self::Frame,
-        question: &str,
-        max_tokens: usize,
-    ) -> Result<String, StageError>;
+    fn describe(&self, frame: &Self::Frame, max_tokens: usize) -> Answer;
+    fn ask(&self, frame: &Self::Frame, question: &str, max_tokens: usize) -> Answer;
     /// Switches to/from the bundle's low-resolution variant.
     fn set_low_resolution(&self, on: bool) -> Result<(), StageError>;
     /// (graph, execution provider) for every graph.

@@ -517,6 +517,15 @@ impl<T> JobHandle<T> {
     }
 }
 
+/// A handle nobody waits on any more cancels its job (a queued job is skipped, a running
+/// generation stops after its current token): a caller that timed out or went away does not keep
+/// the worker busy. After the result was taken this changes nothing.
+impl<T> Drop for JobHandle<T> {
+    fn drop(&mut self) {
+        self.cancel.store(true, Ordering::Relaxed);
+    }
+}
+
 impl<T> Future for JobHandle<T> {
     type Output = Result<T>;
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T>> {

@@ -676,6 +676,45 @@ fn worker_runs_safety_before_description_before_questions_within_bounds() {
     worker.shutdown();
 }
 
+#[test]
+fn dropping_a_job_handle_cancels_its_job() {
+    let worker = Worker::spawn(
+        cpu_config(&tiny(), "fp32"),
+        QueueLimits {
+            safety: 1,
+            description: 1,
+            question: 1,
+        },
+    )
+    .unwrap();
+    let frame = load_frame(&tiny(), "golden/0.png", 1);
+    let params = GenerateParams {
+        max_tokens: 64,
+        use_bundle_stop_tokens: false,
+        ..Default::default()
+    };
+    let asked = worker
+        .ask(
+            frame.clone(),
+            "Describe the driver.".into(),
+            params.clone(),
+            None,
+        )
+        .unwrap();
+    let token = asked.cancel_token();
+    assert!(!token.load(std::sync::atomic::Ordering::Relaxed));
+    drop(asked);
+    assert!(
+        token.load(std::sync::atomic::Ordering::Relaxed),
+        "a dropped handle cancels its job"
+    );
+    // The worker goes on with the next job; a handle whose result was taken changes nothing.
+    let done = worker.ask(frame, "Is the driver yawning?".into(), params, None);
+    let done = done.unwrap().wait().unwrap();
+    assert_ne!(done.finish, FinishReason::Cancelled);
+    worker.shutdown();
+}
+
 // ------------------------------------------------------------------------------------------------
 // QNN HTP simulator
 

@@ -15,7 +15,7 @@ use autoneural_inference::LibraryPaths;
 use crate::adapters::camera::ModelInput;
 use crate::adapters::model::Model;
 use crate::config::{Config, FaceConfig};
-use crate::stages::{Perceived, Perception, ProbeAnswer, StageError};
+use crate::stages::{Answer, Perceived, Perception, ProbeAnswer, StageError};
 use crate::vehicle::VehicleState;
 
 /// The `probe` name the face pipeline's answers carry (the model's carry their probe ids).
@@ -202,11 +202,11 @@ impl Perception for Fused {
         })
     }
 
-    fn describe(&self, f: &ModelInput, max_tokens: usize) -> Result<String, StageError> {
+    fn describe(&self, f: &ModelInput, max_tokens: usize) -> Answer {
         self.model.describe(f, max_tokens)
     }
 
-    fn ask(&self, f: &ModelInput, question: &str, max_tokens: usize) -> Result<String, StageError> {
+    fn ask(&self, f: &ModelInput, question: &str, max_tokens: usize) -> Answer {
         self.model.ask(f, question, max_tokens)
     }
 

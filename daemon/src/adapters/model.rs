@@ -2,7 +2,6 @@
 //! safety probes before the description before HMI questions.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use autoneural_inference as inference;
 use inference::{
@@ -14,7 +13,7 @@ use autoneural_policies::Field;
 
 use crate::adapters::camera::ModelInput;
 use crate::config::{Config, ExecutionProvider};
-use crate::stages::{Perceived, Perception, ProbeAnswer, StageError};
+use crate::stages::{Answer, Perceived, Perception, ProbeAnswer, StageError};
 use crate::vehicle::VehicleState;
 
 /// The engine configuration the daemon's config asks for.
@@ -60,7 +59,7 @@ pub fn input_size(cfg: &Config) -> anyhow::Result<Option<u32>> {
 }
 
 pub struct Model {
-    worker: Worker,
+    worker: Arc<Worker>,
     probes: Option<Vec<inference::Probe>>,
     description_prompt: String,
     eps: Vec<(String, String)>,
@@ -119,7 +118,7 @@ impl Model {
                 .join(", ")
         );
         Ok(Self {
-            worker,
+            worker: Arc::new(worker),
             probes,
             description_prompt: cfg.description.prompt.clone(),
             eps,
@@ -214,57 +213,54 @@ impl Perception for Model {
         })
     }
 
-    fn describe(&self, f: &ModelInput, max_tokens: usize) -> Result<String, StageError> {
+    fn describe(&self, f: &ModelInput, max_tokens: usize) -> Answer {
         let params = GenerateParams {
             max_tokens,
             ..GenerateParams::default()
         };
-        // A newer description job (another Describe, or the periodic refresh) replaces a queued
-        // one; the replaced caller asks again and gets a description of the newest frame, instead
-        // of an error (issue 16, item 10). Bounded: each retry is behind at most one newer job.
-        let mut tries = 0;
-        let g = loop {
-            let result = self
-                .worker
-                .describe(
-                    frame(f),
-                    self.description_prompt.clone(),
-                    params.clone(),
-                    None,
-                )
-                .map_err(err)?
-                .wait();
-            match result {
-                Err(inference::Error::Superseded { .. }) if tries < 3 => tries += 1,
-                other => break other.map_err(err)?,
-            }
-        };
-        Ok(answer_text(&g.text))
+        let worker = Arc::clone(&self.worker);
+        let frame = frame(f);
+        let prompt = self.description_prompt.clone();
+        Box::pin(async move {
+            // A newer description job (another Describe, or the periodic refresh) replaces a
+            // queued one; the replaced caller asks again and gets a description of the newest
+            // frame, instead of an error (issue 16, item 10). Bounded: each retry is behind at
+            // most one newer job.
+            let mut tries = 0;
+            let g = loop {
+                let job = worker
+                    .describe(frame.clone(), prompt.clone(), params.clone(), None)
+                    .map_err(err)?;
+                match job.await {
+                    Err(inference::Error::Superseded { .. }) if tries < 3 => tries += 1,
+                    other => break other.map_err(err)?,
+                }
+            };
+            Ok(answer_text(&g.text))
+        })
     }
 
-    fn ask(&self, f: &ModelInput, question: &str, max_tokens: usize) -> Result<String, StageError> {
+    fn ask(&self, f: &ModelInput, question: &str, max_tokens: usize) -> Answer {
         let params = GenerateParams {
             max_tokens,
             ..GenerateParams::default()
         };
-        let handle = self
+        let job = self
             .worker
-            .ask(frame(f), question.to_string(), params, None)
-            .map_err(|e| StageError::unavailable(e.to_string()))?;
-        // Bounded wait: the D-Bus side times out first; cancel so the worker drops the job.
-        match handle.wait_timeout(Duration::from_secs(600)) {
-            Some(r) => r.map(|g| answer_text(&g.text)).map_err(|e| match e {
-                // What the loaded model cannot take is the question's problem, not a failure.
-                inference::Error::ContextFull { .. } | inference::Error::Prompt(_) => {
-                    StageError::invalid(format!("the model cannot take this question: {e}"))
-                }
-                e => err(e),
-            }),
-            None => {
-                handle.cancel();
-                Err(StageError::new("the question was not answered in time"))
-            }
-        }
+            .ask(frame(f), question.to_string(), params, None);
+        Box::pin(async move {
+            // Dropping this future drops the job's handle, which cancels the job.
+            let job = job.map_err(|e| StageError::unavailable(e.to_string()))?;
+            job.await
+                .map(|g| answer_text(&g.text))
+                .map_err(|e| match e {
+                    // What the loaded model cannot take is the question's problem, not a failure.
+                    inference::Error::ContextFull { .. } | inference::Error::Prompt(_) => {
+                        StageError::invalid(format!("the model cannot take this question: {e}"))
+                    }
+                    e => err(e),
+                })
+        })
     }
 
     fn set_low_resolution(&self, on: bool) -> Result<(), StageError> {
