@@ -7,9 +7,9 @@
 //!   (its p90 is over budget), or a description refresh took longer than its budget. The daemon
 //!   steps one level down the ladder:
 //!   1. `no-description` — stop the description refresh (frees the inference queue);
-//!   2. `reduced-rate` — process every second frame (half the configured rate);
-//!   3. `reduced-resolution` — switch to the bundle's low-resolution variant, only when the
-//!      configuration names one (otherwise the ladder ends at `reduced-rate`).
+//!   2. `reduced-rate` — process every second frame (half the configured rate), the last rung
+//!      (bundle format autoneural-bundle/1 has one input size, so there is no lower resolution
+//!      to switch to).
 //! * **headroom**: the p99 of every safety stage is below `recovery_headroom_percent` of its budget;
 //!   the daemon steps one level back up.
 //!
@@ -29,7 +29,6 @@ pub enum Level {
     Full,
     NoDescription,
     ReducedRate,
-    ReducedResolution,
 }
 
 impl Level {
@@ -38,7 +37,6 @@ impl Level {
             Level::Full => "full",
             Level::NoDescription => "no-description",
             Level::ReducedRate => "reduced-rate",
-            Level::ReducedResolution => "reduced-resolution",
         }
     }
 
@@ -51,21 +49,15 @@ impl Level {
         if self >= Level::ReducedRate { 2 } else { 1 }
     }
 
-    pub fn low_resolution(self) -> bool {
-        self == Level::ReducedResolution
-    }
-
     fn down(self) -> Self {
         match self {
             Level::Full => Level::NoDescription,
-            Level::NoDescription => Level::ReducedRate,
-            _ => Level::ReducedResolution,
+            _ => Level::ReducedRate,
         }
     }
 
     fn up(self) -> Self {
         match self {
-            Level::ReducedResolution => Level::ReducedRate,
             Level::ReducedRate => Level::NoDescription,
             _ => Level::Full,
         }
@@ -98,7 +90,6 @@ pub struct Governor {
     windows: Vec<(Stage, Window)>,
     window: usize,
     headroom: f64,
-    lowest: Level,
     level: Level,
     description_overrun: Option<Duration>,
     /// Why the daemon is at its current level ("" at full service).
@@ -106,8 +97,7 @@ pub struct Governor {
 }
 
 impl Governor {
-    /// `low_resolution_available`: whether the last rung of the ladder exists.
-    pub fn new(cfg: &BudgetsConfig, low_resolution_available: bool) -> Self {
+    pub fn new(cfg: &BudgetsConfig) -> Self {
         let window = cfg.window.get() as usize;
         Self {
             budgets: vec![
@@ -118,7 +108,6 @@ impl Governor {
                 (Stage::Vision, cfg.vision_ms.ms()),
                 (Stage::Probes, cfg.probes_ms.ms()),
                 (Stage::Description, cfg.description_ms.ms()),
-                (Stage::HmiAnswer, cfg.hmi_answer_ms.ms()),
                 (Stage::Face, cfg.face_ms.ms()),
             ],
             windows: SAFETY_STAGES
@@ -127,11 +116,6 @@ impl Governor {
                 .collect(),
             window,
             headroom: cfg.recovery_headroom_percent.get() as f64 / 100.0,
-            lowest: if low_resolution_available {
-                Level::ReducedResolution
-            } else {
-                Level::ReducedRate
-            },
             level: Level::Full,
             description_overrun: None,
             reason: String::new(),
@@ -213,7 +197,7 @@ impl Governor {
             w.clear();
         }
         if let Some(why) = over {
-            if self.level < self.lowest {
+            if self.level < Level::ReducedRate {
                 let to = self.level.down();
                 return Some(self.step(to, why));
             }
@@ -264,7 +248,7 @@ mod tests {
             vision_ms: Bounded(50),
             probes_ms: Bounded(50),
             description_ms: Bounded(1000),
-            hmi_answer_ms: Bounded(1000),
+            hmi_answer_ms: None,
             face_ms: Bounded(50),
             window: Bounded(10),
             recovery_headroom_percent: Bounded(50),
@@ -284,7 +268,7 @@ mod tests {
 
     #[test]
     fn degrades_in_the_documented_order_and_recovers() {
-        let mut g = Governor::new(&cfg(), true);
+        let mut g = Governor::new(&cfg());
         assert!(
             frames(&mut g, 9, 150).is_empty(),
             "no decision before a full window"
@@ -298,7 +282,6 @@ mod tests {
             c[0].reason
         );
         assert_eq!(frames(&mut g, 10, 150)[0].to, Level::ReducedRate);
-        assert_eq!(frames(&mut g, 10, 150)[0].to, Level::ReducedResolution);
         assert!(
             frames(&mut g, 10, 150).is_empty(),
             "no level below the last"
@@ -307,20 +290,20 @@ mod tests {
         // Inside the budget but without headroom: stay.
         assert!(frames(&mut g, 10, 80).is_empty());
         let ups: Vec<Level> = frames(&mut g, 30, 20).iter().map(|c| c.to).collect();
-        assert_eq!(ups, [Level::ReducedRate, Level::NoDescription, Level::Full]);
+        assert_eq!(ups, [Level::NoDescription, Level::Full]);
         assert_eq!(g.reason(), "");
     }
 
     #[test]
-    fn ladder_ends_at_reduced_rate_without_a_low_resolution_variant() {
-        let mut g = Governor::new(&cfg(), false);
+    fn ladder_ends_at_reduced_rate() {
+        let mut g = Governor::new(&cfg());
         let downs: Vec<Level> = frames(&mut g, 50, 500).iter().map(|c| c.to).collect();
         assert_eq!(downs, [Level::NoDescription, Level::ReducedRate]);
     }
 
     #[test]
     fn one_slow_frame_in_a_window_is_not_an_overrun() {
-        let mut g = Governor::new(&cfg(), true);
+        let mut g = Governor::new(&cfg());
         assert!(frames(&mut g, 9, 30).is_empty());
         assert!(frames(&mut g, 1, 400).is_empty());
         assert_eq!(g.level(), Level::Full);
@@ -328,7 +311,7 @@ mod tests {
 
     #[test]
     fn slow_description_stops_the_refresh_first() {
-        let mut g = Governor::new(&cfg(), true);
+        let mut g = Governor::new(&cfg());
         g.record(Stage::Description, Duration::from_millis(1500));
         let c = g.decide().unwrap();
         assert_eq!(c.to, Level::NoDescription);

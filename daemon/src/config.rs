@@ -275,8 +275,9 @@ pub struct BudgetsConfig {
     pub probes_ms: Bounded<1, 60_000>,
     #[serde(default = "d_description")]
     pub description_ms: Bounded<1, 600_000>,
-    #[serde(default = "d_hmi_answer")]
-    pub hmi_answer_ms: Bounded<1, 600_000>,
+    /// Removed: `hmi.timeout_ms` bounds an answer (read only to name it in the error).
+    #[serde(default)]
+    pub hmi_answer_ms: Option<Spanned<toml::Value>>,
     /// The face pipeline on one frame (detection or tracking, landmarks, both eyes).
     #[serde(default = "d_face")]
     pub face_ms: Bounded<1, 60_000>,
@@ -295,7 +296,7 @@ impl Default for BudgetsConfig {
             vision_ms: d_vision(),
             probes_ms: d_probes(),
             description_ms: d_description(),
-            hmi_answer_ms: d_hmi_answer(),
+            hmi_answer_ms: None,
             face_ms: d_face(),
             window: d_window(),
             recovery_headroom_percent: d_headroom(),
@@ -483,9 +484,6 @@ fn d_probes() -> Bounded<1, 60_000> {
     Bounded(300)
 }
 fn d_description() -> Bounded<1, 600_000> {
-    Bounded(5000)
-}
-fn d_hmi_answer() -> Bounded<1, 600_000> {
     Bounded(5000)
 }
 fn d_face() -> Bounded<1, 60_000> {
@@ -686,6 +684,14 @@ impl Config {
         {
             return Err((Some(s.span()), "camera.scenario: must not be empty".into()));
         }
+        if let Some(v) = &self.budgets.hmi_answer_ms {
+            return Err((
+                Some(v.span()),
+                "budgets.hmi_answer_ms was removed: hmi.timeout_ms bounds the time of an answer \
+                 (a question that takes longer gets Error.Timeout and its model job is cancelled)"
+                    .into(),
+            ));
+        }
         if self.model.execution_providers.is_empty() {
             return Err((
                 None,
@@ -880,6 +886,17 @@ bundle = "../models/tiny-random"
         let err = parse(&src).unwrap_err().to_string();
         assert!(err.contains(":11:"), "{err}");
         assert!(err.contains("vison_ms"), "{err}");
+    }
+
+    #[test]
+    fn the_removed_hmi_answer_budget_names_its_replacement_and_line() {
+        let src = format!("{MINIMAL}\n[budgets]\nvision_ms = 10\nhmi_answer_ms = 3000\n");
+        let err = parse(&src).unwrap_err().to_string();
+        assert!(err.contains(":11:"), "{err}");
+        assert!(
+            err.contains("hmi_answer_ms was removed") && err.contains("hmi.timeout_ms"),
+            "{err}"
+        );
     }
 
     #[test]

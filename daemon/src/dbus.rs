@@ -446,7 +446,7 @@ impl Diagnostics {
         self.source.execution_providers().into_iter().collect()
     }
 
-    /// full / no-description / reduced-rate / reduced-resolution
+    /// full / no-description / reduced-rate
     #[zbus(property)]
     fn degradation_level(&self) -> String {
         self.source.degradation().0

@@ -146,19 +146,12 @@ impl<S: FrameSource, P: Perception<Frame = S::Frame>, L: Policy> Pipeline<S, P, 
         let period = Duration::from_secs_f64(1.0 / self.config.fps.max(1) as f64);
         let mut last_frame_at = mono_now();
         let mut last_start = Duration::ZERO;
-        let mut low_res = false;
         let mut first_valid = false;
         let mut ended = false;
         info!("pipeline: started ({} fps requested)", self.config.fps);
         while !self.shared.stop.load(Ordering::Relaxed) {
             self.handle_commands();
             let (level, _) = self.shared.level();
-            if level.low_resolution() != low_res {
-                low_res = level.low_resolution();
-                if let Err(e) = self.perception.set_low_resolution(low_res) {
-                    warn!("pipeline: cannot switch input resolution: {e}");
-                }
-            }
             // Reduced rate: wait out the rest of the longer period; the source keeps only the
             // newest frame meanwhile.
             let next_allowed = last_start + period * level.frame_divisor();

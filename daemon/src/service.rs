@@ -152,9 +152,7 @@ where
     P: Perception<Frame = S::Frame>,
     L: Policy,
 {
-    // Bundle format autoneural-bundle/1 has one input size per bundle, so the ladder ends at
-    // reduced-rate (see budget.rs).
-    let governor = Governor::new(&cfg.budgets, false);
+    let governor = Governor::new(&cfg.budgets);
     let vehicle = Arc::new(VehicleSignals::new(cfg.vehicle.speed_max_age_ms.ms()));
     let shared = Arc::new(Shared::new(governor, 256, Arc::clone(&vehicle)));
     let published = Arc::new(Mutex::new(Published::default()));
@@ -528,9 +526,6 @@ mod tests {
                 Ok(text)
             })
         }
-        fn set_low_resolution(&self, _: bool) -> Result<(), StageError> {
-            Ok(())
-        }
         fn execution_providers(&self) -> Vec<(String, String)> {
             vec![("vision".into(), "cpu".into())]
         }
@@ -767,9 +762,6 @@ mod tests {
         fn ask(&self, frame: &u64, q: &str, n: usize) -> Answer {
             Model.ask(frame, q, n)
         }
-        fn set_low_resolution(&self, on: bool) -> Result<(), StageError> {
-            Model.set_low_resolution(on)
-        }
         fn execution_providers(&self) -> Vec<(String, String)> {
             Model.execution_providers()
         }
@@ -887,9 +879,6 @@ mod tests {
                 std::future::pending::<()>().await;
                 Ok(String::new())
             })
-        }
-        fn set_low_resolution(&self, on: bool) -> Result<(), StageError> {
-            Model.set_low_resolution(on)
         }
         fn execution_providers(&self) -> Vec<(String, String)> {
             Model.execution_providers()

@@ -143,8 +143,6 @@ pub trait Perception: Send + Sync + 'static {
     fn probe(&self, frame: &Self::Frame, vehicle: VehicleState) -> Result<Perceived, StageError>;
     fn describe(&self, frame: &Self::Frame, max_tokens: usize) -> Answer;
     fn ask(&self, frame: &Self::Frame, question: &str, max_tokens: usize) -> Answer;
-    /// Switches to/from the bundle's low-resolution variant.
-    fn set_low_resolution(&self, on: bool) -> Result<(), StageError>;
     /// (graph, execution provider) for every graph.
     fn execution_providers(&self) -> Vec<(String, String)>;
 }

@@ -210,10 +210,6 @@ impl Perception for Fused {
         self.model.ask(f, question, max_tokens)
     }
 
-    fn set_low_resolution(&self, on: bool) -> Result<(), StageError> {
-        self.model.set_low_resolution(on)
-    }
-
     fn execution_providers(&self) -> Vec<(String, String)> {
         let mut eps = self.model.execution_providers();
         if self.face.is_some() {

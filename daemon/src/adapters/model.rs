@@ -263,14 +263,6 @@ impl Perception for Model {
         })
     }
 
-    fn set_low_resolution(&self, on: bool) -> Result<(), StageError> {
-        if on {
-            Err(StageError::new("the bundle has one input size"))
-        } else {
-            Ok(())
-        }
-    }
-
     fn execution_providers(&self) -> Vec<(String, String)> {
         self.eps.clone()
     }
