@@ -4,6 +4,12 @@
 //! sequence numbers, monotonic driver timestamps, vivid's colour bars at the right places in the
 //! converted images, and the reconnect.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is the failure report"
+)]
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1,6 +1,12 @@
 //! End-to-end: the real autoneurald binary (real camera source, model and policies) on a private
 //! dbus-daemon, driven by a real D-Bus client, with systemd's notify protocol on a test socket.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is the failure report"
+)]
+
 use std::io::Read;
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};

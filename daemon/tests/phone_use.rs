@@ -6,6 +6,12 @@
 //! The scenario: attentive 0-4 s, looking down at a phone in hand 4-9 s, phone at the ear 9-12 s,
 //! attentive again 12-16 s. The rule raises `phone_use` after 3 s of phone use.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is the failure report"
+)]
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

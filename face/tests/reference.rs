@@ -3,6 +3,12 @@
 //! real photographs by `forge.face_bundle`, which wrote `tests/data/reference.json`. Our Rust
 //! pipeline runs the converted ONNX graphs of `models/mediapipe-face` on the same images.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is the failure report"
+)]
+
 use std::path::{Path, PathBuf};
 
 use autoneural_face::{FacePipeline, PipelineConfig, RgbImage, Roi};

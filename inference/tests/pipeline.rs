@@ -2,6 +2,12 @@
 //! (from the project venv: `./scripts/setup`, or AUTONEURAL_VENV) and the QNN HTP simulator.
 //! One test binary on purpose: each binary links ONNX Runtime glue and tokenizers, slow on CI.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is the failure report"
+)]
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, mpsc};

@@ -194,6 +194,10 @@ pub(crate) struct Common<'a> {
 
 impl Rules {
     /// The built-in rules ([`DEFAULT_RULES_TOML`]).
+    #[allow(
+        clippy::expect_used,
+        reason = "embedded in the crate and parsed by a unit test"
+    )]
     pub fn builtin() -> Rules {
         // The embedded file is part of the crate and a unit test parses it; failing here is a
         // build defect, not an input error.

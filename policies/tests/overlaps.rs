@@ -2,6 +2,12 @@
 //! false-positive tests). Each drive is replayed at 10 observations/s through the default rules and
 //! its whole alert timeline is asserted, so a second alert for the same event fails here.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is the failure report"
+)]
+
 mod common;
 
 use autoneural_policies::{AlertEvent, AlertId, ClearReason, Field, Probabilities, Rules};

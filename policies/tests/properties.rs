@@ -7,6 +7,12 @@
 //! long enough for the smoothing to confirm them; shorter noise is covered by the level property
 //! and the unit tests.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is the failure report"
+)]
+
 mod common;
 
 use std::collections::HashMap;

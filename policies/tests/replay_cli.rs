@@ -1,5 +1,11 @@
 //! The replay tool, run as a user runs it from the README.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is the failure report"
+)]
+
 use std::path::PathBuf;
 use std::process::Command;
 

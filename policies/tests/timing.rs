@@ -1,5 +1,11 @@
 //! Each default rule at its Euro NCAP boundary, escalation, and clearing with hysteresis.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is the failure report"
+)]
+
 mod common;
 
 use autoneural_policies::{AlertEvent, AlertId, ClearReason, Rules};

@@ -1,5 +1,11 @@
 //! VATS (short distraction), missing data, a lost face, timestamp order, hot reload, state.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is the failure report"
+)]
+
 mod common;
 
 use std::time::Duration;
