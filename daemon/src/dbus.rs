@@ -500,7 +500,7 @@ impl Vehicle {
     /// an older report counts as unknown, and speed-gated rules then run as if driving.
     async fn set_speed(&self, speed_kmh: f64) -> Result<(), CockpitError> {
         self.signals
-            .set_speed(speed_kmh, crate::stages::mono_now())
+            .set_speed(speed_kmh, crate::stages::monotonic_now())
             .map_err(|e| CockpitError::InvalidArgument(e.to_string()))
     }
 
@@ -508,7 +508,7 @@ impl Vehicle {
     #[zbus(property(emits_changed_signal = "false"))]
     fn speed(&self) -> f64 {
         self.signals
-            .at(crate::stages::mono_now())
+            .at(crate::stages::monotonic_now())
             .speed_kmh
             .map_or(-1.0, f64::from)
     }

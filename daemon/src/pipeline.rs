@@ -19,7 +19,7 @@ use crate::budget::{Governor, Level};
 use crate::stages::Sensing;
 use crate::stages::{
     Alert, AlertEvent, Captured, DriverState, FrameSource, Observation, Perception, Policy,
-    SourceEvent, mono_now,
+    SourceEvent, monotonic_now,
 };
 use crate::stats::{LatencyStats, Stage};
 use crate::vehicle::VehicleSignals;
@@ -144,7 +144,7 @@ impl<S: FrameSource, P: Perception<Frame = S::Frame>, L: Policy> Pipeline<S, P, 
     /// Runs until `shared.stop` is set, the updates channel closes, or a finite source ends.
     pub fn run(mut self) {
         let period = Duration::from_secs_f64(1.0 / self.config.fps.max(1) as f64);
-        let mut last_frame_at = mono_now();
+        let mut last_frame_at = monotonic_now();
         let mut last_start = Duration::ZERO;
         let mut first_valid = false;
         let mut ended = false;
@@ -155,7 +155,7 @@ impl<S: FrameSource, P: Perception<Frame = S::Frame>, L: Policy> Pipeline<S, P, 
             // Reduced rate: wait out the rest of the longer period; the source keeps only the
             // newest frame meanwhile.
             let next_allowed = last_start + period * level.frame_divisor();
-            let now = mono_now();
+            let now = monotonic_now();
             if level.frame_divisor() > 1 && now < next_allowed {
                 std::thread::sleep((next_allowed - now).min(TICK));
                 continue;
@@ -171,7 +171,7 @@ impl<S: FrameSource, P: Perception<Frame = S::Frame>, L: Policy> Pipeline<S, P, 
                 .store(self.source.dropped(), Ordering::Relaxed);
             let problem = match event {
                 SourceEvent::Frame(captured) => {
-                    last_frame_at = mono_now();
+                    last_frame_at = monotonic_now();
                     last_start = last_frame_at;
                     let valid = self.process(captured, &mut first_valid);
                     if !valid.is_ok_and(|sent| sent) {
@@ -180,7 +180,7 @@ impl<S: FrameSource, P: Perception<Frame = S::Frame>, L: Policy> Pipeline<S, P, 
                     continue;
                 }
                 SourceEvent::Timeout => {
-                    let silent = mono_now().saturating_sub(last_frame_at);
+                    let silent = monotonic_now().saturating_sub(last_frame_at);
                     if silent < self.config.frame_timeout {
                         continue;
                     }
@@ -188,7 +188,7 @@ impl<S: FrameSource, P: Perception<Frame = S::Frame>, L: Policy> Pipeline<S, P, 
                 }
                 SourceEvent::Failed(e) => {
                     // A source that fails at once must not make this a busy loop.
-                    let silent = mono_now().saturating_sub(last_frame_at);
+                    let silent = monotonic_now().saturating_sub(last_frame_at);
                     if silent < TICK {
                         std::thread::sleep(TICK - silent);
                     }
@@ -275,11 +275,11 @@ impl<S: FrameSource, P: Perception<Frame = S::Frame>, L: Policy> Pipeline<S, P, 
                 (obs, Some(format!("inference: {e}")))
             }
         };
-        let t = mono_now();
+        let t = monotonic_now();
         let (state, mut events) = self.policy.update(&observation);
         events.splice(0..0, self.pending_events.drain(..));
         self.shared
-            .record(Stage::Policies, mono_now().saturating_sub(t));
+            .record(Stage::Policies, monotonic_now().saturating_sub(t));
         self.shared.frames_processed.fetch_add(1, Ordering::Relaxed);
         let change = self
             .shared
@@ -333,7 +333,7 @@ impl<S: FrameSource, P: Perception<Frame = S::Frame>, L: Policy> Pipeline<S, P, 
 
     /// An observation without data; false when the publisher is gone.
     fn publish_invalid(&mut self, reason: String) -> bool {
-        let now = mono_now();
+        let now = monotonic_now();
         let observation = Observation {
             timestamp: now,
             answers: vec![],

@@ -18,7 +18,7 @@ use crate::dbus::{
 };
 use crate::notify::Notifier;
 use crate::pipeline::{Command, MonitoringState, Pipeline, PipelineConfig, Shared, Update};
-use crate::stages::{Answer, FrameSource, Perception, Policy, StageError, mono_now};
+use crate::stages::{Answer, FrameSource, Perception, Policy, StageError, monotonic_now};
 use crate::stats::{Stage, StageSummary};
 use crate::vehicle::VehicleSignals;
 
@@ -276,7 +276,7 @@ where
                     match dbus::publish(&conn, &published, &mut last_degradation, degradation, &snap).await {
                         Ok(()) => {
                             // The watchdog is fed only while observations reach the bus.
-                            last_progress.store(mono_now().as_millis() as u64, Ordering::Relaxed);
+                            last_progress.store(monotonic_now().as_millis() as u64, Ordering::Relaxed);
                         }
                         Err(e) if connection_lost(&e) => {
                             error!("D-Bus: the connection to the bus is lost ({e}); exiting so the service manager restarts the daemon on the new bus");
@@ -285,7 +285,7 @@ where
                         Err(e) => warn!("D-Bus: cannot publish: {e}"),
                     }
                     if let Some(captured) = snap.captured_at {
-                        shared.record(Stage::CaptureToObservation, mono_now().saturating_sub(captured));
+                        shared.record(Stage::CaptureToObservation, monotonic_now().saturating_sub(captured));
                     }
                     if last_monitoring != Some(snap.monitoring) {
                         let status = status_line(snap.monitoring, &snap.reason);
@@ -376,7 +376,7 @@ async fn feed_watchdog(notifier: Arc<Notifier>, interval: Duration, last_progres
     loop {
         tick.tick().await;
         let last = last_progress.load(Ordering::Relaxed);
-        let age = (mono_now().as_millis() as u64).saturating_sub(last);
+        let age = (monotonic_now().as_millis() as u64).saturating_sub(last);
         if last > 0 && age < interval.as_millis() as u64 / 2 {
             if stalled {
                 info!("watchdog: observations flow again");
@@ -476,15 +476,15 @@ mod tests {
                 std::thread::sleep(timeout);
                 return SourceEvent::Failed("test camera unplugged".into());
             }
-            let now = mono_now();
+            let now = monotonic_now();
             if self.next_at > now {
                 std::thread::sleep(self.next_at - now);
             }
-            self.next_at = mono_now() + Duration::from_millis(50);
+            self.next_at = monotonic_now() + Duration::from_millis(50);
             self.i += 1;
             SourceEvent::Frame(Captured {
                 frame: Arc::new(self.i),
-                timestamp: mono_now(),
+                timestamp: monotonic_now(),
                 sequence: self.i,
             })
         }
@@ -944,7 +944,7 @@ mod tests {
         sock.set_nonblocking(true).unwrap();
         let interval = Duration::from_millis(200);
         let notifier = Arc::new(Notifier::for_test(&path, interval));
-        let progress = Arc::new(AtomicU64::new(mono_now().as_millis() as u64));
+        let progress = Arc::new(AtomicU64::new(monotonic_now().as_millis() as u64));
         let task = tokio::spawn(feed_watchdog(notifier, interval, Arc::clone(&progress)));
         let count = |sock: &std::os::unix::net::UnixDatagram| {
             let mut buf = [0u8; 64];
@@ -957,7 +957,7 @@ mod tests {
         };
         // Observations keep coming: pings.
         for _ in 0..6 {
-            progress.store(mono_now().as_millis() as u64, Ordering::Relaxed);
+            progress.store(monotonic_now().as_millis() as u64, Ordering::Relaxed);
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         assert!(count(&sock) >= 1);

@@ -10,16 +10,8 @@ use std::time::Duration;
 use crate::vehicle::VehicleState;
 
 /// CLOCK_MONOTONIC now, the clock of V4L2 buffer timestamps and of every timestamp the daemon
-/// publishes.
-pub fn mono_now() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime only writes the timespec we pass; CLOCK_MONOTONIC always exists on Linux.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-}
+/// publishes (declared once, in the camera crate).
+pub use autoneural_camera::monotonic_now;
 
 /// A stage failed; the message is for logs and D-Bus errors, the kind decides the D-Bus error name.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

@@ -18,7 +18,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use autoneural_daemon::client::{self, WatchEvent};
-use autoneural_daemon::stages::mono_now;
+use autoneural_daemon::stages::monotonic_now;
 use autoneural_daemon::testbus::PrivateBus;
 use autoneural_scenes::{Gaze, Phone, Scenario};
 
@@ -86,7 +86,7 @@ async fn phone_use_alert_follows_the_scenario() {
     let epoch_us = diag.source_epoch().await.unwrap();
     assert!(epoch_us > 0, "a synthetic source has a time zero");
     let scenario_s = |mono_us: u64| (mono_us as f64 - epoch_us as f64) / 1e6;
-    let now_s = || scenario_s(mono_now().as_micros() as u64);
+    let now_s = || scenario_s(monotonic_now().as_micros() as u64);
     let start_s = now_s();
     assert!(
         start_s < 3.0,
