@@ -155,12 +155,26 @@ impl Capture {
         self.shutdown();
     }
 
+    /// Stops the capture thread. It sees the stop flag between frames; a source blocked for long
+    /// (a recording whose next frame is due far ahead, a driver call that hangs) is left behind
+    /// after `JOIN_LIMIT` rather than holding up whoever drops the capture.
     fn shutdown(&mut self) {
+        const JOIN_LIMIT: Duration = Duration::from_secs(1);
         self.frames.shared.stop.store(true, Ordering::SeqCst);
         self.frames.shared.changed.notify_all();
-        if let Some(thread) = self.thread.take()
-            && thread.join().is_err()
-        {
+        let Some(thread) = self.thread.take() else {
+            return;
+        };
+        let deadline = Instant::now() + JOIN_LIMIT;
+        while !thread.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if !thread.is_finished() {
+            log::warn!(
+                "camera: the capture thread did not stop within {} s (its source is blocked); leaving it",
+                JOIN_LIMIT.as_secs()
+            );
+        } else if thread.join().is_err() {
             log::error!("camera capture thread panicked");
         }
     }

@@ -7,7 +7,7 @@
 //! policies' clock keeps running (monitoring-unavailable after 10 s) and the watchdog sees a
 //! pipeline that is alive but blind — which is different from a stalled pipeline.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -73,6 +73,45 @@ pub enum Command {
     ReloadRules(oneshot::Sender<Result<String, String>>),
 }
 
+/// What the pipeline thread is doing, for the shutdown message when it does not stop in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Activity {
+    Starting,
+    WaitingForFrame,
+    InModelCall,
+    Publishing,
+    ClosingCamera,
+    Stopped,
+}
+
+impl Activity {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::Starting => "starting",
+            Self::WaitingForFrame => "waiting for a camera frame",
+            Self::InModelCall => "in a model call",
+            Self::Publishing => "handing an observation to the publisher",
+            Self::ClosingCamera => "closing the camera",
+            Self::Stopped => "stopped",
+        }
+    }
+
+    fn from_u8(v: u8) -> Self {
+        [
+            Self::Starting,
+            Self::WaitingForFrame,
+            Self::InModelCall,
+            Self::Publishing,
+            Self::ClosingCamera,
+            Self::Stopped,
+        ]
+        .get(usize::from(v))
+        .copied()
+        .unwrap_or(Self::Stopped)
+    }
+}
+
 /// State shared by the pipeline thread, the publisher and the D-Bus objects.
 pub struct Shared<F> {
     pub latest: Mutex<Option<Captured<F>>>,
@@ -84,6 +123,7 @@ pub struct Shared<F> {
     pub source_dropped: AtomicU64,
     /// The vehicle gateway's reports (written by D-Bus, read once per frame).
     pub vehicle: Arc<VehicleSignals>,
+    activity: AtomicU8,
 }
 
 impl<F> Shared<F> {
@@ -97,7 +137,16 @@ impl<F> Shared<F> {
             frames_skipped: AtomicU64::new(0),
             source_dropped: AtomicU64::new(0),
             vehicle,
+            activity: AtomicU8::new(Activity::Starting as u8),
         }
+    }
+
+    pub fn activity(&self) -> Activity {
+        Activity::from_u8(self.activity.load(Ordering::Relaxed))
+    }
+
+    fn set_activity(&self, a: Activity) {
+        self.activity.store(a as u8, Ordering::Relaxed);
     }
 
     /// Records a stage sample for the statistics and the budget governor.
@@ -141,8 +190,17 @@ pub struct Pipeline<S: FrameSource, P: Perception<Frame = S::Frame>, L: Policy> 
 }
 
 impl<S: FrameSource, P: Perception<Frame = S::Frame>, L: Policy> Pipeline<S, P, L> {
-    /// Runs until `shared.stop` is set, the updates channel closes, or a finite source ends.
+    /// Runs until `shared.stop` is set, the updates channel closes, or a finite source ends; then
+    /// closes the camera (the source is dropped with the pipeline).
     pub fn run(mut self) {
+        self.run_frames();
+        self.shared.set_activity(Activity::ClosingCamera);
+        let shared = Arc::clone(&self.shared);
+        drop(self);
+        shared.set_activity(Activity::Stopped);
+    }
+
+    fn run_frames(&mut self) {
         let period = Duration::from_secs_f64(1.0 / self.config.fps.max(1) as f64);
         let mut last_frame_at = monotonic_now();
         let mut last_start = Duration::ZERO;
@@ -160,6 +218,7 @@ impl<S: FrameSource, P: Perception<Frame = S::Frame>, L: Policy> Pipeline<S, P, 
                 std::thread::sleep((next_allowed - now).min(TICK));
                 continue;
             }
+            self.shared.set_activity(Activity::WaitingForFrame);
             let event = if ended {
                 std::thread::sleep(TICK);
                 SourceEvent::Ended
@@ -241,6 +300,7 @@ impl<S: FrameSource, P: Perception<Frame = S::Frame>, L: Policy> Pipeline<S, P, 
             *latest = Some(captured.clone());
         }
         let vehicle = self.shared.vehicle.at(captured.timestamp);
+        self.shared.set_activity(Activity::InModelCall);
         let probed = self.perception.probe(&captured.frame, vehicle);
         let (observation, inference_error) = match probed {
             Ok(p) => {
@@ -325,6 +385,7 @@ impl<S: FrameSource, P: Perception<Frame = S::Frame>, L: Policy> Pipeline<S, P, 
             reason,
             level,
         };
+        self.shared.set_activity(Activity::Publishing);
         Ok(self
             .updates
             .blocking_send(Update::Snapshot(Box::new(snapshot)))
@@ -354,6 +415,7 @@ impl<S: FrameSource, P: Perception<Frame = S::Frame>, L: Policy> Pipeline<S, P, 
             reason,
             level,
         };
+        self.shared.set_activity(Activity::Publishing);
         self.updates
             .blocking_send(Update::Snapshot(Box::new(snapshot)))
             .is_ok()

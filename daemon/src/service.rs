@@ -346,14 +346,18 @@ where
     if let Some(d) = description {
         d.abort();
     }
-    // Let the pipeline thread see the stop flag; it never blocks longer than one model call.
+    // Let the pipeline thread see the stop flag; it never blocks longer than one model call (or
+    // the camera's bounded close).
     drop(updates);
     let deadline = std::time::Instant::now() + Duration::from_millis(1200);
     while !pipeline_thread.is_finished() && std::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     if !pipeline_thread.is_finished() {
-        warn!("the pipeline thread is still in a model call; exiting without it");
+        warn!(
+            "the pipeline thread is still {}; exiting without it",
+            shared.activity().describe()
+        );
     }
     if exit != Exit::BusLost {
         let _ = conn.release_name(dbus::BUS_NAME).await;

@@ -351,3 +351,52 @@ async fn a_huge_frame_does_not_stay_resident() {
     let (ok, _, stderr) = d.terminate();
     assert!(ok, "{stderr}");
 }
+
+/// Issue 16, item 10: a recording whose next frame is due an hour ahead (a timestamp jump in
+/// timing.tsv) leaves the capture thread asleep. SIGTERM still ends the daemon at once, and the
+/// log says what held the pipeline up (it used to blame a model call).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_after_a_timestamp_jump_exits_promptly_and_says_why() {
+    let d = Daemon::start_with(
+        |dir| {
+            let frames = dir.join("frames");
+            std::fs::create_dir_all(&frames).unwrap();
+            let small = vec![90u8; 160 * 120 * 3];
+            let mut timing = String::new();
+            for (i, at_us) in [0u64, 100_000, 3_600_000_000].into_iter().enumerate() {
+                let name = format!("{i:03}.rgb");
+                std::fs::write(frames.join(&name), &small).unwrap();
+                timing += &format!("{name} {at_us} RGB24 160 120\n");
+            }
+            std::fs::write(frames.join("timing.tsv"), timing).unwrap();
+            format!(
+                "[camera]\nsource = \"replay\"\ndirectory = \"{}\"\nfps = 10\nframe_timeout_ms = 500\n",
+                frames.display()
+            )
+        },
+        DEFAULT_RULES,
+        QUIET,
+        "",
+    );
+    d.notify_until("READY=1", Duration::from_secs(60));
+    let conn = d.connect().await;
+    let cockpit = client::cockpit(&conn).await.unwrap();
+    // The two frames are played; the third is due in an hour: no frame for frame_timeout_ms.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !cockpit
+        .monitoring_reason()
+        .await
+        .unwrap_or_default()
+        .contains("no frame")
+    {
+        assert!(Instant::now() < deadline, "the replay never went quiet");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (ok, took, stderr) = d.terminate();
+    assert!(ok, "{stderr}");
+    assert!(
+        took < Duration::from_secs(3),
+        "SIGTERM took {took:?}: {stderr}"
+    );
+    assert!(!stderr.contains("in a model call"), "{stderr}");
+}
