@@ -9,12 +9,12 @@ use std::time::Instant;
 use crate::bundle::{Bundle, GraphKind, Verify};
 use crate::config::{EngineConfig, Provider};
 use crate::decoder::{DecoderGraph, DecoderState, EmbedGraph, Graph, RunClock, VisionGraph};
-use crate::engine::{Backend, Decode};
 use crate::error::{Error, Result};
 use crate::graphs;
 use crate::preprocess::Preprocessor;
 use crate::probes::ProbeSet;
 use crate::providers::{SessionFactory, SessionReport};
+use crate::request::{Backend, Decode};
 use crate::types::{Frame, Timings};
 
 /// The encoded image + system prefix of one frame.

@@ -62,13 +62,13 @@ pub enum Error {
     /// The job's class queue is full; the job was not queued.
     #[error("{class:?} queue is full ({capacity} jobs); job rejected")]
     QueueFull {
-        class: crate::worker::JobClass,
+        class: crate::job::JobClass,
         capacity: usize,
     },
 
     /// A newer job of the same class replaced this queued one (latest frame wins).
     #[error("superseded by a newer {class:?} job before it ran")]
-    Superseded { class: crate::worker::JobClass },
+    Superseded { class: crate::job::JobClass },
 
     /// The job was cancelled before or while it ran.
     #[error("cancelled")]

@@ -18,11 +18,13 @@ mod decoder;
 mod engine;
 mod error;
 mod graphs;
+mod job;
 pub mod libraries;
 mod preprocess;
 mod probes;
 mod providers;
 pub mod published;
+mod request;
 mod runtime;
 mod sampling;
 mod types;
@@ -35,6 +37,7 @@ pub use bundle::{
 pub use config::{CpuOptions, CudaOptions, EngineConfig, PERFORMANCE_MODES, Provider, QnnOptions};
 pub use engine::{Engine, ModelFormat, input_size};
 pub use error::{BundleError, Error, FrameError, LibraryError, Result};
+pub use job::{JobClass, QueueLimits};
 pub use libraries::LibraryPaths;
 pub use preprocess::{FrameRef, PixelFormat, Preprocessor};
 pub use probes::{Probe, ProbeSet};
@@ -43,4 +46,4 @@ pub use sampling::Detokenizer;
 pub use types::{
     FinishReason, Frame, GenerateParams, Generation, ProbeAnswer, ProbeOutcome, Sampling, Timings,
 };
-pub use worker::{EngineInfo, JobClass, JobHandle, QueueLimits, TextSink, Worker};
+pub use worker::{EngineInfo, JobHandle, TextSink, Worker};

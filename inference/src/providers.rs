@@ -363,7 +363,54 @@ impl SessionFactory<'_> {
         self.commit_graph(kind, b, "cuda", "CUDAExecutionProvider")
     }
 
+    /// A QNN HTP session, from the first source that has one: (1) a context binary shipped in the
+    /// bundle for exactly this HTP, (2) the EP context cache, (3) compiling the graph now (into the
+    /// cache when there is one).
     fn qnn(&self, kind: GraphKind, o: &QnnOptions) -> Result<(Session, SessionReport), Attempt> {
+        let qnn = self.qnn_setup(o)?;
+        if let Some(rel) = self.variant.qnn_context_graph(kind)
+            && let Some(ctx) = self.variant.qnn_context.as_ref()
+            && o.use_bundle_context
+            && ctx.htp_arch == o.htp_arch
+            && ctx.soc_model == o.soc_model
+        {
+            let path = self.bundle.dir.join(rel);
+            return self.qnn_load(kind, o, &qnn, path, ModelSource::BundleContext);
+        }
+        let graph = self.graph_path(kind);
+        let Some(cache_root) = &self.config.cache_dir else {
+            return self.qnn_load(kind, o, &qnn, graph, ModelSource::Graph);
+        };
+        // Keyed by the graph's checksum, the options and the library versions.
+        let key = self.cache_key(kind, o, &qnn.ep_lib, &qnn.backend);
+        let entry = cache_root.join(format!(
+            "{}-{}-{}-{}",
+            self.bundle.manifest.name,
+            self.variant_name,
+            kind.name(),
+            &key[..16]
+        ));
+        let ctx_file = entry.join(format!("{}_ctx.onnx", kind.name()));
+        if ctx_file.is_file() {
+            match self.qnn_load(kind, o, &qnn, ctx_file.clone(), ModelSource::Cache) {
+                Ok(found) => return Ok(found),
+                Err(Attempt::Failed(e)) => {
+                    // A damaged cache entry is rebuilt, not fatal.
+                    log::warn!(
+                        "EP context cache {} unusable, recompiling: {e}",
+                        entry.display()
+                    );
+                    let _ = std::fs::remove_dir_all(&entry);
+                }
+                Err(other) => return Err(other),
+            }
+        }
+        self.qnn_compile(kind, o, &qnn, &graph, cache_root, &key, &entry)
+    }
+
+    /// Checks the options, finds the QNN EP and backend libraries, registers the EP and makes sure
+    /// it has a device.
+    fn qnn_setup(&self, o: &QnnOptions) -> Result<QnnSetup, Attempt> {
         if !PERFORMANCE_MODES.contains(&o.performance_mode.as_str()) {
             return Err(Attempt::Failed(Error::Config(format!(
                 "qnn performance_mode `{}` is not one of {}",
@@ -402,114 +449,79 @@ impl SessionFactory<'_> {
                 o.performance_mode.clone(),
             ),
         ];
-        let make =
-            |extra: &[(&str, String)]| -> Result<ort::session::builder::SessionBuilder, Attempt> {
-                let fail = |e: ort::Error| Attempt::Failed(ort_fail(kind, "session options", e));
-                let mut b = self.builder(kind)?;
-                if o.threads > 0 {
-                    b = b
-                        .with_intra_threads(o.threads)
-                        .map_err(|e| fail(e.into()))?;
-                }
-                if self.config.require_full_offload {
-                    b = b.with_disable_cpu_fallback().map_err(|e| fail(e.into()))?;
-                }
-                for (k, v) in extra {
-                    b = b.with_config_entry(*k, v).map_err(|e| fail(e.into()))?;
-                }
-                let devices = self
-                    .rt
-                    .env
-                    .devices()
-                    .filter(|d| d.ep().is_ok_and(|n| n == QNN_EP_NAME));
-                b.with_devices(devices, Some(&options))
-                    .map_err(|e| fail(e.into()))
-            };
-        let commit = |mut b: ort::session::builder::SessionBuilder,
-                      path: &Path|
-         -> Result<(Session, Duration), Attempt> {
-            let t = Instant::now();
-            let s = b
-                .commit_from_file(path)
-                .map_err(|e| Attempt::Failed(ort_fail(kind, "session creation", e)))?;
-            Ok((s, t.elapsed()))
-        };
+        Ok(QnnSetup {
+            ep_lib,
+            backend,
+            options,
+        })
+    }
 
-        // 1. A context binary shipped in the bundle for exactly this HTP.
-        if let (Some(rel), Some(ctx)) = (
-            self.variant.qnn_context_graph(kind),
-            self.variant.qnn_context.as_ref(),
-        ) && o.use_bundle_context
-            && ctx.htp_arch == o.htp_arch
-            && ctx.soc_model == o.soc_model
-        {
-            let path = self.bundle.dir.join(rel);
-            let (s, dt) = commit(make(&[])?, &path)?;
-            let r = report(
-                kind.name(),
-                "qnn",
-                QNN_EP_NAME,
-                path,
-                ModelSource::BundleContext,
-                dt,
-                Duration::ZERO,
-                &s,
-            );
-            return Ok((s, r));
+    /// A session builder on the QNN device with the session options and `extra` config entries.
+    fn qnn_builder(
+        &self,
+        kind: GraphKind,
+        o: &QnnOptions,
+        qnn: &QnnSetup,
+        extra: &[(&str, String)],
+    ) -> Result<ort::session::builder::SessionBuilder, Attempt> {
+        let fail = |e: ort::Error| Attempt::Failed(ort_fail(kind, "session options", e));
+        let mut b = self.builder(kind)?;
+        if o.threads > 0 {
+            b = b
+                .with_intra_threads(o.threads)
+                .map_err(|e| fail(e.into()))?;
         }
-        let graph = self.graph_path(kind);
-        let Some(cache_root) = &self.config.cache_dir else {
-            let (s, dt) = commit(make(&[])?, &graph)?;
-            let r = report(
-                kind.name(),
-                "qnn",
-                QNN_EP_NAME,
-                graph,
-                ModelSource::Graph,
-                dt,
-                Duration::ZERO,
-                &s,
-            );
-            return Ok((s, r));
-        };
-        // 2. The cache, keyed by the graph's checksum, the options and the library versions.
-        let key = self.cache_key(kind, o, &ep_lib, &backend);
-        let dir = cache_root.join(format!(
-            "{}-{}-{}-{}",
-            self.bundle.manifest.name,
-            self.variant_name,
+        if self.config.require_full_offload {
+            b = b.with_disable_cpu_fallback().map_err(|e| fail(e.into()))?;
+        }
+        for (k, v) in extra {
+            b = b.with_config_entry(*k, v).map_err(|e| fail(e.into()))?;
+        }
+        let devices = self
+            .rt
+            .env
+            .devices()
+            .filter(|d| d.ep().is_ok_and(|n| n == QNN_EP_NAME));
+        b.with_devices(devices, Some(&qnn.options))
+            .map_err(|e| fail(e.into()))
+    }
+
+    /// Loads `path` (a graph or an EP context model) on the HTP and reports it as from `source`.
+    fn qnn_load(
+        &self,
+        kind: GraphKind,
+        o: &QnnOptions,
+        qnn: &QnnSetup,
+        path: PathBuf,
+        source: ModelSource,
+    ) -> Result<(Session, SessionReport), Attempt> {
+        let (s, dt) = qnn_commit(kind, self.qnn_builder(kind, o, qnn, &[])?, &path)?;
+        let r = report(
             kind.name(),
-            &key[..16]
-        ));
-        let ctx_file = dir.join(format!("{}_ctx.onnx", kind.name()));
-        if ctx_file.is_file() {
-            match commit(make(&[])?, &ctx_file) {
-                Ok((s, dt)) => {
-                    let r = report(
-                        kind.name(),
-                        "qnn",
-                        QNN_EP_NAME,
-                        ctx_file,
-                        ModelSource::Cache,
-                        dt,
-                        Duration::ZERO,
-                        &s,
-                    );
-                    return Ok((s, r));
-                }
-                Err(Attempt::Failed(e)) => {
-                    // A damaged cache entry is rebuilt, not fatal.
-                    log::warn!(
-                        "EP context cache {} unusable, recompiling: {e}",
-                        dir.display()
-                    );
-                    let _ = std::fs::remove_dir_all(&dir);
-                }
-                Err(other) => return Err(other),
-            }
-        }
-        // 3. Compile now into a private directory, publish it with one rename, then load it back so
-        // what runs is exactly what the next start will load.
+            "qnn",
+            QNN_EP_NAME,
+            path,
+            source,
+            dt,
+            Duration::ZERO,
+            &s,
+        );
+        Ok((s, r))
+    }
+
+    /// Compiles the graph into a private directory, publishes it as the cache `entry` with one
+    /// rename, then loads it back, so that what runs is exactly what the next start will load.
+    #[allow(clippy::too_many_arguments)]
+    fn qnn_compile(
+        &self,
+        kind: GraphKind,
+        o: &QnnOptions,
+        qnn: &QnnSetup,
+        graph: &Path,
+        cache_root: &Path,
+        key: &str,
+        entry: &Path,
+    ) -> Result<(Session, SessionReport), Attempt> {
         let cache_err = |e: std::io::Error, p: &Path| {
             Attempt::Failed(Error::Cache {
                 path: p.to_path_buf(),
@@ -531,7 +543,9 @@ impl SessionFactory<'_> {
             ("ep.context_file_path", tmp_ctx.display().to_string()),
             ("ep.context_embed_mode", "0".to_string()),
         ];
-        let compiled = commit(make(&compile_opts)?, &graph);
+        let compiled = self
+            .qnn_builder(kind, o, qnn, &compile_opts)
+            .and_then(|b| qnn_commit(kind, b, graph));
         // Node placement is taken from the compiling session: it sees the original graph's nodes
         // (the context model that is loaded afterwards holds only EPContext nodes).
         let (compile_time, placement) = match compiled {
@@ -548,26 +562,19 @@ impl SessionFactory<'_> {
                 message: "QNN EP did not write an EP context model".into(),
             }));
         }
-        match std::fs::rename(&tmp, &dir) {
+        let ctx_file = entry.join(format!("{}_ctx.onnx", kind.name()));
+        match std::fs::rename(&tmp, entry) {
             Ok(()) => {}
             // Another process published the same key first: theirs is as good as ours.
             Err(_) if ctx_file.is_file() => {
                 let _ = std::fs::remove_dir_all(&tmp);
             }
-            Err(e) => return Err(cache_err(e, &dir)),
+            Err(e) => return Err(cache_err(e, entry)),
         }
-        let (s, dt) = commit(make(&[])?, &ctx_file)?;
-        let r = report(
-            kind.name(),
-            "qnn",
-            QNN_EP_NAME,
-            ctx_file,
-            ModelSource::CompiledToCache,
-            compile_time + dt,
-            compile_time,
-            &s,
-        );
+        let (s, r) = self.qnn_load(kind, o, qnn, ctx_file, ModelSource::CompiledToCache)?;
         let r = SessionReport {
+            create_time: compile_time + r.create_time,
+            compile_time,
             nodes_per_ep: nodes_per_ep(&placement),
             fallback_ops: fallback_ops(&placement, QNN_EP_NAME),
             ..r
@@ -611,6 +618,26 @@ pub(crate) fn cache_key(parts: &[&str]) -> String {
         h.update(p.as_bytes());
     }
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// What every QNN session of a factory shares: the libraries and the EP's device options.
+struct QnnSetup {
+    ep_lib: PathBuf,
+    backend: PathBuf,
+    options: Vec<(String, String)>,
+}
+
+/// Creates the session; returns it with the time it took.
+fn qnn_commit(
+    kind: GraphKind,
+    mut b: ort::session::builder::SessionBuilder,
+    path: &Path,
+) -> Result<(Session, Duration), Attempt> {
+    let t = Instant::now();
+    let s = b
+        .commit_from_file(path)
+        .map_err(|e| Attempt::Failed(ort_fail(kind, "session creation", e)))?;
+    Ok((s, t.elapsed()))
 }
 
 fn ort_fail(kind: GraphKind, during: &'static str, e: ort::Error) -> Error {

@@ -22,38 +22,10 @@ use std::time::{Duration, Instant};
 use crate::config::EngineConfig;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
+use crate::job::{JobClass, QueueLimits};
 use crate::probes::{Probe, ProbeSet};
 use crate::providers::SessionReport;
 use crate::types::{Frame, GenerateParams, Generation, ProbeOutcome};
-
-/// Priority class of a job (declaration order = priority order).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum JobClass {
-    /// Per-frame safety probes.
-    Safety,
-    /// The periodic scene description.
-    Description,
-    /// HMI questions.
-    Question,
-}
-
-/// Capacity of each class queue.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct QueueLimits {
-    pub safety: usize,
-    pub description: usize,
-    pub question: usize,
-}
-
-impl Default for QueueLimits {
-    fn default() -> Self {
-        QueueLimits {
-            safety: 1,
-            description: 1,
-            question: 4,
-        }
-    }
-}
 
 /// Receives streamed text deltas on the worker thread (forward them to a channel for async use).
 pub type TextSink = Box<dyn FnMut(&str) + Send>;
@@ -301,11 +273,25 @@ impl Worker {
             JobClass::Question => self.shared.limits.question,
         };
         let queue = &mut q.classes[class as usize];
+        // Cancelled jobs give their place up at once (their callers stopped waiting).
+        let mut cancelled = Vec::new();
+        let mut i = 0;
+        while i < queue.len() {
+            if queue[i].cancel.load(Ordering::Relaxed) {
+                cancelled.extend(queue.remove(i));
+            } else {
+                i += 1;
+            }
+        }
         let mut superseded = None;
         if queue.len() >= limit {
             match class {
                 JobClass::Safety | JobClass::Description => superseded = queue.pop_front(),
                 JobClass::Question => {
+                    drop(q);
+                    for c in cancelled {
+                        c.fail(Error::Cancelled);
+                    }
                     return Err(Error::QueueFull {
                         class,
                         capacity: limit,
@@ -316,6 +302,9 @@ impl Worker {
         queue.push_back(job);
         drop(q);
         self.shared.wake.notify_one();
+        for c in cancelled {
+            c.fail(Error::Cancelled);
+        }
         if let Some(old) = superseded {
             old.fail(Error::Superseded { class });
         }

@@ -28,10 +28,10 @@ use ort::value::{DynValue, Tensor, TensorElementType, ValueType};
 
 use crate::config::EngineConfig;
 use crate::decoder::RunClock;
-use crate::engine::{Backend, Decode};
 use crate::error::{BundleError, Error, Result, ort_err};
 use crate::probes::ProbeSet;
 use crate::providers::{SessionReport, dynamic_session};
+use crate::request::{Backend, Decode};
 use crate::types::{Frame, Timings};
 
 pub use layout::{Layout, is_published};
