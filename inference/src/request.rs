@@ -99,18 +99,7 @@ pub(crate) fn generate<M: Backend>(
     let q_ids = m.question_ids(question)?;
     m.ensure_prefix(frame, &mut timings)?;
     m.restore_prefix()?;
-    let t = Instant::now();
-    m.feed_ids(&q_ids)?;
-    timings.prefill = t.elapsed();
-    timings.prefill_tokens = q_ids.len();
-    let (text, tokens, finish) = decode(m, params, on_text, cancel, start, &mut timings)?;
-    m.finish(&mut timings, start);
-    Ok(Generation {
-        text,
-        tokens,
-        finish,
-        timings,
-    })
+    prompt_and_decode(m, &q_ids, params, on_text, cancel, start, timings)
 }
 
 /// Generation from token ids alone, in an empty context (no frame, no template).
@@ -126,8 +115,20 @@ pub(crate) fn generate_ids<M: Backend>(
     }
     let start = Instant::now();
     m.begin();
-    let mut timings = Timings::default();
     m.clear()?;
+    prompt_and_decode(m, ids, params, on_text, cancel, start, Timings::default())
+}
+
+/// Feeds the prompt `ids` from the current state, then decodes the answer.
+fn prompt_and_decode<M: Backend>(
+    m: &mut M,
+    ids: &[u32],
+    params: &GenerateParams,
+    on_text: &mut dyn FnMut(&str),
+    cancel: &AtomicBool,
+    start: Instant,
+    mut timings: Timings,
+) -> Result<Generation> {
     let t = Instant::now();
     m.feed_ids(ids)?;
     timings.prefill = t.elapsed();

@@ -285,6 +285,25 @@ fn a_model_whose_probes_leave_a_field_unfed_does_not_load() {
     );
 }
 
+/// A replay camera on raw RGB24 frames written into `dir`/frames: (width, height, time in µs) per
+/// frame, 0 x 0 meaning a 160x120 frame; `extra` goes into the `[camera]` table.
+fn raw_replay(dir: &Path, frames: &[(u32, u32, u64)], extra: &str) -> String {
+    let out = dir.join("frames");
+    std::fs::create_dir_all(&out).unwrap();
+    let mut timing = String::new();
+    for (i, &(w, h, at_us)) in frames.iter().enumerate() {
+        let (w, h) = if w == 0 { (160, 120) } else { (w, h) };
+        let name = format!("{i:03}.rgb");
+        std::fs::write(out.join(&name), vec![90u8; (w * h * 3) as usize]).unwrap();
+        timing += &format!("{name} {at_us} RGB24 {w} {h}\n");
+    }
+    std::fs::write(out.join("timing.tsv"), timing).unwrap();
+    format!(
+        "[camera]\nsource = \"replay\"\ndirectory = \"{}\"\nfps = 10\n{extra}",
+        out.display()
+    )
+}
+
 fn vm_kib(pid: u32, key: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status
@@ -300,33 +319,13 @@ fn vm_kib(pid: u32, key: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_huge_frame_does_not_stay_resident() {
     const BIG: u32 = 8192;
-    let d = Daemon::start_with(
-        |dir| {
-            let frames = dir.join("frames");
-            std::fs::create_dir_all(&frames).unwrap();
-            let small = vec![90u8; 160 * 120 * 3];
-            let mut timing = String::new();
-            for i in 0..600u64 {
-                let name = format!("{i:03}.rgb");
-                let (w, h) = if i == 10 { (BIG, BIG) } else { (160, 120) };
-                if i == 10 {
-                    std::fs::write(frames.join(&name), vec![90u8; (BIG * BIG * 3) as usize])
-                        .unwrap();
-                } else {
-                    std::fs::write(frames.join(&name), &small).unwrap();
-                }
-                timing += &format!("{name} {} RGB24 {w} {h}\n", i * 100_000);
-            }
-            std::fs::write(frames.join("timing.tsv"), timing).unwrap();
-            format!(
-                "[camera]\nsource = \"replay\"\ndirectory = \"{}\"\nfps = 10\n",
-                frames.display()
-            )
-        },
-        DEFAULT_RULES,
-        QUIET,
-        "",
-    );
+    let frames: Vec<(u32, u32, u64)> = (0..600u64)
+        .map(|i| {
+            let side = if i == 10 { BIG } else { 0 };
+            (side, side, i * 100_000)
+        })
+        .collect();
+    let d = Daemon::start_with(|dir| raw_replay(dir, &frames, ""), DEFAULT_RULES, QUIET, "");
     d.notify_until("READY=1", Duration::from_secs(60));
     let conn = d.connect().await;
     let diag = client::diagnostics(&conn).await.unwrap();
@@ -357,23 +356,9 @@ async fn a_huge_frame_does_not_stay_resident() {
 /// log says what held the pipeline up (it used to blame a model call).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_after_a_timestamp_jump_exits_promptly_and_says_why() {
+    let frames = [(0, 0, 0), (0, 0, 100_000), (0, 0, 3_600_000_000)];
     let d = Daemon::start_with(
-        |dir| {
-            let frames = dir.join("frames");
-            std::fs::create_dir_all(&frames).unwrap();
-            let small = vec![90u8; 160 * 120 * 3];
-            let mut timing = String::new();
-            for (i, at_us) in [0u64, 100_000, 3_600_000_000].into_iter().enumerate() {
-                let name = format!("{i:03}.rgb");
-                std::fs::write(frames.join(&name), &small).unwrap();
-                timing += &format!("{name} {at_us} RGB24 160 120\n");
-            }
-            std::fs::write(frames.join("timing.tsv"), timing).unwrap();
-            format!(
-                "[camera]\nsource = \"replay\"\ndirectory = \"{}\"\nfps = 10\nframe_timeout_ms = 500\n",
-                frames.display()
-            )
-        },
+        |dir| raw_replay(dir, &frames, "frame_timeout_ms = 500\n"),
         DEFAULT_RULES,
         QUIET,
         "",
