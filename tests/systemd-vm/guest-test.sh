@@ -59,12 +59,13 @@ modprobe vivid n_devs=1 node_types=0x1 && wait_until 20 test -c /dev/video0 \
 # ---- install.
 cp "$share"/autoneural_*.deb /tmp/
 t=$(date +%s.%N)
-if (cd /tmp && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-download ./autoneural_*.deb) > "$out/apt-install.txt" 2>&1; then
+if (cd /tmp && DEBIAN_FRONTEND=noninteractive apt install -y ./autoneural_*.deb) > "$out/apt-install.txt" 2>&1; then
   pass "apt install ./autoneural_*.deb ($(awk -v a="$t" -v b="$(date +%s.%N)" 'BEGIN{printf "%.0f", b-a}') s)"
 else
   fail "apt install: $(tail -3 "$out/apt-install.txt" | tr '\n' ' ')"; finish
 fi
-v=$(dpkg --verify autoneural 2>&1)
+# (The rootfs excludes /usr/share/doc from every package: dpkg reports it as missing.)
+v=$(dpkg --verify autoneural 2>&1 | grep -v ' /usr/share/doc/')
 [ -z "$v" ] && pass "dpkg --verify: packaged files unchanged" || fail "dpkg --verify: $v"
 getent passwd autoneural >/dev/null && getent group autoneural-hmi >/dev/null && getent group autoneural-vehicle >/dev/null \
   && pass "sysusers: autoneural, autoneural-hmi, autoneural-vehicle" || fail "sysusers: users/groups missing"
@@ -79,9 +80,10 @@ if wait_until 300 is_active; then
 else
   fail "packaged config: not active: $(show ActiveState)/$(show SubState) $(show Result)"
   systemctl status --no-pager -l "$UNIT" > "$out/status-initial.txt" 2>&1
+  journalctl -b -u "$UNIT" --no-pager > "$out/journal-initial.txt" 2>&1
 fi
 [ "$(show Type)" = notify ] && pass "Type=notify" || fail "Type=$(show Type)"
-[ "$(show FragmentPath)" = /usr/lib/systemd/system/autoneurald.service ] && [ -z "$(show DropInPaths)" ] \
+[ "$(realpath "$(show FragmentPath)")" = /usr/lib/systemd/system/autoneurald.service ] && [ -z "$(show DropInPaths)" ] \
   && pass "the packaged unit, no drop-ins" || fail "unit: $(show FragmentPath) drop-ins: $(show DropInPaths)"
 
 # ---- the test configuration: vivid's 640x480 at 5 fps, a rules file, no description refresh.
@@ -93,7 +95,6 @@ set_key policies rules '"/etc/autoneural/rules.toml"'
 set_key description interval_ms 0
 set_key hmi max_answer_tokens 8
 set_key hmi timeout_ms 120000
-set_key budgets hmi_answer_ms 120000
 cp "$CONF" "$out/autoneurald.toml"
 if autoneurald --check-config "$CONF" > "$out/check-config.txt" 2>&1; then pass "test config: --check-config"; else fail "test config: $(cat "$out/check-config.txt")"; fi
 t=$(date +%s.%N)
