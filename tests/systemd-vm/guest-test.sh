@@ -165,16 +165,32 @@ echo "$pdev" > /sys/bus/platform/drivers/vivid/unbind
 wait_until 60 state_is unavailable && pass "vivid unbound: unavailable: $(prop MonitoringReason)" || fail "vivid unbound: MonitoringState $(state)"
 echo "$pdev" > /sys/bus/platform/drivers/vivid/bind
 wait_until 20 test -c /dev/video0
-if wait_until 120 state_is_not unavailable; then pass "vivid rebound: $(state) again"; else fail "vivid rebound: still $(state): $(prop MonitoringReason)"; fi
+# Back: the daemon reopens the camera by itself and observations flow again. MonitoringState itself
+# only leaves `unavailable` once the policies' monitoring_unavailable alert clears, i.e. once the
+# driver's face is seen again - and vivid's test pattern has no face; so that part is INFO.
+if wait_until 120 sh -c "journalctl -u $UNIT --no-pager -o cat --since @$ts | grep -q 'camera reconnected'"; then
+  pass "vivid rebound: $(journal_since "$ts" | grep -m1 'camera reconnected')"
+else
+  fail "vivid rebound: no 'camera reconnected' in the journal; $(state): $(prop MonitoringReason)"
+fi
+f1=$(prop FramesProcessed "$DEST.Diagnostics" | awk '{print $2}'); sleep 10
+f2=$(prop FramesProcessed "$DEST.Diagnostics" | awk '{print $2}')
+[ -n "$f1" ] && [ -n "$f2" ] && [ "$f2" -gt "$f1" ] && pass "vivid rebound: frames again ($f1 -> $f2 in 10 s)" || fail "vivid rebound: FramesProcessed $f1 -> $f2"
+r=$(prop MonitoringReason)
+case $r in *camera*) fail "vivid rebound: MonitoringReason still the camera: $r" ;; *) pass "vivid rebound: MonitoringState $(state), reason no longer the camera: $r" ;; esac
+wait_until 30 state_is_not unavailable && pass "vivid rebound: MonitoringState $(state)" \
+  || info "vivid rebound: MonitoringState stays $(state) (no face in vivid's picture): $(prop MonitoringReason)"
 [ "$(show MainPID)" = "$pid" ] && [ "$(show NRestarts)" = "$n" ] && pass "camera loss: no restart" || fail "camera loss: restarted ($pid -> $(show MainPID))"
 journal_since "$ts" > "$out/journal-camera.txt"
 w=$(journalctl -u "$UNIT" --no-pager -o cat -p warning --since "@$ts" | grep -ci camera)
 [ "$w" -ge 1 ] && pass "journal: camera loss at priority warning or higher ($w lines)" || fail "journal: no camera line at warning"
 
 # ---- journald: priorities, and no per-frame lines at info.
-fr=$(prop FramesProcessed "$DEST.Diagnostics" | awk '{print $2}')
-lines=$(journalctl -u "$UNIT" -b --no-pager -o cat | wc -l)
-[ -n "$fr" ] && [ "$lines" -lt "$fr" ] && [ "$lines" -lt 400 ] && pass "journal: $lines lines for $fr frames" || fail "journal: $lines lines for $fr frames"
+f1=$(prop FramesProcessed "$DEST.Diagnostics" | awk '{print $2}'); ts=$(date +%s); sleep 30
+f2=$(prop FramesProcessed "$DEST.Diagnostics" | awk '{print $2}')
+lines=$(journalctl -u "$UNIT" --no-pager -o cat -p notice..debug --since "@$ts" | wc -l)
+[ -n "$f1" ] && [ -n "$f2" ] && [ $(( f2 - f1 )) -ge 5 ] && [ "$lines" -lt $(( (f2 - f1) / 2 )) ] \
+  && pass "journal: $lines notice/info/debug lines in 30 s of $(( f2 - f1 )) frames" || fail "journal: $lines lines in 30 s of $(( f2 - f1 )) frames"
 journalctl -u "$UNIT" -b --no-pager -o json --output-fields=PRIORITY,MESSAGE > "$out/journal-json.txt" 2>&1
 pr=$(sed -n 's/.*"PRIORITY":"\([0-7]\)".*/\1/p' "$out/journal-json.txt" | sort | uniq -c | tr '\n' ' ')
 info "priorities (count prio): $pr"
@@ -205,8 +221,21 @@ score=$(sed -n 's/.*Overall exposure level for autoneurald.service: \([0-9.]*\).
 [ -n "$score" ] && awk -v s="$score" 'BEGIN{exit !(s <= 2.0)}' && pass "systemd-analyze security: $(grep 'Overall exposure' "$out/security.txt")" \
   || fail "systemd-analyze security: '${score}' ($(tail -1 "$out/security.txt"))"
 
+# ---- ProcSubset=pid hides /proc/cpuinfo from ONNX Runtime's cpuinfo: vision latency with the
+# shipped unit and with a temporary drop-in ProcSubset=all (removed again; nothing above ran with it).
+measure() {  # -> "p50 p99 samples" of the vision stage after 45 s
+  systemctl restart "$UNIT"; wait_until 300 is_active; sleep 45
+  prop Latency "$DEST.Diagnostics" | grep -o '"vision" [0-9.]* [0-9.]* [0-9]*' | cut -d' ' -f2-
+}
+info "vision p50/p99/n ms, ProcSubset=pid (shipped): $(measure)"
+mkdir -p /run/systemd/system/autoneurald.service.d
+printf '[Service]\nProcSubset=all\n' > /run/systemd/system/autoneurald.service.d/measure.conf
+systemctl daemon-reload
+info "vision p50/p99/n ms, ProcSubset=all (drop-in): $(measure); cpuinfo errors since: $(journalctl -u "$UNIT" --no-pager -o cat --since "-50s" | grep -c 'cpuinfo')"
+rm -r /run/systemd/system/autoneurald.service.d; systemctl daemon-reload
+
 # ---- removal leaves nothing running; purge leaves no configuration.
-systemctl start "$UNIT"; wait_until 300 is_active
+systemctl restart "$UNIT"; wait_until 300 is_active
 if DEBIAN_FRONTEND=noninteractive apt-get remove -y autoneural > "$out/apt-remove.txt" 2>&1; then pass "apt remove"; else fail "apt remove: $(tail -3 "$out/apt-remove.txt")"; fi
 sleep 1
 pgrep -u autoneural >/dev/null && fail "after remove: $(pgrep -a -u autoneural)" || pass "after remove: nothing of autoneural runs"
