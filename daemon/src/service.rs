@@ -800,20 +800,27 @@ mod tests {
         }
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn the_vehicle_speed_from_the_bus_reaches_perception_and_policies_until_it_goes_stale() {
-        let dir = tempfile::tempdir().unwrap();
-        let bus = PrivateBus::start(dir.path(), "").unwrap();
+    /// The service with the test frames on a private bus, configured by `edit`: (the bus, a
+    /// client connection once the service is on the bus, the service task).
+    async fn serve<P: Perception<Frame = u64>, L: Policy>(
+        dir: &Path,
+        edit: impl FnOnce(&mut Config),
+        perception: Arc<P>,
+        policy: L,
+    ) -> (
+        PrivateBus,
+        zbus::Connection,
+        tokio::task::JoinHandle<anyhow::Result<Exit>>,
+    ) {
+        let bus = PrivateBus::start(dir, "").unwrap();
         let mut cfg = config(&bus.address);
-        cfg.vehicle.speed_max_age_ms = Bounded(1500);
         cfg.description.interval_ms = Bounded(0);
+        edit(&mut cfg);
         let source = Frames {
             i: 0,
             fail: Arc::new(AtomicBool::new(false)),
             next_at: Duration::ZERO,
         };
-        let perceived = Arc::new(SpeedSeen(Mutex::new(vec![])));
-        let observed = Arc::new(Mutex::new(vec![]));
         let conn = zbus::connection::Builder::address(bus.address.as_str())
             .build()
             .await
@@ -821,8 +828,8 @@ mod tests {
         let service = tokio::spawn(run(
             cfg,
             source,
-            Arc::clone(&perceived),
-            SpeedRules(Arc::clone(&observed), Rules::default()),
+            perception,
+            policy,
             Arc::new(Notifier::disabled()),
         ));
         assert!(
@@ -830,6 +837,21 @@ mod tests {
                 .await
                 .unwrap()
         );
+        (bus, conn, service)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_vehicle_speed_from_the_bus_reaches_perception_and_policies_until_it_goes_stale() {
+        let dir = tempfile::tempdir().unwrap();
+        let perceived = Arc::new(SpeedSeen(Mutex::new(vec![])));
+        let observed = Arc::new(Mutex::new(vec![]));
+        let (_bus, conn, service) = serve(
+            dir.path(),
+            |cfg| cfg.vehicle.speed_max_age_ms = Bounded(1500),
+            Arc::clone(&perceived),
+            SpeedRules(Arc::clone(&observed), Rules::default()),
+        )
+        .await;
         let vehicle = client::vehicle(&conn).await.unwrap();
         assert_eq!(vehicle.speed().await.unwrap(), -1.0, "no report yet");
         last_is(&observed, None).await;
@@ -892,33 +914,17 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_question_that_times_out_lets_go_of_its_model_job() {
         let dir = tempfile::tempdir().unwrap();
-        let bus = PrivateBus::start(dir.path(), "").unwrap();
-        let mut cfg = config(&bus.address);
-        cfg.hmi.timeout_ms = Bounded(100);
-        cfg.hmi.max_pending = Bounded(1);
-        cfg.description.interval_ms = Bounded(0);
-        let source = Frames {
-            i: 0,
-            fail: Arc::new(AtomicBool::new(false)),
-            next_at: Duration::ZERO,
-        };
         let released = Arc::new(AtomicBool::new(false));
-        let conn = zbus::connection::Builder::address(bus.address.as_str())
-            .build()
-            .await
-            .unwrap();
-        let service = tokio::spawn(run(
-            cfg,
-            source,
+        let (_bus, conn, service) = serve(
+            dir.path(),
+            |cfg| {
+                cfg.hmi.timeout_ms = Bounded(100);
+                cfg.hmi.max_pending = Bounded(1);
+            },
             Arc::new(Hanging(Arc::clone(&released))),
             Rules::default(),
-            Arc::new(Notifier::disabled()),
-        ));
-        assert!(
-            client::wait_for_service(&conn, Duration::from_secs(10))
-                .await
-                .unwrap()
-        );
+        )
+        .await;
         let cockpit = client::cockpit(&conn).await.unwrap();
         // Wait for a frame, then ask: the model never answers, the caller gets Timeout and the
         // job is let go (dropping it cancels it in the inference worker).
