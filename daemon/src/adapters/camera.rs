@@ -12,7 +12,7 @@ use camera::{
     CameraError, Capture, CaptureOptions, Channels, Converter, Health, LatestFrame, OutputSpec,
     Recovery, TakeError,
 };
-use log::{info, warn};
+use log::{error, info, warn};
 
 use crate::config::{CameraConfig, SourceKind};
 use crate::stages::{Captured, FrameSource, SourceEvent};
@@ -260,7 +260,21 @@ impl CameraStage {
             Health::Streaming { source } => info!("camera: streaming from {source}"),
             Health::Starting => {}
             Health::Ended => info!("camera: the stream ended"),
-            other => warn!("camera: {other:?}"),
+            Health::Reconnecting {
+                attempt,
+                retry_in,
+                reason,
+            } => warn!(
+                "camera: {reason}; reconnecting (attempt {attempt}) in {} ms",
+                retry_in.as_millis()
+            ),
+            Health::Failed { reason, retrying } => {
+                if *retrying {
+                    warn!("camera: {reason}; still retrying at the longest back-off")
+                } else {
+                    error!("camera: {reason}; not retrying")
+                }
+            }
         })?;
         let frames = capture.frames();
         info!("camera: {name}");
