@@ -77,8 +77,14 @@ fn load_frame(bundle: &Path, rel: &str, id: u64) -> Frame {
     )
 }
 
+/// A JSON file of the committed fixtures (golden outputs, reference generations).
+fn read_json(path: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
 fn golden_of(bundle: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(bundle.join("golden.json")).unwrap()).unwrap()
+    read_json(&bundle.join("golden.json"))
 }
 
 fn golden() -> serde_json::Value {

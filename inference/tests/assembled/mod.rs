@@ -13,7 +13,8 @@ use autoneural_inference::{Engine, GenerateParams, ModelFormat};
 use serde_json::Value;
 
 use super::{
-    check_golden, converted::want_tokens, cpu_config, load_frame, models, qnn_config, scratch,
+    check_golden, converted::want_tokens, cpu_config, load_frame, models, qnn_config, read_json,
+    scratch,
 };
 
 fn bundle() -> PathBuf {
@@ -21,10 +22,7 @@ fn bundle() -> PathBuf {
 }
 
 fn reference() -> Value {
-    serde_json::from_str(
-        &std::fs::read_to_string(bundle().join("assembly_reference.json")).unwrap(),
-    )
-    .unwrap()
+    read_json(&bundle().join("assembly_reference.json"))
 }
 
 #[test]

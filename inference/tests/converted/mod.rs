@@ -10,17 +10,14 @@ use std::sync::atomic::AtomicBool;
 use autoneural_inference::{Engine, GenerateParams, ModelFormat, Probe};
 use serde_json::Value;
 
-use super::{cpu_config, load_frame, models, qnn_config, scratch};
+use super::{cpu_config, load_frame, models, qnn_config, read_json, scratch};
 
 fn bundle() -> PathBuf {
     models().join("lfm2-vl-tiny-bundle")
 }
 
 fn reference() -> Value {
-    serde_json::from_str(
-        &std::fs::read_to_string(bundle().join("conversion_reference.json")).unwrap(),
-    )
-    .unwrap()
+    read_json(&bundle().join("conversion_reference.json"))
 }
 
 /// transformers' generated ids without the final stop token (the engine does not return it).
