@@ -8,7 +8,9 @@ use std::time::Instant;
 
 use crate::bundle::{Bundle, GraphKind, Verify};
 use crate::config::{EngineConfig, Provider};
-use crate::decoder::{DecoderGraph, DecoderState, EmbedGraph, Graph, RunClock, VisionGraph};
+use crate::decoder::{
+    DecoderGraph, DecoderState, EmbedGraph, Graph, RunClock, SavedContext, VisionGraph,
+};
 use crate::error::{Error, Result};
 use crate::graphs;
 use crate::preprocess::Preprocessor;
@@ -21,6 +23,15 @@ use crate::types::{Frame, Timings};
 struct Prefix {
     frame_id: u64,
     pos: usize,
+}
+
+/// A request's decoder state while another request uses the decoder (`Backend::suspend`).
+pub(crate) struct Suspended {
+    context: SavedContext,
+    logits: Vec<f32>,
+    prefix: Option<Prefix>,
+    prefix_conv: Vec<f32>,
+    clock: RunClock,
 }
 
 /// A loaded bundle with one session per graph and the decoder's state.
@@ -399,6 +410,26 @@ impl Backend for BundleEngine {
     fn keep_scratch(&mut self, q_logits: Vec<f32>, mark: Self::Mark) {
         self.q_logits = q_logits;
         self.q_conv = mark.0;
+    }
+    /// The KV buffers are bound to the graphs, so the filled rows are copied out (and back):
+    /// `pos` rows per layer and head, far less than one decoder step reads.
+    type Suspended = Suspended;
+    fn suspend(&mut self) -> Suspended {
+        Suspended {
+            context: self.state.save_context(),
+            logits: self.logits.clone(),
+            prefix: self.prefix.take(),
+            prefix_conv: std::mem::take(&mut self.prefix_conv),
+            clock: self.clock,
+        }
+    }
+    fn resume(&mut self, s: Suspended) {
+        self.state.restore_context(&s.context);
+        self.logits.copy_from_slice(&s.logits);
+        // The KV rows below the prefix are the suspended request's frame again.
+        self.prefix = s.prefix;
+        self.prefix_conv = s.prefix_conv;
+        self.clock = s.clock;
     }
 }
 

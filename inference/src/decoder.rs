@@ -140,6 +140,42 @@ impl DecoderState {
         }
     }
 
+    /// Copies the whole context out (conv states, then the KV rows below `pos`), for a request
+    /// that is paused while another one uses the decoder.
+    pub fn save_context(&self) -> SavedContext {
+        let mut conv = Vec::new();
+        self.save_conv(&mut conv);
+        let (c, d, rows) = (self.capacity, self.head_dim, self.pos * self.head_dim);
+        let mut kv = Vec::with_capacity(self.kv.len() * self.kv_heads * rows);
+        for t in &self.kv {
+            let src = t.extract_tensor().1;
+            for head in 0..self.kv_heads {
+                let at = head * c * d;
+                kv.extend_from_slice(&src[at..at + rows]);
+            }
+        }
+        SavedContext {
+            conv,
+            kv,
+            pos: self.pos,
+        }
+    }
+
+    /// Puts a context saved by `save_context` back.
+    pub fn restore_context(&mut self, saved: &SavedContext) {
+        let (c, d, rows) = (self.capacity, self.head_dim, saved.pos * self.head_dim);
+        let mut off = 0;
+        for t in &mut self.kv {
+            let dst = t.extract_tensor_mut().1;
+            for head in 0..self.kv_heads {
+                let at = head * c * d;
+                dst[at..at + rows].copy_from_slice(&saved.kv[off..off + rows]);
+                off += rows;
+            }
+        }
+        self.restore(&saved.conv, saved.pos);
+    }
+
     pub fn restore(&mut self, conv: &[f32], pos: usize) {
         let mut off = 0;
         for c in &mut self.conv {
@@ -149,6 +185,13 @@ impl DecoderState {
         }
         self.pos = pos;
     }
+}
+
+/// A copy of the decoder's context: conv states and the filled KV rows.
+pub(crate) struct SavedContext {
+    conv: Vec<f32>,
+    kv: Vec<f32>,
+    pos: usize,
 }
 
 /// A decoder graph (prefill with T = prefill_chunk, or step with T = 1) and its own I/O tensors.

@@ -19,7 +19,7 @@ use crate::error::{Error, Result};
 use crate::probes::{Probe, ProbeSet};
 use crate::providers::SessionReport;
 use crate::published::{self, PublishedModel};
-use crate::request::{encode_frame, generate, generate_ids, probe};
+use crate::request::{Preempt, encode_frame, generate, generate_ids, probe};
 use crate::sampling::Sampler;
 use crate::types::{Frame, GenerateParams, Generation, ProbeOutcome, Timings};
 
@@ -169,8 +169,21 @@ impl Engine {
         on_text: &mut dyn FnMut(&str),
         cancel: &AtomicBool,
     ) -> Result<Generation> {
+        self.generate_preemptible(frame, question, params, on_text, cancel, &mut || None)
+    }
+    /// `generate`, pausing for the safety requests `preempt` hands out between two tokens: each
+    /// runs at once on its own frame, and the generation then goes on exactly where it was.
+    pub fn generate_preemptible(
+        &mut self,
+        frame: &Frame,
+        question: &str,
+        params: &GenerateParams,
+        on_text: &mut dyn FnMut(&str),
+        cancel: &AtomicBool,
+        preempt: Preempt,
+    ) -> Result<Generation> {
         Sampler::validate(&params.sampling).map_err(Error::Config)?;
-        each!(mut self, m => generate(m.as_mut(), frame, question, params, on_text, cancel))
+        each!(mut self, m => generate(m.as_mut(), frame, question, params, on_text, cancel, &mut *preempt))
     }
     /// Generates from prompt token ids alone: the language model by itself, without a frame or
     /// the chat template (the ids are fed as they are). For text-only references and requests; the

@@ -42,6 +42,7 @@ pub use libraries::LibraryPaths;
 pub use preprocess::{FrameRef, PixelFormat, Preprocessor};
 pub use probes::{Probe, ProbeSet};
 pub use providers::{ModelSource, SessionReport, cpu_graph_session};
+pub use request::{Preempt, Preemption};
 pub use sampling::Detokenizer;
 pub use types::{
     FinishReason, Frame, GenerateParams, Generation, ProbeAnswer, ProbeOutcome, Sampling, Timings,

@@ -2,10 +2,16 @@
 //! frame's prefix, token ids, feed, save/restore decoder state): `encode_frame`, `probe`,
 //! `generate` and `generate_ids`, probe scoring, and the decoding loop (sampling, stop tokens and
 //! strings, streaming). `engine` calls these; `bundle_engine` and `published` implement `Backend`.
+//!
+//! Safety first: a generation holds the engine for many decoder steps, so between two of its tokens
+//! (and between its frame prefix and its prompt) it asks its `Preempt` source for a waiting safety
+//! request. One that is waiting runs at once: the generation's decoder state is moved aside
+//! (`Backend::suspend`), the probes run from their own frame, and the state is put back
+//! (`Backend::resume`) before the next token, which is therefore the same as without the pause.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::probes::Probe;
@@ -13,6 +19,18 @@ use crate::sampling::{Detokenizer, Sampler, log_prob, stop_overlap};
 use crate::types::{
     FinishReason, Frame, GenerateParams, Generation, ProbeAnswer, ProbeOutcome, Timings,
 };
+
+/// A safety request that runs inside a generation, between two of its tokens.
+pub struct Preemption {
+    pub frame: Frame,
+    pub probes: Vec<Probe>,
+    /// Receives the probes' outcome (called on the thread running the engine).
+    pub done: Box<dyn FnOnce(Result<ProbeOutcome>) + Send>,
+}
+
+/// Asked by a running generation, between two tokens, for a safety request to run first (`None`:
+/// nothing is waiting). The `Worker` hands out its queued safety jobs this way.
+pub type Preempt<'a> = &'a mut dyn FnMut() -> Option<Preemption>;
 
 /// What the decoding loop needs from a model whose logits are ready for the next token.
 pub(crate) trait Decode {
@@ -51,6 +69,12 @@ pub(crate) trait Backend: Decode {
         (Vec::new(), Self::Mark::default())
     }
     fn keep_scratch(&mut self, _q_logits: Vec<f32>, _mark: Self::Mark) {}
+    /// Everything a request in progress has in the decoder (context, frame prefix, last logits,
+    /// counters), moved out so that another request can run.
+    type Suspended;
+    fn suspend(&mut self) -> Self::Suspended;
+    /// Puts a suspended request's decoder state back, as it was.
+    fn resume(&mut self, suspended: Self::Suspended);
 }
 
 pub(crate) fn encode_frame<M: Backend>(m: &mut M, frame: &Frame) -> Result<Timings> {
@@ -92,6 +116,7 @@ pub(crate) fn generate<M: Backend>(
     params: &GenerateParams,
     on_text: &mut dyn FnMut(&str),
     cancel: &AtomicBool,
+    preempt: Preempt,
 ) -> Result<Generation> {
     let start = Instant::now();
     m.begin();
@@ -99,7 +124,36 @@ pub(crate) fn generate<M: Backend>(
     let q_ids = m.question_ids(question)?;
     m.ensure_prefix(frame, &mut timings)?;
     m.restore_prefix()?;
-    prompt_and_decode(m, &q_ids, params, on_text, cancel, start, timings)
+    run_preemptions(m, &mut *preempt, &mut timings);
+    let stop = Interrupts { cancel, preempt };
+    prompt_and_decode(m, &q_ids, params, on_text, stop, start, timings)
+}
+
+/// What a running generation checks between two tokens.
+struct Interrupts<'a, 'p> {
+    /// Stop now (the caller went away or cancelled).
+    cancel: &'a AtomicBool,
+    /// Pause for a waiting safety request.
+    preempt: Preempt<'p>,
+}
+
+/// Runs every waiting safety request with the current request's decoder state moved aside, then
+/// puts it back. A failing probe fails its own request, never the generation.
+fn run_preemptions<M: Backend>(m: &mut M, preempt: Preempt, timings: &mut Timings) {
+    let mut suspended = None;
+    let t = Instant::now();
+    while let Some(p) = preempt() {
+        if suspended.is_none() {
+            suspended = Some(m.suspend());
+        }
+        let outcome = probe(m, &p.frame, &p.probes);
+        (p.done)(outcome);
+        timings.preemptions += 1;
+    }
+    if let Some(s) = suspended {
+        m.resume(s);
+        timings.preempted += t.elapsed();
+    }
 }
 
 /// Generation from token ids alone, in an empty context (no frame, no template).
@@ -116,7 +170,11 @@ pub(crate) fn generate_ids<M: Backend>(
     let start = Instant::now();
     m.begin();
     m.clear()?;
-    prompt_and_decode(m, ids, params, on_text, cancel, start, Timings::default())
+    let stop = Interrupts {
+        cancel,
+        preempt: &mut || None,
+    };
+    prompt_and_decode(m, ids, params, on_text, stop, start, Timings::default())
 }
 
 /// Feeds the prompt `ids` from the current state, then decodes the answer.
@@ -125,7 +183,7 @@ fn prompt_and_decode<M: Backend>(
     ids: &[u32],
     params: &GenerateParams,
     on_text: &mut dyn FnMut(&str),
-    cancel: &AtomicBool,
+    stop: Interrupts,
     start: Instant,
     mut timings: Timings,
 ) -> Result<Generation> {
@@ -133,7 +191,7 @@ fn prompt_and_decode<M: Backend>(
     m.feed_ids(ids)?;
     timings.prefill = t.elapsed();
     timings.prefill_tokens = ids.len();
-    let (text, tokens, finish) = decode(m, params, on_text, cancel, start, &mut timings)?;
+    let (text, tokens, finish) = decode(m, params, on_text, stop, start, &mut timings)?;
     m.finish(&mut timings, start);
     Ok(Generation {
         text,
@@ -184,12 +242,13 @@ fn score_probes<M: Backend>(
 }
 
 /// Samples tokens until a stop, the length limit, a full context or `cancel`; streams the text
-/// (never a prefix of a stop string). Sets `ttft`, `decode`, `decode_tokens` in `timings`.
-fn decode<M: Decode>(
+/// (never a prefix of a stop string); lets waiting safety requests run before each token. Sets
+/// `ttft`, `decode`, `decode_tokens` in `timings`.
+fn decode<M: Backend>(
     m: &mut M,
     params: &GenerateParams,
     on_text: &mut dyn FnMut(&str),
-    cancel: &AtomicBool,
+    stop: Interrupts,
     start: Instant,
     timings: &mut Timings,
 ) -> Result<(String, Vec<u32>, FinishReason)> {
@@ -203,10 +262,12 @@ fn decode<M: Decode>(
     let mut text = String::new();
     let mut emitted = 0usize;
     let mut decode_start = None;
+    let mut paused_before = Duration::ZERO;
     let finish = loop {
-        if cancel.load(Ordering::Relaxed) {
+        if stop.cancel.load(Ordering::Relaxed) {
             break FinishReason::Cancelled;
         }
+        run_preemptions(m, &mut *stop.preempt, timings);
         if tokens.len() >= params.max_tokens {
             break FinishReason::Length;
         }
@@ -214,6 +275,7 @@ fn decode<M: Decode>(
         if decode_start.is_none() {
             timings.ttft = Some(start.elapsed());
             decode_start = Some(Instant::now());
+            paused_before = timings.preempted;
         }
         if stops.contains(&tok) {
             break FinishReason::Stop;
@@ -242,7 +304,8 @@ fn decode<M: Decode>(
         on_text(&text[emitted..]);
     }
     if let Some(d) = decode_start {
-        timings.decode = d.elapsed();
+        let paused = timings.preempted.saturating_sub(paused_before);
+        timings.decode = d.elapsed().saturating_sub(paused);
         timings.decode_tokens = tokens.len().saturating_sub(1);
     }
     Ok((text, tokens, finish))

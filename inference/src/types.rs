@@ -154,7 +154,7 @@ pub struct Timings {
     pub prefill_tokens: usize,
     /// Request start to the first generated token (generation only).
     pub ttft: Option<Duration>,
-    /// Decoding after the first token.
+    /// Decoding after the first token (time paused for safety probes excluded).
     pub decode: Duration,
     pub decode_tokens: usize,
     /// Scoring the probes' answers (prefill of questions included).
@@ -167,6 +167,10 @@ pub struct Timings {
     pub session_runs: usize,
     /// Time the job waited in the worker's queue (not part of `total`).
     pub queue_wait: Duration,
+    /// Safety probes that ran inside this generation, between two of its tokens, and the time the
+    /// generation was paused for them (part of `total` and `ttft`, not of `decode`).
+    pub preemptions: usize,
+    pub preempted: Duration,
 }
 
 impl Timings {
@@ -180,9 +184,12 @@ impl Timings {
         (self.prefill_tokens > 0 && !self.prefill.is_zero())
             .then(|| self.prefill_tokens as f64 / self.prefill.as_secs_f64())
     }
-    /// Time spent in this crate (and the tokenizer) rather than in `Session::run`.
+    /// Time spent in this crate (and the tokenizer) rather than in `Session::run` (time paused for
+    /// safety probes excluded).
     pub fn outside_session_run(&self) -> Duration {
-        self.total.saturating_sub(self.in_session_run)
+        self.total
+            .saturating_sub(self.in_session_run)
+            .saturating_sub(self.preempted)
     }
 }
 
@@ -219,6 +226,14 @@ impl std::fmt::Display for Timings {
         }
         if !self.probe.is_zero() {
             write!(f, " | probes {:.2} ms", ms(self.probe))?;
+        }
+        if self.preemptions > 0 {
+            write!(
+                f,
+                " | paused {:.2} ms for {} safety probe(s)",
+                ms(self.preempted),
+                self.preemptions
+            )?;
         }
         write!(
             f,

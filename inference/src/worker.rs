@@ -7,6 +7,10 @@
 //! - `Question`: a full queue rejects the new job with `Error::QueueFull` (a question is never
 //!   silently dropped).
 //!
+//! A running generation does not hold safety up: between two of its tokens it takes the waiting
+//! safety job and runs it first (`Engine::generate_preemptible`), then goes on where it was. So a
+//! safety probe waits for at most one decoder step (or one frame prefix) of a generation.
+//!
 //! Results come back through `JobHandle`, which is a `Future` (usable from tokio without blocking a
 //! runtime thread, no tokio dependency) and can also be waited on synchronously.
 
@@ -25,6 +29,7 @@ use crate::error::{Error, Result};
 use crate::job::{JobClass, QueueLimits};
 use crate::probes::{Probe, ProbeSet};
 use crate::providers::SessionReport;
+use crate::request::Preemption;
 use crate::types::{Frame, GenerateParams, Generation, ProbeOutcome};
 
 /// Receives streamed text deltas on the worker thread (forward them to a channel for async use).
@@ -339,6 +344,7 @@ impl Drop for Worker {
 }
 
 fn run_loop(mut engine: Engine, shared: &Shared) {
+    let default_probes = engine.probes().probes.clone();
     loop {
         let job = {
             let mut q = shared.queues.lock().unwrap_or_else(|p| p.into_inner());
@@ -363,7 +369,7 @@ fn run_loop(mut engine: Engine, shared: &Shared) {
                 probes,
                 done,
             } => {
-                let probes = probes.unwrap_or_else(|| engine.probes().probes.clone());
+                let probes = probes.unwrap_or_else(|| default_probes.clone());
                 let r = engine.probe(&frame, &probes).map(|mut o| {
                     o.timings.queue_wait = waited;
                     o
@@ -382,8 +388,16 @@ fn run_loop(mut engine: Engine, shared: &Shared) {
                         sink(s);
                     }
                 };
+                let mut preempt = || next_safety_job(shared, &default_probes);
                 let r = engine
-                    .generate(&frame, &question, &params, &mut emit, &job.cancel)
+                    .generate_preemptible(
+                        &frame,
+                        &question,
+                        &params,
+                        &mut emit,
+                        &job.cancel,
+                        &mut preempt,
+                    )
                     .map(|mut g| {
                         g.timings.queue_wait = waited;
                         g
@@ -391,6 +405,47 @@ fn run_loop(mut engine: Engine, shared: &Shared) {
                 done.complete(r);
             }
         }
+    }
+}
+
+/// The oldest waiting safety job that is still wanted, to run inside a generation (cancelled ones
+/// on the way complete with `Cancelled`). None while stopping: the generation finishes or is
+/// cancelled, and `stop` fails what is queued.
+fn next_safety_job(shared: &Shared, default_probes: &[Probe]) -> Option<Preemption> {
+    loop {
+        let job = {
+            let mut q = shared.queues.lock().unwrap_or_else(|p| p.into_inner());
+            if q.stopping {
+                return None;
+            }
+            q.classes[JobClass::Safety as usize].pop_front()?
+        };
+        if job.cancel.load(Ordering::Relaxed) {
+            job.fail(Error::Cancelled);
+            continue;
+        }
+        let waited = job.queued_at.elapsed();
+        let Work::Probe {
+            frame,
+            probes,
+            done,
+        } = job.work
+        else {
+            // Only probes are queued as Safety; anything else is put back untouched.
+            let mut q = shared.queues.lock().unwrap_or_else(|p| p.into_inner());
+            q.classes[JobClass::Safety as usize].push_front(job);
+            return None;
+        };
+        return Some(Preemption {
+            frame,
+            probes: probes.unwrap_or_else(|| default_probes.to_vec()),
+            done: Box::new(move |r| {
+                done.complete(r.map(|mut o| {
+                    o.timings.queue_wait = waited;
+                    o
+                }))
+            }),
+        });
     }
 }
 

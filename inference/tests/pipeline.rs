@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use autoneural_inference::{
     Bundle, BundleError, CpuOptions, Detokenizer, Engine, EngineConfig, Error, FinishReason, Frame,
-    FrameError, GenerateParams, JobClass, ModelSource, PixelFormat, Provider, QnnOptions,
-    QueueLimits, Verify, Worker,
+    FrameError, GenerateParams, JobClass, JobHandle, ModelSource, PixelFormat, ProbeOutcome,
+    Provider, QnnOptions, QueueLimits, Verify, Worker,
 };
 
 // The default cabin model's Rust-side accuracy check (issue 4) shares this binary.
@@ -724,6 +724,109 @@ fn dropping_a_job_handle_cancels_its_job() {
     let done = worker.ask(frame, "Is the driver yawning?".into(), params, None);
     let done = done.unwrap().wait().unwrap();
     assert_ne!(done.finish, FinishReason::Cancelled);
+    worker.shutdown();
+}
+
+#[test]
+fn a_safety_probe_runs_inside_a_generation_which_then_goes_on_unchanged() {
+    let frame_a = load_frame(&tiny(), "golden/0.png", 1);
+    let frame_b = load_frame(&tiny(), "golden/1.png", 2);
+    check_safety_preempts_generation(cpu_config(&tiny(), "fp32"), frame_a, frame_b);
+}
+
+/// Issue 15 "safety preempts": a safety probe submitted while a question generates completes before
+/// the generation does (observed from inside the generation's own stream), and both results equal
+/// the ones each request gives alone: the generation's decoder state was put back exactly.
+fn check_safety_preempts_generation(config: EngineConfig, frame_a: Frame, frame_b: Frame) {
+    let worker = Worker::spawn(config, QueueLimits::default()).unwrap();
+    let question = "Describe the driver.";
+    let params = GenerateParams {
+        max_tokens: 32,
+        use_bundle_stop_tokens: false,
+        ..Default::default()
+    };
+    let alone = worker
+        .ask(frame_a.clone(), question.into(), params.clone(), None)
+        .unwrap()
+        .wait()
+        .unwrap();
+    let probe_alone = worker.probe(frame_b.clone(), None).unwrap().wait().unwrap();
+
+    // The stream: on the first text the test submits the probe and hands its handle in; every later
+    // text looks whether the probe has its result yet, and records at which text it saw it.
+    struct Seen {
+        texts: usize,
+        probe_done_at: Option<(usize, autoneural_inference::Result<ProbeOutcome>)>,
+    }
+    let seen = Arc::new(Mutex::new(Seen {
+        texts: 0,
+        probe_done_at: None,
+    }));
+    let (started_tx, started_rx) = mpsc::channel::<()>();
+    let (handle_tx, handle_rx) = mpsc::channel::<JobHandle<ProbeOutcome>>();
+    let mut probe: Option<JobHandle<ProbeOutcome>> = None;
+    let stream_seen = Arc::clone(&seen);
+    let sink = Box::new(move |_: &str| {
+        let mut s = stream_seen.lock().unwrap();
+        s.texts += 1;
+        if s.texts == 1 {
+            started_tx.send(()).unwrap();
+            probe = handle_rx.recv_timeout(Duration::from_secs(60)).ok();
+        } else if s.probe_done_at.is_none()
+            && let Some(r) = probe.as_ref().and_then(|p| p.wait_timeout(Duration::ZERO))
+        {
+            s.probe_done_at = Some((s.texts, r));
+        }
+    });
+    let asked = worker
+        .ask(frame_a.clone(), question.into(), params.clone(), Some(sink))
+        .unwrap();
+    started_rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the generation streams");
+    handle_tx
+        .send(worker.probe(frame_b.clone(), None).unwrap())
+        .unwrap();
+    let interrupted = asked.wait().unwrap();
+
+    let seen = seen.lock().unwrap();
+    assert!(
+        seen.texts >= 3,
+        "the question streamed {} texts",
+        seen.texts
+    );
+    let (at, outcome) = seen
+        .probe_done_at
+        .as_ref()
+        .expect("the safety probe completed while the question was still generating");
+    assert!(*at < seen.texts, "seen at text {at} of {}", seen.texts);
+    let outcome = outcome.as_ref().unwrap();
+    assert_eq!(outcome.frame_id, frame_b.id);
+    assert_eq!(interrupted.timings.preemptions, 1);
+    assert!(interrupted.timings.preempted > Duration::ZERO);
+    assert_eq!(
+        interrupted.tokens, alone.tokens,
+        "the generation goes on exactly where it was"
+    );
+    assert_eq!(interrupted.text, alone.text);
+    assert_eq!(outcome.answers.len(), probe_alone.answers.len());
+    for (a, b) in outcome.answers.iter().zip(&probe_alone.answers) {
+        assert_eq!(a.answer, b.answer, "probe {}", a.id);
+        assert!(
+            (a.field_probability - b.field_probability).abs() < 1e-5,
+            "probe {}: {} vs {} alone",
+            a.id,
+            a.field_probability,
+            b.field_probability
+        );
+    }
+    // And the engine is in a sound state afterwards: the same question gives the same answer.
+    let again = worker
+        .ask(frame_a, question.into(), params, None)
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert_eq!(again.tokens, alone.tokens);
     worker.shutdown();
 }
 

@@ -859,6 +859,17 @@ impl Backend for PublishedModel {
             self.state = s.clone();
         }
     }
+    /// States are immutable ONNX Runtime values: suspending keeps a reference, not a copy. The
+    /// frame prefix stays (it holds its own state), so the next probe of that frame reuses it.
+    type Suspended = (State, Vec<f32>, RunClock);
+    fn suspend(&mut self) -> Self::Suspended {
+        (self.state.clone(), self.logits.clone(), self.clock)
+    }
+    fn resume(&mut self, (state, logits, clock): Self::Suspended) {
+        self.state = state;
+        self.logits = logits;
+        self.clock = clock;
+    }
 }
 
 impl Decode for PublishedModel {

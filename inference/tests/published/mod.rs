@@ -12,7 +12,7 @@ use autoneural_inference::{
 };
 use serde_json::Value;
 
-use super::{copy_dir, cpu_config, models, scratch};
+use super::{check_safety_preempts_generation, copy_dir, cpu_config, models, scratch};
 
 fn fixture() -> PathBuf {
     models().join("lfm2-vl-tiny-onnx")
@@ -51,6 +51,15 @@ fn greedy(max_tokens: usize) -> GenerateParams {
         max_tokens,
         ..GenerateParams::default()
     }
+}
+
+#[test]
+fn a_safety_probe_runs_inside_a_published_release_generation() {
+    check_safety_preempts_generation(
+        config(&fixture(), "fp32", false),
+        frame("images/chelsea_451x300.png", 1),
+        frame("images/small_64x48.png", 2),
+    );
 }
 
 #[test]
