@@ -176,6 +176,15 @@ fn check_config_rejects_configs_that_cannot_start() {
             ":7:",
             "face.bundle",
         ),
+        (
+            format!(
+                "{}[description]\nprompt = \"{}\"\n",
+                model(""),
+                "Look at the driver and the cabin. ".repeat(30)
+            ),
+            ":7:",
+            "context positions",
+        ),
     ];
     for (i, (text, line, what)) in cases.iter().enumerate() {
         let path = dir.path().join(format!("case{i}.toml"));

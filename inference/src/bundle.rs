@@ -12,8 +12,9 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::error::BundleError;
+use crate::error::{BundleError, Error};
 use crate::probes::ProbeSet;
+use crate::types::ContextUse;
 
 pub const FORMAT: &str = "autoneural-bundle/1";
 pub const MANIFEST: &str = "manifest.toml";
@@ -226,6 +227,48 @@ impl Bundle {
             tokenizer,
             probes,
             stop_ids,
+        })
+    }
+
+    /// Tokenizes the prompt for `question` with the manifest's template and system prompt: the ids
+    /// before the image token and the ids after it.
+    pub fn prompt_ids(&self, question: &str) -> crate::Result<(Vec<u32>, Vec<u32>)> {
+        let t = &self.manifest.text;
+        if question.contains(&t.image_token) {
+            return Err(Error::Prompt(format!(
+                "the question contains the image token `{}`",
+                t.image_token
+            )));
+        }
+        let text = t
+            .template
+            .replace("{system}", &t.system_prompt)
+            .replace("{question}", question);
+        let enc = self
+            .tokenizer
+            .encode(text, false)
+            .map_err(|e| Error::Prompt(e.to_string()))?;
+        let ids = enc.get_ids();
+        let mut at = ids
+            .iter()
+            .enumerate()
+            .filter(|(_, id)| **id == t.image_token_id)
+            .map(|(i, _)| i);
+        let (Some(i), None) = (at.next(), at.next()) else {
+            return Err(Error::Prompt(
+                "the prompt must contain exactly one image token".into(),
+            ));
+        };
+        Ok((ids[..i].to_vec(), ids[i + 1..].to_vec()))
+    }
+
+    /// How much of the KV a request for `question` takes before its first generated token: the
+    /// frame prefix (system turn + the image's tokens) and the question.
+    pub fn context_use(&self, question: &str) -> crate::Result<ContextUse> {
+        let (before, after) = self.prompt_ids(question)?;
+        Ok(ContextUse {
+            prompt: before.len() + self.manifest.image.tokens + after.len(),
+            capacity: self.manifest.decoder.kv_capacity,
         })
     }
 

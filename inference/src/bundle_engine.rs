@@ -173,39 +173,13 @@ impl BundleEngine {
 
     /// Tokenizes the prompt for `question`: (ids before the image token, ids after it).
     pub fn prompt_ids(&self, question: &str) -> Result<(Vec<u32>, Vec<u32>)> {
-        let t = &self.bundle.manifest.text;
-        if question.contains(&t.image_token) {
-            return Err(Error::Prompt(format!(
-                "the question contains the image token `{}`",
-                t.image_token
-            )));
-        }
-        let text = t
-            .template
-            .replace("{system}", &t.system_prompt)
-            .replace("{question}", question);
-        let enc = self
-            .bundle
-            .tokenizer
-            .encode(text, false)
-            .map_err(|e| Error::Prompt(e.to_string()))?;
-        let ids = enc.get_ids();
-        let mut at = ids
-            .iter()
-            .enumerate()
-            .filter(|(_, id)| **id == t.image_token_id)
-            .map(|(i, _)| i);
-        let (Some(i), None) = (at.next(), at.next()) else {
-            return Err(Error::Prompt(
-                "the prompt must contain exactly one image token".into(),
-            ));
-        };
-        if !self.prefix_ids.is_empty() && ids[..i] != self.prefix_ids[..] {
+        let (before, after) = self.bundle.prompt_ids(question)?;
+        if !self.prefix_ids.is_empty() && before != self.prefix_ids {
             return Err(Error::Prompt(
                 "the system prefix tokenizes differently for this question".into(),
             ));
         }
-        Ok((ids[..i].to_vec(), ids[i + 1..].to_vec()))
+        Ok((before, after))
     }
 
     fn ensure_prefix(&mut self, frame: &Frame, timings: &mut Timings) -> Result<()> {

@@ -21,7 +21,7 @@ use crate::providers::SessionReport;
 use crate::published::{self, PublishedModel};
 use crate::request::{Preempt, encode_frame, generate, generate_ids, probe};
 use crate::sampling::Sampler;
-use crate::types::{Frame, GenerateParams, Generation, ProbeOutcome, Timings};
+use crate::types::{ContextUse, Frame, GenerateParams, Generation, ProbeOutcome, Timings};
 
 /// A loaded model with its sessions and decoder state.
 pub struct Engine {
@@ -140,6 +140,14 @@ impl Engine {
         match &self.inner {
             Inner::Bundle(b) => Some(b.kv_capacity()),
             Inner::Published(_) => None,
+        }
+    }
+    /// How much of the context a request for `question` takes before its first token; `None` for
+    /// a published release, whose KV grows (and whose image takes a frame-dependent token count).
+    pub fn context_use(&self, question: &str) -> Result<Option<ContextUse>> {
+        match &self.inner {
+            Inner::Bundle(b) => b.bundle().context_use(question).map(Some),
+            Inner::Published(_) => Ok(None),
         }
     }
     /// Drops the cached frame prefix (the next request re-encodes its frame).

@@ -45,6 +45,7 @@ pub use providers::{ModelSource, SessionReport, cpu_graph_session};
 pub use request::{Preempt, Preemption};
 pub use sampling::Detokenizer;
 pub use types::{
-    FinishReason, Frame, GenerateParams, Generation, ProbeAnswer, ProbeOutcome, Sampling, Timings,
+    ContextUse, FinishReason, Frame, GenerateParams, Generation, ProbeAnswer, ProbeOutcome,
+    Sampling, Timings,
 };
 pub use worker::{EngineInfo, JobHandle, TextSink, Worker};

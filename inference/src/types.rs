@@ -129,6 +129,21 @@ impl ProbeAnswer {
     }
 }
 
+/// How much of a model's context a prompt takes before its first generated token (frame prefix +
+/// question), against the fixed capacity of a bundle's KV.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ContextUse {
+    pub prompt: usize,
+    pub capacity: usize,
+}
+
+impl ContextUse {
+    /// Tokens a generation can produce after the prompt (0: the prompt alone does not fit).
+    pub fn room(&self) -> usize {
+        (self.capacity + 1).saturating_sub(self.prompt)
+    }
+}
+
 /// All probes of one frame.
 #[derive(Debug, Clone)]
 pub struct ProbeOutcome {

@@ -30,7 +30,7 @@ use crate::job::{JobClass, QueueLimits};
 use crate::probes::{Probe, ProbeSet};
 use crate::providers::SessionReport;
 use crate::request::Preemption;
-use crate::types::{Frame, GenerateParams, Generation, ProbeOutcome};
+use crate::types::{ContextUse, Frame, GenerateParams, Generation, ProbeOutcome};
 
 /// Receives streamed text deltas on the worker thread (forward them to a channel for async use).
 pub type TextSink = Box<dyn FnMut(&str) + Send>;
@@ -53,6 +53,11 @@ enum Work {
         probes: Option<Vec<Probe>>,
         done: Completer<ProbeOutcome>,
     },
+    /// How much context a prompt takes (`Engine::context_use`): a check, queued as a Question.
+    ContextUse {
+        question: String,
+        done: Completer<Option<ContextUse>>,
+    },
     Generate {
         frame: Frame,
         question: String,
@@ -72,6 +77,7 @@ impl Queued {
     fn fail(self, e: Error) {
         match self.work {
             Work::Probe { done, .. } => done.complete(Err(e)),
+            Work::ContextUse { done, .. } => done.complete(Err(e)),
             Work::Generate { done, .. } => done.complete(Err(e)),
         }
     }
@@ -241,6 +247,22 @@ impl Worker {
         Ok(handle)
     }
 
+    /// How much of the model's context a request for `question` takes before its first token
+    /// (`None`: the model's context grows). Queued as a Question; meant for checks at start-up.
+    pub fn context_use(&self, question: String) -> Result<JobHandle<Option<ContextUse>>> {
+        let (done, handle) = self.pair();
+        let cancel = Arc::clone(&handle.cancel);
+        self.enqueue(
+            JobClass::Question,
+            Queued {
+                work: Work::ContextUse { question, done },
+                cancel,
+                queued_at: Instant::now(),
+            },
+        )?;
+        Ok(handle)
+    }
+
     /// Jobs waiting per class (Safety, Description, Question).
     pub fn queued(&self) -> [usize; 3] {
         let q = self.shared.queues.lock().unwrap_or_else(|p| p.into_inner());
@@ -376,6 +398,7 @@ fn run_loop(mut engine: Engine, shared: &Shared) {
                 });
                 done.complete(r);
             }
+            Work::ContextUse { question, done } => done.complete(engine.context_use(&question)),
             Work::Generate {
                 frame,
                 question,

@@ -727,6 +727,40 @@ fn dropping_a_job_handle_cancels_its_job() {
     worker.shutdown();
 }
 
+/// `ContextUse` is what a generation really gets: with no stop, a question generates exactly
+/// `room()` tokens before the context is full; the worker and the bundle agree on it.
+#[test]
+fn context_use_is_the_room_a_generation_really_has() {
+    let bundle = Bundle::load(&tiny(), None, Verify::Presence).unwrap();
+    let worker = Worker::spawn(cpu_config(&tiny(), "fp32"), QueueLimits::default()).unwrap();
+    let question = "Describe the driver.";
+    let u = bundle.context_use(question).unwrap();
+    let from_worker = worker.context_use(question.into()).unwrap().wait().unwrap();
+    assert_eq!(from_worker, Some(u));
+    assert!(u.prompt > 0 && u.room() > 1, "{u:?}");
+    let frame = load_frame(&tiny(), "golden/0.png", 1);
+    let g = worker
+        .ask(
+            frame,
+            question.into(),
+            GenerateParams {
+                max_tokens: u.capacity * 2,
+                use_bundle_stop_tokens: false,
+                ..Default::default()
+            },
+            None,
+        )
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert_eq!(g.finish, FinishReason::ContextFull);
+    assert_eq!(g.tokens.len(), u.room());
+    // A question longer than the context is refused by the measure too.
+    let long = "look ".repeat(u.capacity * 2);
+    assert_eq!(bundle.context_use(&long).unwrap().room(), 0);
+    worker.shutdown();
+}
+
 #[test]
 fn a_safety_probe_runs_inside_a_generation_which_then_goes_on_unchanged() {
     let frame_a = load_frame(&tiny(), "golden/0.png", 1);

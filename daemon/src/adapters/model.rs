@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use autoneural_inference as inference;
 use inference::{
-    CpuOptions, EngineConfig, GenerateParams, LibraryPaths, PixelFormat, Provider, QnnOptions,
-    QueueLimits, Worker,
+    ContextUse, CpuOptions, EngineConfig, GenerateParams, LibraryPaths, PixelFormat, Provider,
+    QnnOptions, QueueLimits, Worker,
 };
 
 use autoneural_policies::Field;
@@ -101,6 +101,16 @@ impl Model {
             .unwrap_or_default();
         check_field_sources(running, &face_fields)
             .map_err(|e| anyhow::anyhow!("model {}: {e}", cfg.model.bundle.display()))?;
+        let fit = |question: &str| {
+            worker
+                .context_use(question.to_string())
+                .and_then(|job| job.wait())
+                .map_err(|e| e.to_string())
+        };
+        check_prompts_fit(fit, cfg, running).map_err(|e| match e {
+            Misfit::Description(m) => anyhow::anyhow!("description.prompt: {m}"),
+            Misfit::Probe(m) => anyhow::anyhow!("model {}: {m}", cfg.model.bundle.display()),
+        })?;
         let eps = info
             .reports
             .iter()
@@ -128,6 +138,67 @@ impl Model {
     pub fn info(&self) -> &inference::EngineInfo {
         self.worker.info()
     }
+}
+
+/// Which prompt of the daemon's own does not fit the model (`check_prompts_fit`).
+#[derive(Debug)]
+pub enum Misfit {
+    /// A probe's question (from the bundle or `model.probes_file`).
+    Probe(String),
+    /// `description.prompt`.
+    Description(String),
+}
+
+impl std::fmt::Display for Misfit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Misfit::Probe(m) | Misfit::Description(m) => f.write_str(m),
+        }
+    }
+}
+
+/// Every prompt the daemon sends on its own must fit the loaded model's context (issue 16, item 6):
+/// each probe's question with room for its answer, and `description.prompt` with room for at least
+/// one token (`Describe` uses it even when the periodic description is off). A description cut
+/// short by the context is a warning naming the room there is. `fit` measures a question
+/// (`None`: the model's context grows). An HMI question that does not fit is that call's
+/// `InvalidQuestion`.
+pub fn check_prompts_fit(
+    fit: impl Fn(&str) -> Result<Option<ContextUse>, String>,
+    cfg: &Config,
+    probes: &[inference::Probe],
+) -> Result<(), Misfit> {
+    for p in probes {
+        if let Some(u) = fit(&p.question).map_err(Misfit::Probe)?
+            && u.room() < 2
+        {
+            return Err(Misfit::Probe(format!(
+                "probe {:?}: its question takes {} of the model's {} context positions, \
+                 leaving no room for an answer",
+                p.id, u.prompt, u.capacity
+            )));
+        }
+    }
+    let prompt = &cfg.description.prompt;
+    if let Some(u) = fit(prompt).map_err(Misfit::Description)? {
+        let wanted = cfg.description.max_tokens.get() as usize;
+        if u.room() == 0 {
+            return Err(Misfit::Description(format!(
+                "the prompt takes {} of the model's {} context positions; shorten it",
+                u.prompt, u.capacity
+            )));
+        }
+        if u.room() < wanted {
+            log::warn!(
+                "description.max_tokens = {wanted} but the model's context leaves room for {} \
+                 after description.prompt ({} of {} positions): descriptions end there",
+                u.room(),
+                u.prompt,
+                u.capacity
+            );
+        }
+    }
+    Ok(())
 }
 
 fn frame(f: &ModelInput) -> inference::Frame {

@@ -3,6 +3,7 @@
 //!
 //! Checked: the model directory (a bundle's manifest, files and variant; a release's layout, JSON
 //! files, chat template and variant), the probes (file, ids, a source for every observation field),
+//! the prompts' fit in a bundle's context (probe questions, `description.prompt`),
 //! `model.runtime_dir`, `model.qnn.performance_mode`, the rules file, the camera (scenario, pixel
 //! format names, a device or replay path of the wrong kind; a camera that is not there yet is not an
 //! error — start-up waits for it) and the face bundle.
@@ -61,6 +62,7 @@ pub fn check(cfg: &Config, path: &Path) -> Result<(), ConfigError> {
             format!("{} is a file, not a model directory", m.bundle.display()),
         ));
     }
+    let mut bundle = None;
     let probes = match inference::ModelFormat::of(&m.bundle) {
         inference::ModelFormat::Published => {
             inference::published::Layout::open(&m.bundle, Some(&m.variant))
@@ -88,7 +90,9 @@ pub fn check(cfg: &Config, path: &Path) -> Result<(), ConfigError> {
             })?;
             b.variant(&m.variant)
                 .map_err(|e| fail("model", "variant", e.to_string()))?;
-            b.probes
+            let probes = b.probes.clone();
+            bundle = Some(b);
+            probes
         }
     };
     let mut running = Vec::new();
@@ -113,14 +117,22 @@ pub fn check(cfg: &Config, path: &Path) -> Result<(), ConfigError> {
         .as_ref()
         .map(|f| f.fields.iter().map(|s| s.get_ref().clone()).collect())
         .unwrap_or_default();
-    super::model::check_field_sources(&running, &face_fields).map_err(|e| {
-        let key = if m.probes_file.is_some() {
-            "probes_file"
-        } else {
-            "bundle"
-        };
-        fail("model", key, e)
-    })?;
+    // Where the probes came from: the key to name when they are wrong.
+    let probes_key = if m.probes_file.is_some() {
+        "probes_file"
+    } else {
+        "bundle"
+    };
+    super::model::check_field_sources(&running, &face_fields)
+        .map_err(|e| fail("model", probes_key, e))?;
+    // The prompts fit a bundle's fixed context (a release's context grows).
+    if let Some(b) = &bundle {
+        let fit = |q: &str| b.context_use(q).map(Some).map_err(|e| e.to_string());
+        super::model::check_prompts_fit(fit, cfg, &running).map_err(|e| match e {
+            super::model::Misfit::Description(m) => fail("description", "prompt", m),
+            super::model::Misfit::Probe(m) => fail("model", probes_key, m),
+        })?;
+    }
 
     if let Some(dir) = &m.runtime_dir {
         let lib = dir.join("libonnxruntime.so");
