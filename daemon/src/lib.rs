@@ -13,6 +13,7 @@ pub mod dbus;
 pub mod logging;
 pub mod notify;
 pub mod pipeline;
+pub mod read_only;
 pub mod service;
 pub mod stages;
 pub mod stats;

@@ -18,6 +18,7 @@ use crate::dbus::{
 };
 use crate::notify::Notifier;
 use crate::pipeline::{Command, MonitoringState, Pipeline, PipelineConfig, Shared, Update};
+use crate::read_only::ReadOnly;
 use crate::stages::{Answer, FrameSource, Perception, Policy, StageError, monotonic_now};
 use crate::stats::{Stage, StageSummary};
 use crate::vehicle::VehicleSignals;
@@ -124,9 +125,10 @@ async fn connect(
         }
     };
     builder
-        .serve_at(dbus::OBJECT_PATH, cockpit)
-        .serve_at(dbus::OBJECT_PATH, diagnostics)
-        .serve_at(dbus::OBJECT_PATH, vehicle)
+        // Every property is read-only: `Set` answers PropertyReadOnly (crate::read_only).
+        .serve_at(dbus::OBJECT_PATH, ReadOnly(cockpit))
+        .serve_at(dbus::OBJECT_PATH, ReadOnly(diagnostics))
+        .serve_at(dbus::OBJECT_PATH, ReadOnly(vehicle))
         .name(dbus::BUS_NAME)
         .build()
         .await

@@ -447,6 +447,43 @@ async fn bus_policy_admits_only_the_hmi_group_and_speed_only_from_the_vehicle_gr
     assert!(denied(&busctl_as(bus, Some("60"), &GET_STATE)));
     let speed = busctl_as(bus, Some("100"), &GET_SPEED);
     assert_eq!(String::from_utf8_lossy(&speed.stdout).trim(), "v d 50");
+    // Issue 16, item 10: `Set` on a read-only property is PropertyReadOnly (D-Bus specification),
+    // not UnknownProperty; a name the interface lacks stays UnknownProperty.
+    let set = |interface: &str, property: &str| {
+        let out = Command::new("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--groups=100",
+                "dbus-send",
+            ])
+            .arg(format!("--bus={bus}"))
+            .args(["--print-reply", &format!("--dest={BUS_NAME}"), OBJECT_PATH])
+            .arg("org.freedesktop.DBus.Properties.Set")
+            .arg(format!("string:{interface}"))
+            .arg(format!("string:{property}"))
+            .arg("variant:double:1")
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "Set {property} succeeded");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    for (interface, property) in [
+        ("org.autoneural.Cockpit1", "MonitoringState"),
+        ("org.autoneural.Cockpit1.Vehicle", "Speed"),
+        ("org.autoneural.Cockpit1.Diagnostics", "ExecutionProviders"),
+    ] {
+        let err = set(interface, property);
+        assert!(
+            err.contains("org.freedesktop.DBus.Error.PropertyReadOnly"),
+            "{interface}.{property}: {err}"
+        );
+    }
+    let err = set("org.autoneural.Cockpit1", "NoSuchProperty");
+    assert!(
+        err.contains("org.freedesktop.DBus.Error.UnknownProperty"),
+        "{err}"
+    );
     let (ok, _, stderr) = d.terminate();
     assert!(ok, "{stderr}");
 }
