@@ -123,7 +123,6 @@ pub trait DiagnosticsSource: Send + Sync {
     fn source(&self) -> (String, u64);
 }
 
-/// Calls per sender within the last minute, for the rate limit; at most `MAX_SENDERS` are tracked.
 /// Per-sender call counts over the last minute. Only accepted work is recorded (a call answered
 /// `Busy` costs its sender nothing), and the table is bounded without ever refusing a new sender
 /// because of others: when it is full, expired entries go first, then the sender whose last call is

@@ -388,8 +388,7 @@ async fn sigterm_after_a_timestamp_jump_exits_promptly_and_says_why() {
 
 /// Issue 16, item 7, on the real daemon: 150 distinct clients each ask once at the same time
 /// (answered or refused as `Busy`, never an internal error); afterwards a new client is answered,
-/// not `RateLimited` for what others did. (The sender table's bound, 1024 senders, is reached in
-/// dbus.rs's unit tests: this process's descriptor limit keeps a real flood below it.)
+/// not `RateLimited` for what others did. (The sender table's bound is the next test.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_distinct_senders_never_locks_out_a_new_one() {
     let d = Daemon::start(
@@ -424,6 +423,55 @@ async fn a_flood_of_distinct_senders_never_locks_out_a_new_one() {
         .ask("Is the driver using a phone?")
         .await;
     assert!(answer.is_ok(), "{:?}", answer.map_err(error_name));
+    let (ok, _, stderr) = d.terminate();
+    assert!(ok, "{stderr}");
+}
+
+/// Issue 16, item 7, past the sender table's bound (1024): 1100 distinct senders each have a
+/// question answered (one connection each, closed after its answer: a bus name is never reused,
+/// so every one is a new sender), with one question per minute allowed. The table is full, yet
+/// the next new sender is answered; the last sender, asking again, is still `RateLimited`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_senders_than_the_table_holds_never_lock_out_a_new_one() {
+    let d = Daemon::start(
+        &format!(
+            "{QUIET}[hmi]\nmax_pending = 4\nrate_per_minute = 1\nmax_answer_tokens = 1\ntimeout_ms = 60000\n"
+        ),
+        "",
+    );
+    d.notify_until("READY=1", Duration::from_secs(60));
+    let ask = |conn: zbus::Connection| async move {
+        let cockpit = client::cockpit(&conn).await.unwrap();
+        let r = cockpit.ask("Is the driver using a phone?").await;
+        (conn, r)
+    };
+    let mut answered = 0usize;
+    let mut kept = None;
+    for wave in 0..(1100 / 4) {
+        let mut conns = vec![];
+        for _ in 0..4 {
+            conns.push(d.connect().await);
+        }
+        for (conn, r) in futures_join_all(conns.into_iter().map(ask)).await {
+            match r {
+                Ok(_) => answered += 1,
+                Err(e) => panic!("wave {wave}: {}", error_name(e)),
+            }
+            kept = Some(conn); // the last one asks again at the end
+        }
+    }
+    assert_eq!(answered, 1100);
+    let newcomer = d.connect().await;
+    let (_, r) = ask(newcomer).await;
+    assert!(r.is_ok(), "a new sender: {:?}", r.map_err(error_name));
+    let (_, again) = ask(kept.unwrap()).await;
+    match again {
+        Err(e) => {
+            let name = error_name(e);
+            assert!(name.ends_with(".RateLimited"), "{name}");
+        }
+        Ok(a) => panic!("a second question within the minute was answered: {a}"),
+    }
     let (ok, _, stderr) = d.terminate();
     assert!(ok, "{stderr}");
 }
