@@ -1,6 +1,6 @@
 """Generates the benchmark's random-weight graphs with the forge's own model code (run in the forge
-venv, from the repository root). Each call exports one thing, so the caller can free memory between
-big steps and never runs two big exports at once.
+venv, from the repository root: `python -m bench.export_models ...`). Each call exports one thing, so
+the caller can free memory between big steps and never runs two big exports at once.
 
   vision  --config C --size S --out DIR [--quant w8a16]   DIR/vision.onnx (+ DIR/w8a16/vision.onnx)
   decoder --config C --out DIR [--all-attention] [--graphs step,prefill,embed] [--capacities 256,1024]
@@ -34,11 +34,9 @@ import numpy as np
 import onnx
 import torch
 
-sys.path.insert(0, os.environ.get("FORGE_SRC", str(Path(__file__).resolve().parents[1])))
-
-from forge import export as fx  # noqa: E402
-from forge.config import TINY_STAGES, DecoderConfig, ModelConfig, get_config  # noqa: E402
-from forge.model import build_model  # noqa: E402
+from forge import export as fx
+from forge.config import TINY_STAGES, DecoderConfig, ModelConfig, get_config
+from forge.model import build_model
 
 ALIGN = 4096
 
