@@ -384,12 +384,12 @@ class Harness:
         return {"status": "ok", "markdown": md.read_text()}
 
     def cabin(self) -> dict:
-        import tomllib
+        from forge.manifest import load  # standard library only: fine in the bench venv
 
         man = ROOT / "models" / "autoneural-cabin" / "manifest.toml"
         if not man.exists():
             return {"status": "missing", "reason": "models/autoneural-cabin/ has not landed"}
-        m = tomllib.loads(man.read_text())
+        m = load(man.parent)
         rows = []
         for variant, v in m.get("variants", {}).items():
             for graph, db in (v.get("sqnr_db") or {}).items():
