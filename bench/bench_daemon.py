@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import write_json
+from bench.common import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 NAME = "org.autoneural.Cockpit1"

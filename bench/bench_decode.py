@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from common import peak_rss_bytes, rss_bytes, session, stats_ms, timed_runs, write_json
+from bench.common import peak_rss_bytes, rss_bytes, session, stats_ms, timed_runs, write_json
 
 
 def graph_weight_bytes(path: Path) -> int:

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bench_decode import Loop
-from common import THREADS, session, write_json
+from bench.bench_decode import Loop
+from bench.common import THREADS, session, write_json
 
 
 def set_threads(genai_dir: Path) -> None:

@@ -12,7 +12,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from common import write_json
+from bench.common import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "inference" / "examples"

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bench_decode import Loop
-from common import session, write_json
+from bench.bench_decode import Loop
+from bench.common import session, write_json
 
 SYSTEM = "You are the driver monitoring camera of a car. Answer briefly about the driver and the cabin."
 QUESTION = "Is the driver looking at the road?"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import rss_bytes, session, sqnr_db, stats_ms, timed_runs, write_json
+from bench.common import rss_bytes, session, sqnr_db, stats_ms, timed_runs, write_json
 
 
 def main() -> int:

@@ -1,6 +1,6 @@
 """Generates the benchmark's random-weight graphs with the forge's own model code (run in the forge
-venv, from the repository root). Each call exports one thing, so the caller can free memory between
-big steps and never runs two big exports at once.
+venv, from the repository root: `python -m bench.export_models ...`). Each call exports one thing, so
+the caller can free memory between big steps and never runs two big exports at once.
 
   vision  --config C --size S --out DIR [--quant w8a16]   DIR/vision.onnx (+ DIR/w8a16/vision.onnx)
   decoder --config C --out DIR [--all-attention] [--graphs step,prefill,embed] [--capacities 256,1024]
@@ -8,10 +8,13 @@ big steps and never runs two big exports at once.
 Why not `python -m forge export`: it builds the whole bundle at the config's one image size and KV
 capacity (with golden outputs and QNN checks); the benchmark needs the encoders at 256/512/768 and
 the decoder at several capacities. This script reuses the forge's modules (configs, model, graph
-wrappers, quantizer), so the graphs are the ones the bundles contain, only with other static shapes.
+wrappers, exporter, quantizer): every graph goes through `forge.export.export_graph`, so the graphs
+are the ones the bundles contain, only with other static shapes.
 
-Big decoders are written with all weights in one `weights.data` file that decoder_step and
-decoder_prefill share (identical tensors are stored once), and the capacity variants
+Decoders are written with all weights in one `weights.data` file (a `forge.export.WeightFile`) that
+embed, decoder_step and decoder_prefill share (identical tensors are stored once); `--lowmem` (always
+on above 1.5 B decoder parameters) is the exporter's `params_as_inputs` mode, which never holds a
+second copy of the weights. The capacity variants
 `decoder_step_c{C}.onnx` are the step graph with other KV input shapes: the traced graph has no
 reshape that depends on the capacity (K/V are concatenated along the sequence axis and the mask is
 added), which `bench_decode.py` checks by comparing logits across capacities.
@@ -21,26 +24,20 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import os
 import sys
-import tempfile
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 import onnx
 import torch
 
-sys.path.insert(0, os.environ.get("FORGE_SRC", str(Path(__file__).resolve().parents[1])))
-
-from forge import export as fx  # noqa: E402
-from forge.config import TINY_STAGES, DecoderConfig, ModelConfig, get_config  # noqa: E402
-from forge.model import build_model  # noqa: E402
-
-ALIGN = 4096
+from forge import export as fx
+from forge.config import TINY_STAGES, ModelConfig, get_config
+from forge.images import draw, pixel_values
+from forge.model import build_model
 
 
 def vision_config(name: str, size: int) -> ModelConfig:
@@ -72,149 +69,6 @@ def decoder_config(name: str, all_attention: bool) -> ModelConfig:
     return cfg.replace(vision=tiny, decoder=d)
 
 
-class SharedData:
-    """One external-data file, appended to, identical tensors stored once (by SHA-1 of the bytes)."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.index: dict[str, tuple[int, int]] = {}
-        if path.exists():
-            path.unlink()
-        self.f = open(path, "wb")
-        self.reused = 0
-
-    def put(self, raw: bytes) -> tuple[int, int, bool]:
-        h = hashlib.sha1(raw).hexdigest()
-        if h in self.index:
-            self.reused += len(raw)
-            return (*self.index[h], True)
-        off = self.f.tell()
-        pad = (-off) % ALIGN
-        if pad:
-            self.f.write(b"\0" * pad)
-            off += pad
-        self.f.write(raw)
-        self.index[h] = (off, len(raw))
-        return off, len(raw), False
-
-    def close(self):
-        self.f.close()
-
-
-def _tensor_bytes(t: onnx.TensorProto, base: Path) -> bytes:
-    ext = {e.key: e.value for e in t.external_data}
-    with open(base / ext["location"], "rb") as f:
-        f.seek(int(ext.get("offset", 0)))
-        n = int(ext["length"]) if "length" in ext else -1
-        return f.read(n)
-
-
-def export_lowmem(module, args, dst: Path, inputs, outputs, data: SharedData | None, params_as_inputs: bool = False) -> dict:
-    """torch.onnx.export into a scratch dir, then rewrite: compact names, static output shapes,
-    IR <= 10, and (with `data`) every initializer above 1 KiB moved into the shared data file one
-    tensor at a time.
-
-    params_as_inputs (for the ~2B decoders): the exporter gets `export_params=False`, so it never
-    holds a second copy of the weights (the legacy exporter's copy is what makes a 7.6 GB model peak
-    near 17 GB); the weights are then written from the torch parameters one by one, and the
-    Transpose nodes the tracer puts on Linear weights are applied to the stored tensors, which is
-    what the exporter's constant folding would have done."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    with torch.no_grad():
-        res = module(*args)
-    res = res if isinstance(res, tuple) else (res,)
-    shapes = {n: list(t.shape) for n, t in zip(outputs, res)}
-    del res
-    t0 = time.time()
-    with tempfile.TemporaryDirectory(dir=dst.parent) as tmp:
-        raw = Path(tmp) / "raw.onnx"
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(module, args, str(raw), input_names=inputs, output_names=outputs,
-                              opset_version=fx.OPSET, dynamo=False, do_constant_folding=not params_as_inputs,
-                              export_params=not params_as_inputs)
-        # small graphs (vision, < 2 GiB) keep their weights inline; big ones go to the shared file
-        m = onnx.load(str(raw), load_external_data=data is None)
-        if params_as_inputs:
-            attach_params(m, module, set(inputs), data)
-        m.ir_version = min(m.ir_version, fx.MAX_IR)
-        fx.compact_names(m.graph)
-        for vi in m.graph.output:
-            shape = vi.type.tensor_type.shape
-            shape.ClearField("dim")
-            for n in shapes[vi.name]:
-                shape.dim.add().dim_value = n
-        if data is not None:
-            for t in m.graph.initializer:
-                if any(e.key == "location" and e.value == data.path.name for e in t.external_data):
-                    continue  # already streamed into the shared file by attach_params
-                if t.data_location == onnx.TensorProto.EXTERNAL:
-                    b = _tensor_bytes(t, Path(tmp))
-                elif len(t.raw_data) > 1024:
-                    b = t.raw_data
-                else:
-                    continue
-                off, n, _ = data.put(b)
-                t.ClearField("raw_data")
-                del t.external_data[:]
-                t.data_location = onnx.TensorProto.EXTERNAL
-                for k, v in (("location", data.path.name), ("offset", str(off)), ("length", str(n))):
-                    e = t.external_data.add()
-                    e.key, e.value = k, v
-        onnx.save(m, str(dst))
-    return {"export_s": round(time.time() - t0, 1)}
-
-
-def attach_params(m: onnx.ModelProto, module, user_inputs: set[str], data: SharedData | None) -> None:
-    """Graph inputs named after module parameters/buffers become initializers (Transposes of them
-    applied). With `data`, each tensor goes straight into the shared file (the proto only gets a
-    reference), so memory never holds a second copy of the weights."""
-    from onnx import numpy_helper
-
-    def initializer(arr: np.ndarray, name: str) -> onnx.TensorProto:
-        arr = np.ascontiguousarray(arr)
-        if data is None or arr.nbytes <= 1024:
-            return numpy_helper.from_array(arr, name)
-        off, n, _ = data.put(arr.tobytes())
-        t = onnx.TensorProto(name=name, data_type=onnx.helper.np_dtype_to_tensor_dtype(arr.dtype), dims=arr.shape)
-        t.data_location = onnx.TensorProto.EXTERNAL
-        for k, v in (("location", data.path.name), ("offset", str(off)), ("length", str(n))):
-            e = t.external_data.add()
-            e.key, e.value = k, v
-        return t
-
-    tensors = dict(module.named_parameters(remove_duplicate=False))
-    tensors.update(dict(module.named_buffers(remove_duplicate=False)))
-    g = m.graph
-    params = {vi.name for vi in g.input if vi.name not in user_inputs}
-    missing = params - set(tensors)
-    if missing:
-        raise RuntimeError(f"graph inputs that are neither inputs nor parameters: {sorted(missing)[:5]}")
-    consumers: dict[str, int] = {}
-    for n in g.node:
-        for x in n.input:
-            consumers[x] = consumers.get(x, 0) + 1
-    keep = []
-    folded = []
-    for n in g.node:
-        if n.op_type == "Transpose" and n.input[0] in params:
-            perm = next((list(a.ints) for a in n.attribute if a.name == "perm"), None)
-            arr = tensors[n.input[0]].detach().numpy()
-            folded.append(initializer(arr.transpose(perm) if perm else arr.T, n.output[0]))
-            consumers[n.input[0]] -= 1
-        else:
-            keep.append(n)
-    del g.node[:]
-    g.node.extend(keep)
-    g.initializer.extend(folded)
-    for name in sorted(params):
-        if consumers.get(name, 0) > 0:
-            g.initializer.append(initializer(tensors[name].detach().numpy(), name))
-    kept_inputs = [vi for vi in g.input if vi.name in user_inputs]
-    del g.input[:]
-    g.input.extend(kept_inputs)
-
-
 def with_capacity(step: Path, dst: Path, capacity: int) -> None:
     """The step graph with KV buffers of `capacity` rows: past K/V dim 2 and the mask's last dim."""
     m = onnx.load(str(step), load_external_data=False)
@@ -229,17 +83,9 @@ def with_capacity(step: Path, dst: Path, capacity: int) -> None:
 
 
 def calibration_images(cfg: ModelConfig, n: int, seed0: int) -> list[np.ndarray]:
-    from forge.images import draw
-
-    s = cfg.vision.image_size
-    mean = np.array(cfg.vision.mean, np.float32)[:, None, None]
-    std = np.array(cfg.vision.std, np.float32)[:, None, None]
-    out = []
-    for i in range(n):
-        img, _ = draw(seed0 + i, s)
-        x = np.asarray(img.convert("RGB"), np.float32).transpose(2, 0, 1) / 255.0
-        out.append(((x - mean) / std)[None].astype(np.float32))
-    return out
+    """n procedurally drawn cabin images (seeds seed0..), normalised as the bundle's runtime does."""
+    v = cfg.vision
+    return [pixel_values(draw(seed0 + i, v.image_size)[0], v.image_size, v.mean, v.std) for i in range(n)]
 
 
 def cmd_vision(a) -> dict:
@@ -255,8 +101,9 @@ def cmd_vision(a) -> dict:
     fp32 = out / "vision.onnx"
     if not fp32.exists():
         s = cfg.vision.image_size
-        rep.update(export_lowmem(fx.VisionGraph(model), (torch.zeros(1, 3, s, s),), fp32,
-                                 ["pixel_values"], ["image_embeds"], None))
+        t = time.time()
+        fx.export_graph(fx.VisionGraph(model), (torch.zeros(1, 3, s, s),), fp32, ["pixel_values"], ["image_embeds"])
+        rep["export_s"] = round(time.time() - t, 1)
     del model
     held = out / "heldout.npy"  # images the benchmark feeds for latency and SQNR (not calibration ones)
     if not held.exists():
@@ -291,23 +138,22 @@ def cmd_decoder(a) -> dict:
     a.lowmem = a.lowmem or rep["decoder_params"] > 1_500_000_000
     rep["lowmem_export"] = a.lowmem
     rep["build_s"] = round(time.time() - t, 1)
-    data = SharedData(out / "weights.data")
+    data = fx.WeightFile(out / "weights.data")
     done = []
     for g in graphs:
         t = time.time()
         if g == "embed":
             args = (torch.zeros(1, cfg.prefill_chunk, dtype=torch.int32),)
-            export_lowmem(fx.EmbedGraph(model), args, out / "embed.onnx", ["input_ids"], ["inputs_embeds"], data,
-                          params_as_inputs=a.lowmem)
+            fx.export_graph(fx.EmbedGraph(model), args, out / "embed.onnx", ["input_ids"], ["inputs_embeds"], data,
+                            params_as_inputs=a.lowmem)
         elif g in ("step", "prefill"):
             tt = 1 if g == "step" else cfg.prefill_chunk
             ins, outs, example = fx.decoder_io(model, tt)
-            export_lowmem(fx.DecoderGraph(model), tuple(example), out / f"decoder_{g}.onnx", ins, outs, data,
-                          params_as_inputs=a.lowmem)
+            fx.export_graph(fx.DecoderGraph(model), tuple(example), out / f"decoder_{g}.onnx", ins, outs, data,
+                            params_as_inputs=a.lowmem)
         else:
             raise SystemExit(f"unknown graph {g!r}")
         done.append({"graph": g, "s": round(time.time() - t, 1)})
-    data.close()
     del model, lm
     rep["graphs"] = done
     rep["data_bytes"] = os.path.getsize(out / "weights.data")

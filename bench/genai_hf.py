@@ -2,26 +2,21 @@
 graphs, so the same weights) as a Hugging Face LFM2 checkpoint (config.json + model.safetensors),
 the input ONNX Runtime GenAI's model builder takes. Run in the forge venv from the repository root.
 
-  genai_hf.py --config autoneural-1.5b --out DIR [--context 4096]
+  python -m bench.genai_hf --config autoneural-1.5b --out DIR [--context 4096]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 import time
 from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
 
-sys.path.insert(0, os.environ.get("FORGE_SRC", str(Path(__file__).resolve().parents[1])))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from export_models import decoder_config  # noqa: E402
-from forge.model import build_model  # noqa: E402
+from bench.export_models import decoder_config
+from forge.model import build_model
 
 
 def main() -> int:

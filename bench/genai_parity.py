@@ -3,7 +3,7 @@ whether its greedy tokens are transformers' (issue 12, item 4(ii)).
 
 One command, from the repository root (needs both venvs, nothing from the network):
 
-    .venv-forge/bin/python bench/genai_parity.py --genai-python .venv-genai/bin/python [--work DIR]
+    .venv-forge/bin/python -m bench.genai_parity --genai-python .venv-genai/bin/python [--work DIR]
 
   - `.venv-forge` (forge/setup: torch, transformers 5.23, onnx): rebuilds the checkpoint that
     `python -m forge published-fixture` exports (forge.published.build_tiny, save_pretrained), writes
@@ -329,7 +329,6 @@ def prepare(work: Path, genai_python: str) -> dict:
     import torch
 
     torch.set_num_threads(1)
-    sys.path.insert(0, str(REPO))
     from forge.published import build_tiny
 
     work.mkdir(parents=True, exist_ok=True)
@@ -521,7 +520,8 @@ def main() -> int:
         (work / "run.json").write_text(json.dumps(res, indent=1))
         return 0
     # all: the genai half runs in the genai venv
-    rc = subprocess.run(["nice", a.genai_python, __file__, "--stage", "run", "--work", str(work)], env=env1()).returncode
+    rc = subprocess.run(["nice", a.genai_python, "-m", "bench.genai_parity", "--stage", "run", "--work", str(work)],
+                        cwd=REPO, env=env1()).returncode
     if rc != 0 or not (work / "run.json").exists():
         log(f"genai stage failed (rc {rc})")
         return 1

@@ -1,6 +1,7 @@
 """The benchmark's driver: runs every step as its own process (so memory is returned between big
 steps), records what each step measured, how long it took and how busy the machine was meanwhile,
 then writes bench/REPORT.md (see report.py). Started by bench/run, which installs the venvs first.
+Every script runs as a module from the repository root (`python -m bench.NAME`; bench/__init__.py).
 
 Steps (each writes CACHE/results/<step>.json; a step whose inputs are missing records why):
   machine, bandwidth, export, vision, decode, ttft, genai, rust, camera, daemon, then the report.
@@ -31,6 +32,11 @@ VISION_SIZES = {  # the ViT needs multiples of 28 (patch 14, pixel shuffle 2): n
     "internvl2-2b-like": [252, 504, 756],
 }
 TTFT_SIZES = {"autoneural-1.5b": 512, "internvl2-2b-like": 448}  # InternVL2 resizes a 512 px image to its 448 tile
+
+
+def module(script: str) -> str:
+    """bench_vision.py -> bench.bench_vision (what `python -m` takes)."""
+    return "bench." + script.removesuffix(".py")
 
 
 def rel(p) -> str:
@@ -137,7 +143,7 @@ class Harness:
                                if x.startswith("VmRSS:"))
                 except (OSError, StopIteration, ValueError):
                     continue
-                if ("forge export" in cmd or "export_models.py" in cmd or "models.builder" in cmd) and rss > 2 * 2**20:
+                if ("forge export" in cmd or "bench.export_models" in cmd or "models.builder" in cmd) and rss > 2 * 2**20:
                     others.append(f"{pid} ({rss // 2**20} GB)")
             avail = int(re.search(r"MemAvailable:\s+(\d+)", Path("/proc/meminfo").read_text()).group(1)) / 2**20
             if not others and avail >= need_gib:
@@ -168,7 +174,7 @@ class Harness:
               f"(other processes used {m.summary['other_cpu_cores']} cores)", flush=True)
 
     def bench_json(self, script: str, out: Path, *args, step: str) -> dict:
-        self.run(step, [self.bench_py, BENCH / script, "--out", out, *args], log=out.with_suffix(".log"))
+        self.run(step, [self.bench_py, "-m", module(script), "--out", out, *args], log=out.with_suffix(".log"))
         return json.loads(out.read_text())
 
     # -- steps ----------------------------------------------------------------------------------
@@ -207,15 +213,11 @@ class Harness:
         """What decides the generated graphs: the benchmark's configs (their values, not the whole
         config file, which other configs share) and the forge modules that build, randomise and
         calibrate them. Other forge changes do not invalidate the multi-GB cache."""
-        import importlib.util
+        from forge.config import CONFIGS  # plain dataclasses: no torch needed in the bench venv
 
-        spec = importlib.util.spec_from_file_location("forge_config_for_hash", ROOT / "forge" / "config.py")
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = mod  # dataclasses look their module up while the class is made
-        spec.loader.exec_module(mod)
         h = hashlib.sha256()
         for name in ("autoneural-1.5b", "internvl2-2b-like", "tiny-random"):
-            h.update(repr(mod.CONFIGS[name]).encode())
+            h.update(repr(CONFIGS[name]).encode())
         # model.py is left out on purpose: it changes for training and checkpoint I/O far more often
         # than for the random initialisation (use --regenerate after such a change)
         for name in ("vision.py", "lfm2.py", "images.py"):
@@ -235,7 +237,7 @@ class Harness:
             shutil.rmtree(self.models)
         self.models.mkdir(parents=True, exist_ok=True)
         stamp.write_text(fh)
-        ex = BENCH / "export_models.py"
+        ex = ["-m", "bench.export_models"]
         done, failed = [], []
 
         def vision(cfg, size, quant):
@@ -244,7 +246,7 @@ class Harness:
             if (out / "export.json").exists() and (out / "vision.onnx").exists() and not want_q:
                 return
             self.wait_for_memory(12, f"vision {cfg} {size}")
-            argv = [self.forge_py, ex, "vision", "--config", cfg, "--size", str(size), "--out", out]
+            argv = [self.forge_py, *ex, "vision", "--config", cfg, "--size", str(size), "--out", out]
             if quant:
                 argv += ["--quant", "w8a16"]
             try:
@@ -258,7 +260,7 @@ class Harness:
             if (out / "export.json").exists():
                 return
             self.wait_for_memory(10 if "internvl" in cfg else 12, f"decoder {name}")
-            argv = [self.forge_py, ex, "decoder", "--config", cfg, "--out", out, "--graphs", graphs, "--capacities", caps]
+            argv = [self.forge_py, *ex, "decoder", "--config", cfg, "--out", out, "--graphs", graphs, "--capacities", caps]
             if all_attention:
                 argv.append("--all-attention")
             if "internvl" in cfg:
@@ -340,7 +342,7 @@ class Harness:
                 return out
             hf = g / f"{name}-hf"
             self.wait_for_memory(14 if name != "tiny" else 1, f"genai build {name}")
-            self.run("genai", [self.forge_py, BENCH / "genai_hf.py", "--config", config, "--out", hf, "--tokenizer", tok])
+            self.run("genai", [self.forge_py, "-m", "bench.genai_hf", "--config", config, "--out", hf, "--tokenizer", tok])
             self.run("genai", [self.forge_py, "-m", "onnxruntime_genai.models.builder", "-i", hf, "-o", out,
                                "-p", "fp32", "-e", "cpu", "-c", g / "builder-cache"], env=env, log=g / f"{name}-builder.log")
             shutil.rmtree(hf, ignore_errors=True)
@@ -349,7 +351,7 @@ class Harness:
 
         static = g / "tiny-static"
         if not (static / "export.json").exists():
-            self.run("genai", [self.forge_py, BENCH / "export_models.py", "decoder", "--config", "tiny-random",
+            self.run("genai", [self.forge_py, "-m", "bench.export_models", "decoder", "--config", "tiny-random",
                                "--out", static, "--graphs", "step,prefill,embed"])
         tiny = build("tiny-random", "tiny")
         args = ["--work", g, "--tiny-static", static, "--tiny-genai", tiny,
@@ -367,7 +369,7 @@ class Harness:
         dec = self.models / "decoder" / "lfm2-1.2b-hybrid"
         if not self.a.quick and vis.exists() and (dec / "decoder_prefill.onnx").exists() and self.forge_py.exists():
             if not (big / "manifest.toml").exists():
-                self.run("rust", [self.forge_py, BENCH / "make_bundle.py", "--config", "autoneural-1.5b", "--vision", vis,
+                self.run("rust", [self.forge_py, "-m", "bench.make_bundle", "--config", "autoneural-1.5b", "--vision", vis,
                                   "--decoder", dec, "--out", big])
             bundles.append(big)
             self.wait_for_memory(12, "rust 1.5B bundle")
@@ -382,12 +384,12 @@ class Harness:
         return {"status": "ok", "markdown": md.read_text()}
 
     def cabin(self) -> dict:
-        import tomllib
+        from forge.manifest import load  # standard library only: fine in the bench venv
 
         man = ROOT / "models" / "autoneural-cabin" / "manifest.toml"
         if not man.exists():
             return {"status": "missing", "reason": "models/autoneural-cabin/ has not landed"}
-        m = tomllib.loads(man.read_text())
+        m = load(man.parent)
         rows = []
         for variant, v in m.get("variants", {}).items():
             for graph, db in (v.get("sqnr_db") or {}).items():
@@ -422,7 +424,7 @@ class Harness:
             earlier = old.get("reruns") or ([{"only": old["only"], "total_s": old["total_s"]}] if old.get("only") else [])
             run["reruns"] = earlier + [{"only": self.a.only, "total_s": run["total_s"]}]
         prev.write_text(json.dumps(run, indent=1))
-        subprocess.run([self.bench_py, BENCH / "report.py", "--results", self.results, "--out", BENCH / "REPORT.md"],
+        subprocess.run([self.bench_py, "-m", "bench.report", "--results", self.results, "--out", BENCH / "REPORT.md"],
                        cwd=ROOT, check=True)
         print(f"[bench] wrote bench/REPORT.md in {run['total_s']} s", flush=True)
         return 0

@@ -2,7 +2,7 @@
 runtime's benchmark: hard links (no copy of the multi-GB weights), the forge's default tokenizer,
 probes.toml and a manifest with SHA-256 checksums. Run in the forge venv from the repository root.
 
-  make_bundle.py --config autoneural-1.5b --vision DIR/vision.onnx --decoder DIR --out BUNDLE
+  python -m bench.make_bundle --config autoneural-1.5b --vision DIR/vision.onnx --decoder DIR --out BUNDLE
 """
 
 from __future__ import annotations
@@ -12,17 +12,14 @@ import dataclasses
 import json
 import os
 import shutil
-import sys
 import time
 from pathlib import Path
 
 import onnx
 
-sys.path.insert(0, os.environ.get("FORGE_SRC", str(Path(__file__).resolve().parents[1])))
-
-from forge.bundle import default_tokenizer, manifest_dict, save_manifest  # noqa: E402
-from forge.config import get_config  # noqa: E402
-from forge.probes import probes_toml  # noqa: E402
+from forge.bundle import default_tokenizer, manifest_dict, save_manifest
+from forge.config import get_config
+from forge.probes import probes_toml
 
 
 def main() -> int:

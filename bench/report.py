@@ -7,7 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
-import svg
+from bench import svg
 
 PAPER_VISION = {256: (28.0, 163.3), 512: (101.7, 1415.0), 768: (278.1, None)}  # SA8295P, ms: AutoNeural, InternVL2-2B
 VIT_SIZE = {256: 252, 512: 504, 768: 756}

@@ -14,7 +14,6 @@ import os
 import json
 import shutil
 import time
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,12 +24,12 @@ from tokenizers import Tokenizer
 from .config import ModelConfig
 from .export import export_float_graphs, external_data_files
 from .images import QUESTIONS, describe, draw, pixel_values
+from .manifest import FORMAT, GRAPHS
+from .manifest import load as load_manifest  # noqa: F401  (the one reader; re-exported for the build tools)
 from .probes import DEFAULT_PROBES, Probe, probes_toml
 from .tokenizer import base_corpus, train_tokenizer
 
-GRAPHS = ("vision", "embed", "decoder_prefill", "decoder_step")
 LANGUAGE_GRAPHS = ("decoder_prefill", "decoder_step")
-FORMAT = "autoneural-bundle/1"
 
 
 @dataclass
@@ -144,10 +143,6 @@ def save_manifest(out: Path, man: dict, checksums: bool) -> None:
     if checksums:
         man["files"] = {p.relative_to(out).as_posix(): sha256(p) for p in bundle_files(out)}
     (out / "manifest.toml").write_text(dump_manifest(man))
-
-
-def load_manifest(out: Path) -> dict:
-    return tomllib.loads((Path(out) / "manifest.toml").read_text())
 
 
 # --- calibration data -------------------------------------------------------------------------

@@ -3,7 +3,7 @@
     /work/main/.venv/bin/python -m forge.check_bundles [BUNDLE_DIR ...]   (default: models/*/)
 
 Needs only the runtime venv (onnx, onnxruntime, numpy; Python >= 3.11 for tomllib). Checks:
-manifest schema and types; [files] lists exactly the bundle's other files with matching SHA-256;
+manifest schema and types (forge.manifest, the one Python manifest reader); [files] lists exactly the bundle's other files with matching SHA-256;
 probes.toml and golden.json schemas; every graph's IR version, opset, static I/O names, shapes and
 dtypes; and replays golden case 0's greedy tokens on ONNX Runtime CPU for every variant (prompt ids
 come from golden.json, so no tokenizer library is needed). Face bundles (`autoneural-face/1`,
@@ -24,21 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-GRAPHS = ("vision", "embed", "decoder_prefill", "decoder_step")
-FORMAT = "autoneural-bundle/1"
-
-SCHEMA = {
-    "": {"format": str, "name": str, "description": str},
-    "image": {"size": int, "channels": int, "mean": list, "std": list, "tokens": int},
-    "text": {
-        "tokenizer": str, "vocab_size": int, "bos_id": int, "eos_id": int, "pad_id": int, "image_token": str,
-        "image_token_id": int, "stop_tokens": list, "system_prompt": str, "template": str,
-    },
-    "decoder": {
-        "hidden": int, "layer_types": list, "num_heads": int, "num_kv_heads": int, "head_dim": int,
-        "conv_kernel": int, "kv_capacity": int, "prefill_chunk": int, "mask_value": float, "rope_theta": float,
-    },
-}
+from . import manifest
+from .manifest import FACE_FORMAT, FACE_GRAPHS, GRAPHS
 
 
 def sha256(path: Path) -> str:
@@ -89,54 +76,6 @@ def read_png(path: Path) -> np.ndarray:
         prev = cur
     img = out.reshape(h, w, ch).astype(np.uint8)
     return np.repeat(img, 3, axis=2) if ch == 1 else img[..., :3]
-
-
-def check_schema(man: dict, schema: dict, errors: list[str]):
-    """Every key of `schema` ({section: {key: type}}, "" = top level) is present with its type;
-    yields (section, table) for the sections that exist, for further checks."""
-    for section, keys in schema.items():
-        table = man if section == "" else man.get(section)
-        if not isinstance(table, dict):
-            errors.append(f"manifest.toml: missing [{section}]")
-            continue
-        for k, ty in keys.items():
-            if k not in table:
-                errors.append(f"manifest.toml: missing {section or 'top-level'} key {k!r}")
-            elif not isinstance(table[k], ty) or (ty is int and isinstance(table[k], bool)):
-                errors.append(f"manifest.toml: {section}.{k} should be {ty.__name__}")
-        yield section, table
-
-
-def check_manifest(b: Path, man: dict, errors: list[str]) -> None:
-    for _ in check_schema(man, SCHEMA, errors):
-        pass
-    if man.get("format") != FORMAT:
-        errors.append(f"manifest.toml: format {man.get('format')!r} != {FORMAT!r}")
-    d = man.get("decoder", {})
-    if any(t not in ("conv", "full_attention") for t in d.get("layer_types", [])):
-        errors.append("manifest.toml: layer_types entries must be conv or full_attention")
-    variants = man.get("variants", {})
-    if "fp32" not in variants:
-        errors.append("manifest.toml: no [variants.fp32]")
-    for name, v in variants.items():
-        if not isinstance(v.get("quantization"), str):
-            errors.append(f"manifest.toml: variants.{name}.quantization missing")
-        paths = [v.get(g) for g in GRAPHS]
-        ctx = v.get("qnn_context", {})
-        if ctx:
-            if not isinstance(ctx.get("htp_arch"), int) or not isinstance(ctx.get("soc_model"), int):
-                errors.append(f"manifest.toml: variants.{name}.qnn_context needs htp_arch and soc_model")
-            paths += [ctx.get(g) for g in GRAPHS if g in ctx]
-        for g, p in zip(GRAPHS, paths):
-            if not isinstance(p, str):
-                errors.append(f"manifest.toml: variants.{name}.{g} missing")
-        for p in paths:
-            if isinstance(p, str) and (p.startswith("/") or ".." in Path(p).parts or not (b / p).is_file()):
-                errors.append(f"manifest.toml: variants.{name}: {p} is not a file inside the bundle")
-        for k, x in v.get("sqnr_db", {}).items():
-            if k not in GRAPHS or not isinstance(x, float):
-                errors.append(f"manifest.toml: variants.{name}.sqnr_db.{k} is not a graph SQNR")
-    check_files(b, man, errors)
 
 
 def check_probes(b: Path, errors: list[str]) -> dict:
@@ -250,21 +189,6 @@ def replay_case(b: Path, man: dict, variant: str, case: dict, errors: list[str])
         errors.append(f"golden.json: {variant}: replayed greedy tokens differ from the golden ones")
 
 
-FACE_FORMAT = "autoneural-face/1"
-FACE_GRAPHS = ("detector", "landmarks", "iris")
-FACE_SCHEMA = {
-    "": {"format": str, "name": str, "description": str, "source": str},
-    "detector": {
-        "size": int, "input": str, "input_range": list, "boxes": str, "scores": str, "strides": list,
-        "anchor_offset": float, "interpolated_scale_aspect_ratio": float, "keypoints": int, "min_score": float,
-        "min_suppression_threshold": float, "score_clip": float,
-    },
-    "landmarks": {
-        "size": int, "input": str, "input_range": list, "landmarks": str, "presence": str, "roi_scale": float,
-        "min_presence": float,
-    },
-    "iris": {"size": int, "input": str, "input_range": list, "contour": str, "iris": str, "roi_scale": float},
-}
 # output key -> number of values (the detector's come from its anchors)
 FACE_VALUES = {"landmarks": {"landmarks": 468 * 3, "presence": 1}, "iris": {"contour": 71 * 3, "iris": 5 * 3}}
 
@@ -293,37 +217,6 @@ def ssd_anchor_count(size: int, strides: list[int], interpolated: float) -> int:
         n += (size // strides[i]) ** 2 * per_cell
         i = j
     return n
-
-
-def check_face_manifest(b: Path, man: dict, errors: list[str]) -> None:
-    for section, table in check_schema(man, FACE_SCHEMA, errors):
-        r = table.get("input_range")
-        if section and not (isinstance(r, list) and len(r) == 2 and all(isinstance(x, float) for x in r) and r[0] < r[1]):
-            errors.append(f"manifest.toml: {section}.input_range should be [low, high] floats")
-    if man.get("format") != FACE_FORMAT:
-        errors.append(f"manifest.toml: format {man.get('format')!r} != {FACE_FORMAT!r}")
-    strides = man.get("detector", {}).get("strides")
-    if not (isinstance(strides, list) and strides and all(isinstance(x, int) and x > 0 for x in strides)):
-        errors.append("manifest.toml: detector.strides should be positive integers")
-    variants = man.get("variants", {})
-    if "fp32" not in variants:
-        errors.append("manifest.toml: no [variants.fp32]")
-    for name, v in variants.items():
-        if not isinstance(v.get("quantization"), str):
-            errors.append(f"manifest.toml: variants.{name}.quantization missing")
-        for g in FACE_GRAPHS:
-            p = v.get(g)
-            if not isinstance(p, str):
-                errors.append(f"manifest.toml: variants.{name}.{g} missing")
-            elif p.startswith("/") or ".." in Path(p).parts or not (b / p).is_file():
-                errors.append(f"manifest.toml: variants.{name}: {p} is not a file inside the bundle")
-        for k, x in v.get("sqnr_db", {}).items():
-            if k not in FACE_GRAPHS or not isinstance(x, float):
-                errors.append(f"manifest.toml: variants.{name}.sqnr_db.{k} is not a graph SQNR")
-        for k, x in v.get("offload", {}).items():
-            if k not in FACE_GRAPHS or not isinstance(x, str) or not (x == "full" or x.startswith("partial: ")):
-                errors.append(f"manifest.toml: variants.{name}.offload.{k} should be \"full\" or \"partial: OPS\"")
-    check_files(b, man, errors)
 
 
 def face_expected_io(man: dict, graph: str) -> tuple[tuple[str, list[int]], dict[str, int]]:
@@ -376,17 +269,16 @@ def check_face_graphs(b: Path, man: dict, errors: list[str]) -> None:
 
 
 def check_bundle(b: Path, replay: bool = True) -> list[str]:
-    errors: list[str] = []
     try:
-        man = tomllib.loads((b / "manifest.toml").read_text())
-    except (OSError, tomllib.TOMLDecodeError) as e:
-        return [f"{b}/manifest.toml: {e}"]
+        man = manifest.load(b)
+    except manifest.ManifestError as e:
+        return [str(e)]
+    errors = manifest.problems(b, man)
+    check_files(b, man, errors)
     if man.get("format") == FACE_FORMAT:
-        check_face_manifest(b, man, errors)
         if not errors:
             check_face_graphs(b, man, errors)
         return [f"{b}: {e}" for e in errors]
-    check_manifest(b, man, errors)
     probes = check_probes(b, errors)
     if errors:
         return [f"{b}: {e}" for e in errors]

@@ -231,7 +231,7 @@ def convert(checkpoint: Path, out: Path, image_size: int = 256, quant=("w8a16",)
 
     from .bundle import compile_qnn, manifest_dict, record_feeds, _subsample
     from .config import ModelConfig, TextConfig, VisionConfig
-    from .export import export_float_graphs, _export
+    from .export import export_float_graphs, export_graph
     from .golden import write_golden
     from .hf import load_lfm2_vl_language
     from .images import QUESTIONS, draw
@@ -316,9 +316,9 @@ def convert(checkpoint: Path, out: Path, image_size: int = 256, quant=("w8a16",)
                                 forms = {HTP_FORMS[o] for o in ops}
                                 alt = Path(td) / f"vision_htp_{'_'.join(sorted(forms))}.onnx"
                                 if not alt.exists():
-                                    _export(vision_module(htp_form(hf, forms), image_size, htp_gelu="gelu" in forms),
-                                            (torch.zeros(1, 3, image_size, image_size),), alt, ["pixel_values"],
-                                            ["image_embeds"])
+                                    export_graph(vision_module(htp_form(hf, forms), image_size, htp_gelu="gelu" in forms),
+                                                 (torch.zeros(1, 3, image_size, image_size),), alt, ["pixel_values"],
+                                                 ["image_embeds"])
                                 diff = float(max(np.abs(_run(alt, f) - _run(src, f)).max() for f in held["vision"]))
                                 log(f"{scheme}/{g}: re-quantized from the HTP form {sorted(forms)} (float max |d| "
                                     f"{diff:.1e} vs the fp32 graph)")

@@ -9,9 +9,11 @@ import tempfile
 import warnings
 from pathlib import Path
 
+import numpy as np
 import onnx
 import torch
 import torch.nn as nn
+from onnx import numpy_helper
 
 from .model import AutoNeural
 
@@ -81,19 +83,22 @@ def decoder_io(model: AutoNeural, t: int) -> tuple[list[str], list[str], list[to
 class WeightFile:
     """An external-data file that several graphs share: tensors are appended once (deduplicated by
     content, page-aligned), so decoder_prefill and decoder_step of a big model keep one copy of the
-    weights on disk instead of two."""
+    weights on disk instead of two. `reused` counts the bytes a repeated tensor did not add."""
 
     ALIGN = 4096
 
     def __init__(self, path: Path):
         self.path = path
         self.index: dict[bytes, tuple[int, int]] = {}
+        self.reused = 0
         path.unlink(missing_ok=True)
         path.touch()
 
     def put(self, data: bytes) -> tuple[int, int]:
         key = hashlib.sha256(data).digest()
-        if key not in self.index:
+        if key in self.index:
+            self.reused += len(data)
+        else:
             with open(self.path, "ab") as f:
                 off = f.tell()
                 pad = (-off) % self.ALIGN
@@ -102,9 +107,30 @@ class WeightFile:
             self.index[key] = (off + pad, len(data))
         return self.index[key]
 
+    def store(self, t: onnx.TensorProto, data: bytes) -> None:
+        """Moves `data` (the tensor's bytes) into the file and points `t` at it."""
+        off, n = self.put(bytes(data))
+        t.ClearField("raw_data")
+        del t.external_data[:]
+        t.data_location = onnx.TensorProto.EXTERNAL
+        for k, v in (("location", self.path.name), ("offset", str(off)), ("length", str(n))):
+            e = t.external_data.add()
+            e.key, e.value = k, v
 
-def _export(module: nn.Module, args: tuple, path: Path, inputs: list[str], outputs: list[str],
-            weights: WeightFile | None = None) -> None:
+    def holds(self, t: onnx.TensorProto) -> bool:
+        return any(e.key == "location" and e.value == self.path.name for e in t.external_data)
+
+
+def export_graph(module: nn.Module, args: tuple, path: Path, inputs: list[str], outputs: list[str],
+                 weights: WeightFile | None = None, params_as_inputs: bool = False) -> None:
+    """torch.onnx.export (opset 17, the legacy tracer) of `module` on `args` to `path`, then
+    `finalize`: short names, static output shapes, IR <= 10, and with `weights` every initializer
+    over 1 KiB in that shared external-data file.
+
+    `params_as_inputs` (for multi-GB models): the exporter runs with `export_params=False`, so it
+    never holds its own copy of the weights (the copy that takes a 7.6 GB model near 17 GB peak);
+    `attach_params` then writes the weights from the module's tensors one at a time, applying the
+    Transposes the tracer puts on Linear weights (what the exporter's constant folding would do)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with torch.no_grad():
         result = module(*args)
@@ -124,17 +150,67 @@ def _export(module: nn.Module, args: tuple, path: Path, inputs: list[str], outpu
                 output_names=outputs,
                 opset_version=OPSET,
                 dynamo=False,
-                do_constant_folding=True,
+                do_constant_folding=not params_as_inputs,
+                export_params=not params_as_inputs,
             )
-        finalize(raw, path, shapes, weights)
+        m = onnx.load(str(raw), load_external_data=False)
+        if params_as_inputs:
+            attach_params(m, module, set(inputs), weights)
+        finalize(m, raw.parent, path, shapes, weights)
 
 
-def finalize(src: Path, dst: Path, output_shapes: dict[str, list[int]], weights: WeightFile | None = None) -> None:
+def attach_params(m: onnx.ModelProto, module: nn.Module, user_inputs: set[str], weights: WeightFile | None) -> None:
+    """The graph inputs an `export_params=False` export made of the module's parameters and buffers
+    become initializers again (a Transpose of one is applied to the stored tensor). With `weights`,
+    each tensor goes straight into that file (the proto only gets a reference), so memory never
+    holds a second copy of the weights."""
+
+    def initializer(arr: np.ndarray, name: str) -> onnx.TensorProto:
+        arr = np.ascontiguousarray(arr)
+        if weights is None or arr.nbytes <= 1024:
+            return numpy_helper.from_array(arr, name)
+        t = onnx.TensorProto(name=name, data_type=onnx.helper.np_dtype_to_tensor_dtype(arr.dtype), dims=arr.shape)
+        weights.store(t, arr.tobytes())
+        return t
+
+    tensors = dict(module.named_parameters(remove_duplicate=False))
+    tensors.update(dict(module.named_buffers(remove_duplicate=False)))
+    g = m.graph
+    params = {vi.name for vi in g.input if vi.name not in user_inputs}
+    missing = params - set(tensors)
+    if missing:
+        raise RuntimeError(f"graph inputs that are neither inputs nor parameters: {sorted(missing)[:5]}")
+    consumers: dict[str, int] = {}
+    for n in g.node:
+        for x in n.input:
+            consumers[x] = consumers.get(x, 0) + 1
+    keep, folded = [], []
+    for n in g.node:
+        if n.op_type == "Transpose" and n.input[0] in params:
+            perm = next((list(a.ints) for a in n.attribute if a.name == "perm"), None)
+            arr = tensors[n.input[0]].detach().numpy()
+            folded.append(initializer(arr.transpose(perm) if perm else arr.T, n.output[0]))
+            consumers[n.input[0]] -= 1
+        else:
+            keep.append(n)
+    del g.node[:]
+    g.node.extend(keep)
+    g.initializer.extend(folded)
+    for name in sorted(params):
+        if consumers.get(name, 0) > 0:
+            g.initializer.append(initializer(tensors[name].detach().numpy(), name))
+    kept_inputs = [vi for vi in g.input if vi.name in user_inputs]
+    del g.input[:]
+    g.input.extend(kept_inputs)
+
+
+def finalize(m: onnx.ModelProto, src_dir: Path, dst: Path, output_shapes: dict[str, list[int]],
+             weights: WeightFile | None = None) -> None:
     """Cap the IR version, shorten names, write the outputs' static shapes (the tracer leaves some
-    unknown), check every graph input/output is fully static, save to dst. With `weights`, every
+    unknown), check every graph input/output is fully static, save to dst. `m` is loaded without
+    external data; tensors the exporter spilled are read from `src_dir`. With `weights`, every
     initializer over 1 KiB goes into that shared external-data file (streamed: a multi-GB graph
     is never loaded whole)."""
-    m = onnx.load(str(src), load_external_data=False)
     m.ir_version = min(m.ir_version, MAX_IR)
     compact_names(m.graph)
     for vi in m.graph.output:
@@ -148,8 +224,10 @@ def finalize(src: Path, dst: Path, output_shapes: dict[str, list[int]], weights:
             raise RuntimeError(f"{dst.name}: {vi.name} has a symbolic or unknown dimension")
     for t in m.graph.initializer:
         if t.data_location == onnx.TensorProto.EXTERNAL:
+            if weights is not None and weights.holds(t):
+                continue  # already written by attach_params
             info = {e.key: e.value for e in t.external_data}
-            with open(src.parent / info["location"], "rb") as f:
+            with open(src_dir / info["location"], "rb") as f:
                 f.seek(int(info.get("offset", 0)))
                 data = f.read(int(info["length"])) if "length" in info else f.read()
         elif weights is not None and len(t.raw_data) > 1024:
@@ -158,13 +236,7 @@ def finalize(src: Path, dst: Path, output_shapes: dict[str, list[int]], weights:
             continue
         if weights is None:
             raise RuntimeError(f"{dst.name}: the exporter spilled weights; pass a WeightFile")
-        off, n = weights.put(bytes(data))
-        t.ClearField("raw_data")
-        del t.external_data[:]
-        t.data_location = onnx.TensorProto.EXTERNAL
-        for k, v in (("location", weights.path.name), ("offset", str(off)), ("length", str(n))):
-            e = t.external_data.add()
-            e.key, e.value = k, v
+        weights.store(t, data)
     onnx.save(m, str(dst))
 
 
@@ -212,10 +284,10 @@ def export_float_graphs(model: AutoNeural, out: Path, shared_decoder_weights: bo
 
     paths = {}
     paths["vision"] = out / "vision.onnx"
-    _export(VisionGraph(model), (torch.zeros(1, 3, s, s),), paths["vision"], ["pixel_values"], ["image_embeds"],
+    export_graph(VisionGraph(model), (torch.zeros(1, 3, s, s),), paths["vision"], ["pixel_values"], ["image_embeds"],
             store("vision"))
     paths["embed"] = out / "embed.onnx"
-    _export(
+    export_graph(
         EmbedGraph(model),
         (torch.zeros(1, cfg.prefill_chunk, dtype=torch.int32),),
         paths["embed"],
@@ -227,7 +299,7 @@ def export_float_graphs(model: AutoNeural, out: Path, shared_decoder_weights: bo
     for name, t in (("decoder_prefill", cfg.prefill_chunk), ("decoder_step", 1)):
         ins, outs, example = decoder_io(model, t)
         paths[name] = out / f"{name}.onnx"
-        _export(DecoderGraph(model), tuple(example), paths[name], ins, outs, shared)
+        export_graph(DecoderGraph(model), tuple(example), paths[name], ins, outs, shared)
     return paths
 
 

@@ -31,8 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .manifest import FACE_FORMAT as FORMAT
+
 ROOT = Path(__file__).resolve().parent.parent
-FORMAT = "autoneural-face/1"
 SOURCE_VERSION = "0.6.0"
 
 # graph key -> (tflite file, input size, input range, output roles in TF Lite output order)

@@ -13,13 +13,13 @@ Sequence handling (forge/README.md, "decoder contract"):
 from __future__ import annotations
 
 import copy
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
+from . import manifest
 from .config import TextConfig
 
 
@@ -97,8 +97,10 @@ class Runner:
         threads: int = 2,
     ):
         self.bundle = Path(bundle)
-        self.manifest = tomllib.loads((self.bundle / "manifest.toml").read_text())
+        self.manifest = manifest.read(self.bundle)
         man = self.manifest
+        if variant not in man["variants"]:
+            raise manifest.ManifestError(self.bundle / "manifest.toml", [f"no [variants.{variant}]"])
         self.variant = man["variants"][variant]
         d = man["decoder"]
         self.spec = DecoderSpec(

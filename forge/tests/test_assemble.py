@@ -13,6 +13,7 @@ from safetensors.torch import load_file, save_file
 
 from forge.__main__ import main
 from forge.assemble import AssemblyError, assemble_model, timm_encoder, tiny_lfm2, tiny_vision
+from forge.manifest import read as read_manifest
 
 COMMITTED = Path(__file__).resolve().parents[2] / "models" / "autoneural-assembled-tiny"
 
@@ -130,11 +131,9 @@ def test_missing_image_token_is_named(parts, tmp_path):
 
 
 def test_quantized_graphs_run_fully_on_the_htp():
-    import tomllib
-
     from forge.qnn import assignment, htp_session
 
-    man = tomllib.loads((COMMITTED / "manifest.toml").read_text())
+    man = read_manifest(COMMITTED)
     v = man["variants"]["w8a16"]
     for g in ("vision", "embed", "decoder_prefill", "decoder_step"):
         sess = htp_session(COMMITTED / v[g], threads=1)  # raises unless every node is on the HTP

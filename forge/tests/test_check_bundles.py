@@ -6,9 +6,13 @@ import re
 import shutil
 
 import numpy as np
+import pytest
 from PIL import Image
 
+from forge import manifest
 from forge.check_bundles import check_bundle, read_png
+from forge.manifest import ManifestError
+from forge.runtime import Runner
 
 
 def copy(src, tmp_path):
@@ -54,3 +58,21 @@ def test_replay_detects_wrong_golden_tokens(committed_bundle, tmp_path):
 def test_png_reader_matches_pillow(committed_bundle):
     for p in sorted((committed_bundle / "golden").glob("*.png")):
         assert np.array_equal(read_png(p), np.asarray(Image.open(p).convert("RGB")))
+
+
+def test_manifest_reader_names_every_problem(committed_bundle, tmp_path):
+    """The one manifest reader (forge.manifest) that the checker and the runtime share: a broken
+    manifest is refused with all its problems, and the runtime refuses it too."""
+    b = copy(committed_bundle, tmp_path)
+    man = (b / "manifest.toml").read_text()
+    man = man.replace("hidden = ", "hidden_size = ")
+    man = man.replace('decoder_step = "fp32/decoder_step.onnx"', 'decoder_step = "../x.onnx"')
+    (b / "manifest.toml").write_text(man)
+    with pytest.raises(ManifestError) as e:
+        manifest.read(b)
+    assert "manifest.toml: missing decoder key 'hidden'" in e.value.problems
+    assert "manifest.toml: variants.fp32: ../x.onnx is not a file inside the bundle" in e.value.problems
+    assert any("missing decoder key 'hidden'" in x for x in check_bundle(b))
+    with pytest.raises(ManifestError):
+        Runner(b, "fp32")
+    assert manifest.load(b)["decoder"]["hidden_size"] == 64  # parse only: for tools mid-build

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from forge.__main__ import main
+from forge.manifest import read as read_manifest
 
 COMMITTED = Path(__file__).resolve().parents[2] / "models" / "lfm2-vl-tiny-bundle"
 
@@ -47,9 +48,7 @@ def test_fixture_rebuilds(rebuilt):
 def test_quantized_graphs_run_fully_on_the_htp():
     from forge.qnn import assignment, htp_session
 
-    import tomllib
-
-    man = tomllib.loads((COMMITTED / "manifest.toml").read_text())
+    man = read_manifest(COMMITTED)
     v = man["variants"]["w8a16"]
     for g in ("vision", "embed", "decoder_prefill", "decoder_step"):
         sess = htp_session(COMMITTED / v[g], threads=1)  # raises unless every node is on the HTP

@@ -47,3 +47,23 @@ def test_mse_clip_never_worse_than_max(levels):
     assert np.all(err(c) <= err(amax) + 1e-9)
     if levels == 15:
         assert err(c)[0] < 0.9 * err(amax)[0]  # the outlier column gains
+
+
+def test_params_as_inputs_export_is_exact(tmp_path, committed_bundle):
+    """The low-memory path (export without the exporter's weight copy, weights streamed from the
+    module into one shared file) computes exactly what the committed graphs do."""
+    model = build_model(CONFIGS["tiny-random"])
+    weights = fx.WeightFile(tmp_path / "weights.data")
+    for name, t in (("decoder_prefill", model.cfg.prefill_chunk), ("decoder_step", 1)):
+        ins, outs, example = fx.decoder_io(model, t)
+        fx.export_graph(fx.DecoderGraph(model), tuple(example), tmp_path / f"{name}.onnx", ins, outs, weights,
+                        params_as_inputs=True)
+    assert weights.reused > 0  # the second graph's weights were already in the file
+    rng = np.random.default_rng(0)
+    for g in ("decoder_prefill", "decoder_step"):
+        assert fx.external_data_files(tmp_path / f"{g}.onnx") == [tmp_path / "weights.data"]
+        a, b = cpu_session(tmp_path / f"{g}.onnx"), cpu_session(committed_bundle / f"fp32/{g}.onnx")
+        feed = {i.name: rng.standard_normal(i.shape).astype(np.float32) if "float" in i.type
+                else np.arange(i.shape[1], dtype=np.int32)[None] for i in a.get_inputs()}
+        for x, y in zip(a.run(None, feed), b.run(None, feed)):
+            assert np.array_equal(x, y), g

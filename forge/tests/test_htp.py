@@ -5,6 +5,7 @@ context binary reloads with identical outputs."""
 import numpy as np
 import pytest
 
+from forge.manifest import read as read_manifest
 from forge.qnn import assignment, htp_session
 from forge.quantize import sqnr_db
 from forge.runtime import Runner, cpu_session
@@ -32,9 +33,7 @@ def graph_feeds(committed_bundle):
 
 
 def quantized_graphs(bundle):
-    import tomllib
-
-    man = tomllib.loads((bundle / "manifest.toml").read_text())
+    man = read_manifest(bundle)
     out = {}
     for v in man["variants"].values():
         if v["quantization"] != "none":
@@ -45,9 +44,7 @@ def quantized_graphs(bundle):
 
 @pytest.mark.parametrize("variant", ["w8a16", "w4a16"])
 def test_quantized_graphs_fully_offload_and_context_reloads(committed_bundle, graph_feeds, variant):
-    import tomllib
-
-    man = tomllib.loads((committed_bundle / "manifest.toml").read_text())
+    man = read_manifest(committed_bundle)
     v = man["variants"][variant]
     for g in GRAPHS:
         qdq = committed_bundle / v[g]
