@@ -1,0 +1,230 @@
+//! How long a safety probe waits while a question generates (issue 15, "safety preempts").
+//!
+//! cargo run --release -p autoneural-inference --example preempt_bench -- --model DIR \
+//!     [--variant V] [--threads N] [--rounds N] [--tokens N] [--label TEXT] [--json FILE]
+//!
+//! Through the `Worker`, as the daemon uses it: a question generates `--tokens` tokens (stop tokens
+//! ignored) on one frame; at a point spread over its decoding, a safety probe of a new frame (the
+//! model's default probes) is submitted. Per round: the probe's wait (submitted -> started), its
+//! latency (submitted -> result), and how long it would have waited for the rest of the generation
+//! without preemption. Baselines from the same run: the probe alone on an idle worker, and one decode
+//! step. The target: wait <= one decode step (latency <= one decode step + the probe alone).
+//! Each row records the cores other processes used meanwhile (from /proc); run on an idle machine.
+
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use autoneural_inference::{
+    CpuOptions, EngineConfig, Frame, GenerateParams, PixelFormat, Provider, QueueLimits, Worker,
+};
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn quantile(v: &[f64], q: f64) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v[((v.len() - 1) as f64 * q).round() as usize]
+}
+
+/// A 640x480 gradient frame; `shift` changes its content (a new camera frame).
+fn frame(id: u64, shift: u32) -> Frame {
+    let (w, h) = (640u32, 480u32);
+    let data: Vec<u8> = (0..h)
+        .flat_map(|y| {
+            (0..w).flat_map(move |x| [((x + shift) % 256) as u8, ((y + 2 * shift) % 256) as u8, 128])
+        })
+        .collect();
+    Frame::new(id, w, h, PixelFormat::Rgb8, data)
+}
+
+/// CPU time of the whole machine and of this process, to tell what others used meanwhile.
+struct CpuMeter {
+    wall: Instant,
+    busy: f64,
+    own: f64,
+}
+
+impl CpuMeter {
+    fn ticks() -> (f64, f64) {
+        let hz = 100.0; // USER_HZ on Linux
+        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        let cpu: Vec<f64> = stat
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        let total: f64 = cpu.iter().sum();
+        let idle = cpu.get(3).copied().unwrap_or(0.0) + cpu.get(4).copied().unwrap_or(0.0);
+        let own = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+        // Fields after the command name (which may contain spaces): utime is the 12th, stime the 13th.
+        let after = own.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+        let f: Vec<f64> = after
+            .split_whitespace()
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        let own = f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0);
+        ((total - idle) / hz, own / hz)
+    }
+    fn start() -> CpuMeter {
+        let (busy, own) = Self::ticks();
+        CpuMeter {
+            wall: Instant::now(),
+            busy,
+            own,
+        }
+    }
+    /// Cores used by other processes since `start`.
+    fn others(&self) -> f64 {
+        let (busy, own) = Self::ticks();
+        let wall = self.wall.elapsed().as_secs_f64().max(1e-3);
+        ((busy - self.busy) - (own - self.own)).max(0.0) / wall
+    }
+}
+
+fn main() -> Result<()> {
+    let mut model = None;
+    let mut variant = None;
+    let mut threads = 2usize;
+    let mut rounds = 8usize;
+    let mut tokens = 48usize;
+    let mut label = None;
+    let mut json = None;
+    let mut args = lexopt::Parser::from_env();
+    while let Some(arg) = args.next()? {
+        use lexopt::prelude::*;
+        match arg {
+            Long("model") => model = Some(PathBuf::from(args.value()?)),
+            Long("variant") => variant = Some(args.value()?.string()?),
+            Long("threads") => threads = args.value()?.parse()?,
+            Long("rounds") => rounds = args.value()?.parse()?,
+            Long("tokens") => tokens = args.value()?.parse()?,
+            Long("label") => label = Some(args.value()?.string()?),
+            Long("json") => json = Some(PathBuf::from(args.value()?)),
+            _ => return Err(arg.unexpected().into()),
+        }
+    }
+    let model = model.context("--model DIR is required")?;
+    if tokens < 4 {
+        bail!("--tokens must be at least 4");
+    }
+    let mut config = EngineConfig::new(&model);
+    config.variant = variant;
+    config.providers = vec![Provider::Cpu(CpuOptions { threads })];
+    let worker = Worker::spawn(config, QueueLimits::default())
+        .with_context(|| format!("loading {}", model.display()))?;
+    let meter = CpuMeter::start();
+    let question = "What is the driver doing?";
+    let params = GenerateParams {
+        max_tokens: tokens,
+        use_bundle_stop_tokens: false,
+        ..GenerateParams::default()
+    };
+    let mut next_id = 1u64;
+    let mut new_frame = || {
+        next_id += 1;
+        frame(next_id, next_id as u32 * 7)
+    };
+
+    // Baselines: the probe alone (a new frame each time, as from a camera), one decode step.
+    let mut alone = vec![];
+    for _ in 0..3 {
+        let p = worker.probe(new_frame(), None)?.wait()?;
+        alone.push(ms(p.timings.total));
+    }
+    let asked = frame(1, 0);
+    let g = worker
+        .ask(asked.clone(), question.into(), params.clone(), None)?
+        .wait()?;
+    let step = ms(g.timings.decode) / g.timings.decode_tokens.max(1) as f64;
+    let generation = ms(g.timings.decode) + g.timings.ttft.map(ms).unwrap_or(0.0);
+
+    let (mut waits, mut latencies, mut without) = (vec![], vec![], vec![]);
+    let mut missed = 0usize;
+    for round in 0..rounds {
+        let (tx, rx) = mpsc::channel::<()>();
+        let sink = Box::new(move |_: &str| {
+            let _ = tx.send(());
+        });
+        let t_ask = Instant::now();
+        let job = worker.ask(asked.clone(), question.into(), params.clone(), Some(sink))?;
+        rx.recv_timeout(Duration::from_secs(600))
+            .context("the question streamed nothing")?;
+        // Spread the submissions over the first ~80 % of the decoding.
+        let frac = (round as f64 + 0.5) / rounds as f64 * 0.8;
+        std::thread::sleep(Duration::from_secs_f64(
+            step * (tokens - 1) as f64 * frac / 1e3,
+        ));
+        let f = new_frame();
+        let t_probe = Instant::now();
+        let p = worker.probe(f, None)?.wait()?;
+        let latency = t_probe.elapsed();
+        let g = job.wait()?;
+        let t_end = t_ask.elapsed();
+        if g.timings.preemptions != 1 {
+            // The generation ended before the probe came (a model too fast for the spread).
+            missed += 1;
+            continue;
+        }
+        waits.push(ms(p.timings.queue_wait));
+        latencies.push(ms(latency));
+        // Without preemption the probe would have started when the generation ended.
+        let submitted = t_probe.duration_since(t_ask);
+        without.push(ms(t_end.saturating_sub(submitted)) - ms(p.timings.total));
+    }
+    if waits.is_empty() {
+        bail!("every generation ended before its probe came: a model this fast needs more --tokens");
+    }
+    let others = meter.others();
+    let name = label.unwrap_or_else(|| worker.info().bundle_name.clone());
+    let alone_ms = quantile(&alone, 0.5);
+    println!(
+        "| model | variant | threads | tokens | rounds (missed) | decode step ms | probe alone ms | probe wait p50 / p99 ms | probe latency p50 / p99 ms | wait without preemption p50 ms | other cores |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!(
+        "| {name} | {} | {threads} | {tokens} | {rounds} ({missed}) | {step:.1} | {alone_ms:.0} | {:.1} / {:.1} | {:.0} / {:.0} | {:.0} | {others:.2} |",
+        worker.info().variant,
+        quantile(&waits, 0.5),
+        quantile(&waits, 0.99),
+        quantile(&latencies, 0.5),
+        quantile(&latencies, 0.99),
+        quantile(&without, 0.5),
+    );
+    if let Some(path) = json {
+        let body = serde_json::json!({
+            "model": name,
+            "variant": worker.info().variant,
+            "threads": threads,
+            "tokens": tokens,
+            "rounds": rounds,
+            "rounds_missed": missed,
+            "decode_step_ms": step,
+            "generation_ms": generation,
+            "probe_alone_ms": alone_ms,
+            "safety_probe_wait_ms": {
+                "p50": quantile(&waits, 0.5),
+                "p99": quantile(&waits, 0.99),
+                "max": quantile(&waits, 1.0),
+            },
+            "safety_probe_latency_ms": {
+                "p50": quantile(&latencies, 0.5),
+                "p99": quantile(&latencies, 0.99),
+            },
+            "wait_without_preemption_ms": { "p50": quantile(&without, 0.5) },
+            "other_cores": others,
+        });
+        std::fs::write(&path, format!("{body:#}\n"))
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
