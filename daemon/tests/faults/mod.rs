@@ -1,9 +1,26 @@
 //! Fault injection on the real parts (issue 16's campaign): a camera that vanishes and comes back
 //! or is missing at start-up, a model call that hangs (the watchdog), the bus daemon killed under
-//! the running daemon, a model whose probes leave a field unfed, one huge frame in a recording.
-//! Each case was a failure once; this file keeps them so a regression fails CI. (Config-corpus and
-//! bad-bundle cases live next to the code they check: daemon/src/config.rs, adapters/preflight.rs,
-//! daemon/tests/systemd_unit.rs, inference's tests.)
+//! the running daemon, a model whose probes leave a field unfed, one huge frame in a recording, a
+//! timestamp jump, sender floods, SIGTERM with questions in flight. Each case was a failure once;
+//! this file keeps them so a regression fails CI.
+//!
+//! The campaign's other cases are tested next to the code they check (each fails CI the same way):
+//! - item 2, a corrupt-frame burst: camera/src/replay.rs `a_corrupt_burst_neither_spins_nor_...`,
+//!   camera/src/handoff.rs `corrupt_frame_warnings_are_one_line_then_a_count_per_interval`;
+//! - item 3, timing.tsv broken during a reconnect: camera/src/replay.rs
+//!   `a_timing_file_broken_during_a_reconnect_is_retried_until_it_is_fixed`;
+//! - item 4, ONNX Runtime telemetry: inference/tests/pipeline.rs
+//!   `onnx_runtime_opens_no_network_socket_and_writes_nothing_under_home` (strace'd);
+//! - items 5 and 6, configs that cannot start, unbounded strings, prompts that do not fit:
+//!   daemon/tests/systemd_unit.rs `check_config_rejects_configs_that_cannot_start`,
+//!   daemon/src/config.rs (bounds, non-UTF-8 line), inference/tests/pipeline.rs
+//!   `context_use_is_the_room_a_generation_really_has`;
+//! - item 7, the sender table: daemon/src/dbus.rs unit tests, and the two flood tests here;
+//! - items 9 and 10, over-long questions, concurrent `Describe`, SIGHUP with a broken rules file:
+//!   daemon/tests/e2e.rs `serves_state_questions_and_diagnostics_under_systemd_notify`;
+//!   `Set` on a read-only property: e2e.rs `bus_policy_admits_only_the_hmi_group_...`; an unknown
+//!   `quantization` and corrupt bundles: inference/tests/pipeline.rs;
+//! - item 11, overlapping alerts: policies/tests/overlaps.rs.
 
 use super::*;
 
