@@ -484,7 +484,8 @@ impl V4l2Source {
     /// Opens the device and starts streaming.
     pub fn open(config: V4l2Config) -> Result<V4l2Source, CameraError> {
         let stream = Stream::open(&config)?;
-        log::info!("camera streaming: {}", describe(&stream.negotiated));
+        // Debug: the application reports streaming from the capture thread's health events.
+        log::debug!("camera streaming: {}", describe(&stream.negotiated));
         Ok(V4l2Source {
             config,
             stream: Some(stream),
@@ -536,7 +537,8 @@ impl FrameSource for V4l2Source {
     fn reconnect(&mut self) -> Result<(), CameraError> {
         self.stream = None;
         let stream = Stream::open(&self.config)?;
-        log::info!("camera streaming: {}", describe(&stream.negotiated));
+        // Debug: the application reports streaming from the capture thread's health events.
+        log::debug!("camera streaming: {}", describe(&stream.negotiated));
         self.stream = Some(stream);
         Ok(())
     }
