@@ -180,6 +180,13 @@ def _assemble(a) -> int:
     return 0
 
 
+def _cpu_int4(a) -> int:
+    from .cpu_int4 import add_variant
+
+    print(json.dumps(add_variant(Path(a.dir), a.block, a.head), indent=1))
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m forge", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -286,6 +293,14 @@ def main(argv=None) -> int:
     s.add_argument("--htp-arch", type=int, default=68)
     s.add_argument("--soc-model", type=int, default=39)
     s.set_defaults(fn=_assemble)
+
+    q = sub.add_parser("cpu-int4", help="add the cpu-int4 variant to a bundle: decoder MatMuls as ONNX Runtime "
+                       "MatMulNBits (int4 on the CPU), with its accuracy against fp32 and its golden cases")
+    q.add_argument("dir")
+    q.add_argument("--block", type=int, default=32, help="weights per scale (default 32)")
+    q.add_argument("--head", choices=("float", "int4"), default="float", help="the LM head (tied token "
+                   "table): kept float (default) or int4")
+    q.set_defaults(fn=_cpu_int4)
 
     a = p.parse_args(argv)
     return a.fn(a)

@@ -38,7 +38,13 @@ fn frame(id: u64, shift: u32) -> Frame {
     let (w, h) = (640u32, 480u32);
     let data: Vec<u8> = (0..h)
         .flat_map(|y| {
-            (0..w).flat_map(move |x| [((x + shift) % 256) as u8, ((y + 2 * shift) % 256) as u8, 128])
+            (0..w).flat_map(move |x| {
+                [
+                    ((x + shift) % 256) as u8,
+                    ((y + 2 * shift) % 256) as u8,
+                    128,
+                ]
+            })
         })
         .collect();
     Frame::new(id, w, h, PixelFormat::Rgb8, data)
@@ -182,7 +188,9 @@ fn main() -> Result<()> {
         without.push(ms(t_end.saturating_sub(submitted)) - ms(p.timings.total));
     }
     if waits.is_empty() {
-        bail!("every generation ended before its probe came: a model this fast needs more --tokens");
+        bail!(
+            "every generation ended before its probe came: a model this fast needs more --tokens"
+        );
     }
     let others = meter.others();
     let name = label.unwrap_or_else(|| worker.info().bundle_name.clone());

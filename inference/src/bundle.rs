@@ -109,6 +109,34 @@ pub struct Variant {
     pub sqnr_db: Option<BTreeMap<String, f64>>,
     #[serde(default)]
     pub qnn_context: Option<QnnContext>,
+    /// `int4` variants: the MatMulNBits recipe (forge cpu-int4).
+    #[serde(default)]
+    pub int4: Option<Int4Recipe>,
+    /// A CPU variant's accuracy against fp32 on the golden cases (forge cpu-int4).
+    #[serde(default)]
+    pub accuracy: Option<Accuracy>,
+}
+
+/// How an `int4` variant's decoder was made: ONNX Runtime's MatMulNBits, 4-bit symmetric blocks.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Int4Recipe {
+    /// Weights per scale.
+    pub block: u32,
+    /// The LM head: `float` (kept) or `int4`.
+    pub head: String,
+}
+
+/// A variant against fp32 on the bundle's golden cases.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Accuracy {
+    /// max |logits - fp32 logits| / max |fp32 logits| at the first decision (same context).
+    pub first_logits_rel_err: f64,
+    /// Greedy tokens equal to fp32's before the first divergence, "n/total".
+    pub greedy_tokens_agreeing: String,
+    /// The largest change of a probe answer's probability.
+    pub probe_probability_max_diff: f64,
 }
 
 /// Precompiled QNN EP context models shipped in the bundle, valid for one HTP arch / SoC.
@@ -171,8 +199,9 @@ impl Variant {
             GraphKind::DecoderStep => c.decoder_step.as_deref(),
         }
     }
-    pub fn is_quantized(&self) -> bool {
-        self.quantization != "none"
+    /// A QDQ variant made for the NPU (w8a16, w4a16); a CPU runs it as dequantize + float op.
+    pub fn is_qdq(&self) -> bool {
+        matches!(self.quantization.as_str(), "w8a16" | "w4a16")
     }
 }
 
@@ -312,7 +341,7 @@ fn invalid(dir: &Path, message: impl Into<String>) -> BundleError {
 
 /// Internal consistency of the manifest (values a graph or the runtime depends on).
 /// The `quantization` values a variant may declare (forge writes them; the runtime chooses by them).
-pub const QUANTIZATIONS: [&str; 3] = ["none", "w8a16", "w4a16"];
+pub const QUANTIZATIONS: [&str; 4] = ["none", "w8a16", "w4a16", "int4"];
 
 pub fn check_manifest(dir: &Path, m: &Manifest) -> Result<(), BundleError> {
     if m.format != FORMAT {

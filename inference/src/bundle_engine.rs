@@ -319,24 +319,33 @@ impl BundleEngine {
     }
 }
 
+/// The variant when the config names none: for the NPU its QDQ variant (w8a16 first), for the CPU
+/// the `cpu-int4` variant when the bundle has one (MatMulNBits: int4 kernels on the CPU), else fp32.
 fn choose_variant(config: &EngineConfig, bundle: &Bundle) -> String {
     if let Some(v) = &config.variant {
         return v.clone();
     }
     let variants = &bundle.manifest.variants;
-    if matches!(config.providers.first(), Some(Provider::Qnn(_))) {
-        if variants.contains_key("w8a16") {
-            return "w8a16".into();
+    match config.providers.first() {
+        Some(Provider::Qnn(_)) => {
+            if variants.contains_key("w8a16") {
+                return "w8a16".into();
+            }
+            if let Some((name, _)) = variants.iter().find(|(_, v)| v.is_qdq()) {
+                return name.clone();
+            }
         }
-        if let Some((name, _)) = variants.iter().find(|(_, v)| v.is_quantized()) {
-            return name.clone();
-        }
+        Some(Provider::Cpu(_)) if variants.contains_key(CPU_INT4) => return CPU_INT4.into(),
+        _ => {}
     }
     if variants.contains_key("fp32") {
         return "fp32".into();
     }
     variants.keys().next().cloned().unwrap_or_default()
 }
+
+/// The CPU's int4 variant (forge cpu-int4).
+pub(crate) const CPU_INT4: &str = "cpu-int4";
 
 impl Backend for BundleEngine {
     /// The conv states and the position after the question (KV rows below it are never overwritten).

@@ -210,6 +210,37 @@ fn quantized_variants_match_their_golden_on_cpu() {
     assert!(n >= 1, "golden.json has no quantized variant");
 }
 
+/// The default model's `cpu-int4` variant (forge cpu-int4: MatMulNBits decoder) reproduces its
+/// golden cases, carries its accuracy against fp32, and is the one chosen on the CPU when the config
+/// names no variant (the NPU still gets its QDQ variant).
+#[test]
+fn cpu_int4_variant_matches_its_golden_and_is_the_cpu_default() {
+    let cabin = models().join("autoneural-cabin");
+    check_golden(&cabin, "cpu-int4");
+    let bundle = Bundle::load(&cabin, None, Verify::Presence).unwrap();
+    let v = bundle.variant("cpu-int4").unwrap();
+    assert_eq!(v.quantization, "int4");
+    assert_eq!(v.int4.as_ref().unwrap().block, 32);
+    let acc = v
+        .accuracy
+        .as_ref()
+        .expect("accuracy against fp32 in the manifest");
+    assert!(
+        acc.first_logits_rel_err > 0.0 && acc.first_logits_rel_err < 0.1,
+        "{acc:?}"
+    );
+    let mut auto = EngineConfig::new(&cabin);
+    auto.providers = vec![Provider::Cpu(CpuOptions { threads: 1 })];
+    let engine = Engine::load(&auto).unwrap();
+    assert_eq!(engine.variant(), "cpu-int4");
+    let step = engine
+        .reports()
+        .iter()
+        .find(|r| r.graph == "decoder_step")
+        .unwrap();
+    assert!(step.model.ends_with("cpu-int4/decoder_step.onnx"), "{step}");
+}
+
 // ------------------------------------------------------------------------------------------------
 // Prefix reuse, generation features
 
