@@ -117,7 +117,7 @@ impl FaceBundle {
                     "not listed in manifest.toml [files]",
                 ));
             };
-            let got = autoneural_inference::sha256_file(&file)
+            let got = autoneural_inference::bundle::sha256_file(&file)
                 .map_err(|e| FaceError::bundle(&file, e))?;
             if !got.eq_ignore_ascii_case(want) {
                 return Err(FaceError::bundle(

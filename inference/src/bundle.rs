@@ -17,8 +17,8 @@ use crate::probes::ProbeSet;
 use crate::types::ContextUse;
 
 pub const FORMAT: &str = "autoneural-bundle/1";
-pub const MANIFEST: &str = "manifest.toml";
-pub const PROBES: &str = "probes.toml";
+pub(crate) const MANIFEST: &str = "manifest.toml";
+pub(crate) const PROBES: &str = "probes.toml";
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -317,7 +317,7 @@ impl Bundle {
     }
 }
 
-pub fn read_manifest(dir: &Path) -> Result<Manifest, BundleError> {
+pub(crate) fn read_manifest(dir: &Path) -> Result<Manifest, BundleError> {
     let path = dir.join(MANIFEST);
     if !dir.is_dir() {
         return Err(BundleError::Missing {
@@ -341,9 +341,9 @@ fn invalid(dir: &Path, message: impl Into<String>) -> BundleError {
 
 /// Internal consistency of the manifest (values a graph or the runtime depends on).
 /// The `quantization` values a variant may declare (forge writes them; the runtime chooses by them).
-pub const QUANTIZATIONS: [&str; 4] = ["none", "w8a16", "w4a16", "int4"];
+pub(crate) const QUANTIZATIONS: [&str; 4] = ["none", "w8a16", "w4a16", "int4"];
 
-pub fn check_manifest(dir: &Path, m: &Manifest) -> Result<(), BundleError> {
+pub(crate) fn check_manifest(dir: &Path, m: &Manifest) -> Result<(), BundleError> {
     if m.format != FORMAT {
         return Err(invalid(
             dir,
@@ -515,7 +515,7 @@ pub fn check_manifest(dir: &Path, m: &Manifest) -> Result<(), BundleError> {
 }
 
 /// Every listed file exists (and matches its SHA-256); no unlisted regular file exists.
-pub fn verify_files(dir: &Path, m: &Manifest, verify: Verify) -> Result<(), BundleError> {
+pub(crate) fn verify_files(dir: &Path, m: &Manifest, verify: Verify) -> Result<(), BundleError> {
     for (rel, expected) in &m.files {
         let path = dir.join(rel);
         if !path.is_file() {

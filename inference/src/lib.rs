@@ -8,10 +8,11 @@
 //! - [`Worker`]: a dedicated thread owning an `Engine` behind one bounded priority queue
 //!   (Safety > Description > Question); results are futures ([`JobHandle`]).
 //!
-//! The bundle and graph contract is ARCHITECTURE.md, contract 1. Libraries are found by
-//! [`libraries`] (config -> env -> project venv -> system paths).
+//! The bundle and graph contract is ARCHITECTURE.md, contract 1; [`bundle`] holds its manifest types
+//! (the root exports only `Bundle` and `Verify`). Libraries are found by [`libraries`] (config ->
+//! env -> project venv -> system paths).
 
-mod bundle;
+pub mod bundle;
 mod bundle_engine;
 mod config;
 mod decoder;
@@ -30,10 +31,7 @@ mod sampling;
 mod types;
 mod worker;
 
-pub use bundle::{
-    Bundle, DecoderSpec, GraphKind, ImageSpec, LayerType, Manifest, QnnContext, TextSpec, Variant,
-    Verify, sha256_file,
-};
+pub use bundle::{Bundle, Verify};
 pub use config::{CpuOptions, CudaOptions, EngineConfig, PERFORMANCE_MODES, Provider, QnnOptions};
 pub use engine::{Engine, ModelFormat, input_size};
 pub use error::{BundleError, Error, FrameError, LibraryError, Result};

@@ -495,7 +495,7 @@ fn graph_with_wrong_inputs_is_rejected_with_its_file() {
     copy_dir(&tiny(), &dir);
     // Put the embed graph where the vision graph belongs and make the checksum agree.
     std::fs::copy(dir.join("fp32/embed.onnx"), dir.join("fp32/vision.onnx")).unwrap();
-    let sha = autoneural_inference::sha256_file(&dir.join("fp32/vision.onnx")).unwrap();
+    let sha = autoneural_inference::bundle::sha256_file(&dir.join("fp32/vision.onnx")).unwrap();
     let m = dir.join("manifest.toml");
     let old = Bundle::load(&tiny(), None, Verify::Presence)
         .unwrap()
