@@ -15,6 +15,7 @@ pub mod notify;
 pub mod pipeline;
 pub mod read_only;
 pub mod service;
+pub mod shutdown;
 pub mod stages;
 pub mod stats;
 #[doc(hidden)]
