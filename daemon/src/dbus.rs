@@ -18,8 +18,8 @@ use zbus::object_server::SignalEmitter;
 use zbus::{Connection, Variant, interface};
 
 use crate::config::HmiConfig;
-use crate::pipeline::{MonitoringState, Snapshot};
-use crate::stages::{Alert, AlertEvent, Answer, DriverState, StageErrorKind};
+use crate::pipeline::Snapshot;
+use crate::stages::{Alert, AlertEvent, Answer, DriverState, MonitoringState, StageErrorKind};
 use crate::stats::{Stage, StageSummary};
 use crate::vehicle::VehicleSignals;
 
@@ -76,12 +76,19 @@ impl Default for Published {
 }
 
 /// Whole percent: PropertiesChanged fires on a visible change, not on noise in the last digit.
-fn percent(v: f64) -> f64 {
+fn percent(v: f32) -> f64 {
+    let v = f64::from(v);
     if v.is_finite() {
         v.clamp(0.0, 100.0).round()
     } else {
         0.0
     }
+}
+
+/// A D-Bus boolean has no "unknown": a value the policies do not know is published as false (so
+/// missing data never reads as eyes on road or hands on the wheel).
+fn known(v: Option<bool>) -> bool {
+    v.unwrap_or(false)
 }
 
 type AlertTuple = (String, u32, String, u64);
@@ -91,10 +98,10 @@ fn alert_tuples(alerts: &[Alert]) -> Vec<AlertTuple> {
         .iter()
         .map(|a| {
             (
-                a.id.clone(),
+                a.id.as_str().to_string(),
                 a.level as u32,
                 a.message.clone(),
-                a.since.as_micros() as u64,
+                a.raised_at.as_micros() as u64,
             )
         })
         .collect()
@@ -314,7 +321,7 @@ impl Cockpit {
     /// Vehicle.Driver.IsEyesOnRoad
     #[zbus(property)]
     fn is_eyes_on_road(&self) -> bool {
-        self.read(|p| p.state.is_eyes_on_road)
+        self.read(|p| known(p.state.is_eyes_on_road))
     }
 
     /// Vehicle.Driver.AttentiveProbability, percent 0-100.
@@ -338,22 +345,22 @@ impl Cockpit {
     /// Vehicle.Driver.IsHandsOnWheel
     #[zbus(property)]
     fn is_hands_on_wheel(&self) -> bool {
-        self.read(|p| p.state.is_hands_on_wheel)
+        self.read(|p| known(p.state.is_hands_on_wheel))
     }
 
     #[zbus(property)]
     fn phone_in_use(&self) -> bool {
-        self.read(|p| p.state.phone_in_use)
+        self.read(|p| known(p.state.phone_in_use))
     }
 
     #[zbus(property)]
     fn eyes_closed(&self) -> bool {
-        self.read(|p| p.state.eyes_closed)
+        self.read(|p| known(p.state.eyes_closed))
     }
 
     #[zbus(property)]
     fn face_visible(&self) -> bool {
-        self.read(|p| p.state.face_visible)
+        self.read(|p| known(p.state.face_visible))
     }
 
     /// The latest one-sentence cabin description (refreshed at a low rate).
@@ -371,7 +378,7 @@ impl Cockpit {
     /// starting / active / degraded / unavailable
     #[zbus(property)]
     fn monitoring_state(&self) -> String {
-        self.read(|p| p.monitoring.name().to_string())
+        self.read(|p| p.monitoring.as_str().to_string())
     }
 
     /// Why MonitoringState is not `active` ("" when it is).
@@ -533,7 +540,7 @@ pub async fn publish(
             p.state = snap.state.clone();
         } else {
             // Missing data is not attentive driving: keep the last values but never claim eyes on road.
-            p.state.is_eyes_on_road = false;
+            p.state.is_eyes_on_road = None;
             p.state.attentive_probability = 0.0;
             p.state.face_visible = snap.state.face_visible;
         }
@@ -571,19 +578,21 @@ pub async fn publish(
         *last_degradation = degradation;
     }
     for event in &snap.events {
+        let (alert, at) = (event.alert(), event.at(snap.observation_time));
         match event {
-            AlertEvent::Raised { alert, at } => {
+            // An escalation is an AlertRaised with the higher level.
+            AlertEvent::Raised { .. } | AlertEvent::Escalated { .. } => {
                 Cockpit::alert_raised(
                     &emitter,
-                    &alert.id,
+                    alert.id.as_str(),
                     alert.level as u32,
                     &alert.message,
                     at.as_micros() as u64,
                 )
                 .await?
             }
-            AlertEvent::Cleared { id, at } => {
-                Cockpit::alert_cleared(&emitter, id, at.as_micros() as u64).await?
+            AlertEvent::Cleared { .. } => {
+                Cockpit::alert_cleared(&emitter, alert.id.as_str(), at.as_micros() as u64).await?
             }
         }
     }
@@ -622,7 +631,8 @@ pub async fn publish_description(
 pub fn property_changes(old: &Published, new: &Published) -> Vec<(&'static str, Variant<'static>)> {
     let mut out: Vec<(&'static str, Variant<'static>)> = vec![];
     let (o, n) = (&old.state, &new.state);
-    let mut b = |name, a: bool, b: bool| {
+    let mut b = |name, a: Option<bool>, b: Option<bool>| {
+        let (a, b) = (known(a), known(b));
         if a != b {
             out.push((name, Variant::from(b)));
         }
@@ -654,7 +664,7 @@ pub fn property_changes(old: &Published, new: &Published) -> Vec<(&'static str, 
     if old.monitoring != new.monitoring {
         out.push((
             "MonitoringState",
-            Variant::from(new.monitoring.name().to_string()),
+            Variant::from(new.monitoring.as_str().to_string()),
         ));
     }
     if old.reason != new.reason {
@@ -774,7 +784,7 @@ mod tests {
         new.state.attentive_probability = 0.3; // rounds to the same whole percent
         new.last_observation_us = 42; // read, not signalled
         assert!(property_changes(&old, &new).is_empty());
-        new.state.phone_in_use = true;
+        new.state.phone_in_use = Some(true);
         new.monitoring = MonitoringState::Active;
         let names: Vec<&str> = property_changes(&old, &new)
             .iter()

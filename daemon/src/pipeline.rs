@@ -16,10 +16,9 @@ use log::{debug, info, warn};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::budget::{Governor, Level};
-use crate::stages::Sensing;
 use crate::stages::{
-    Alert, AlertEvent, Captured, DriverState, FrameSource, Observation, Perception, Policy,
-    SourceEvent, monotonic_now,
+    Alert, AlertEvent, Captured, DriverState, FrameSource, MonitoringState, Perception, Policy,
+    SourceEvent, invalid_observation, monotonic_now, valid_observation,
 };
 use crate::stats::{LatencyStats, Stage};
 use crate::vehicle::VehicleSignals;
@@ -27,29 +26,10 @@ use crate::vehicle::VehicleSignals;
 /// How often the thread looks up from waiting (stop flag, commands, missing frames).
 const TICK: Duration = Duration::from_millis(200);
 
-/// `MonitoringState` on D-Bus.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MonitoringState {
-    Starting,
-    Active,
-    Degraded,
-    Unavailable,
-}
-
-impl MonitoringState {
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Starting => "starting",
-            Self::Active => "active",
-            Self::Degraded => "degraded",
-            Self::Unavailable => "unavailable",
-        }
-    }
-}
-
 /// Everything the publisher needs for one observation.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
+    /// The policies' state after this observation.
     pub state: DriverState,
     pub events: Vec<AlertEvent>,
     pub active_alerts: Vec<Alert>,
@@ -57,6 +37,8 @@ pub struct Snapshot {
     /// The frame's capture time, for valid observations.
     pub captured_at: Option<Duration>,
     pub valid: bool,
+    /// `MonitoringState` on D-Bus: the policies' view, made worse by an inference error or a
+    /// reduced budget level (`reason` says why it is not active).
     pub monitoring: MonitoringState,
     pub reason: String,
     pub level: Level,
@@ -313,26 +295,19 @@ impl<S: FrameSource, P: Perception<Frame = S::Frame>, L: Policy> Pipeline<S, P, 
                         self.shared.record(stage, d);
                     }
                 }
-                let obs = Observation {
-                    timestamp: captured.timestamp,
-                    answers: p.answers,
-                    vehicle,
-                    invalid: None,
-                };
-                (obs, None)
+                (
+                    valid_observation(captured.timestamp, &p.answers, vehicle),
+                    None,
+                )
             }
             Err(e) => {
                 warn!(
                     "pipeline: inference failed on frame {}: {e}",
                     captured.sequence
                 );
-                let obs = Observation {
-                    timestamp: captured.timestamp,
-                    answers: vec![],
-                    vehicle,
-                    invalid: Some(format!("inference: {e}")),
-                };
-                (obs, Some(format!("inference: {e}")))
+                let reason = format!("inference: {e}");
+                let obs = invalid_observation(captured.timestamp, reason.clone(), vehicle);
+                (obs, Some(reason))
             }
         };
         let t = monotonic_now();
@@ -355,12 +330,24 @@ impl<S: FrameSource, P: Perception<Frame = S::Frame>, L: Policy> Pipeline<S, P, 
             }
         }
         let (level, level_reason) = self.shared.level();
-        let (monitoring, reason) = match (inference_error, &state.sensing) {
+        // The observation is valid unless inference failed, so the policies' Degraded means a
+        // face they do not see (or a gap in the data).
+        let (monitoring, reason) = match (inference_error, state.monitoring) {
             (Some(e), _) => (MonitoringState::Unavailable, e),
-            (None, Sensing::Unavailable(why)) => (MonitoringState::Unavailable, why.clone()),
-            (None, Sensing::Degraded(why)) => (MonitoringState::Degraded, why.clone()),
-            (None, Sensing::Ok) if level > Level::Full => (MonitoringState::Degraded, level_reason),
-            (None, Sensing::Ok) => (MonitoringState::Active, String::new()),
+            (None, MonitoringState::Unavailable) => (
+                MonitoringState::Unavailable,
+                "no valid observation of the driver for the monitoring-unavailable time".into(),
+            ),
+            (None, MonitoringState::Degraded) => (
+                MonitoringState::Degraded,
+                "the driver's face is not visible".into(),
+            ),
+            (None, MonitoringState::Active | MonitoringState::Starting) if level > Level::Full => {
+                (MonitoringState::Degraded, level_reason)
+            }
+            (None, MonitoringState::Active | MonitoringState::Starting) => {
+                (MonitoringState::Active, String::new())
+            }
         };
         if !*first_valid && monitoring != MonitoringState::Unavailable {
             *first_valid = true;
@@ -379,8 +366,8 @@ impl<S: FrameSource, P: Perception<Frame = S::Frame>, L: Policy> Pipeline<S, P, 
             events,
             active_alerts: self.policy.active_alerts(),
             observation_time: observation.timestamp,
-            captured_at: observation.invalid.is_none().then_some(captured.timestamp),
-            valid: observation.invalid.is_none(),
+            captured_at: observation.is_valid().then_some(captured.timestamp),
+            valid: observation.is_valid(),
             monitoring,
             reason,
             level,
@@ -395,12 +382,7 @@ impl<S: FrameSource, P: Perception<Frame = S::Frame>, L: Policy> Pipeline<S, P, 
     /// An observation without data; false when the publisher is gone.
     fn publish_invalid(&mut self, reason: String) -> bool {
         let now = monotonic_now();
-        let observation = Observation {
-            timestamp: now,
-            answers: vec![],
-            vehicle: self.shared.vehicle.at(now),
-            invalid: Some(reason.clone()),
-        };
+        let observation = invalid_observation(now, reason.clone(), self.shared.vehicle.at(now));
         let (state, mut events) = self.policy.update(&observation);
         events.splice(0..0, self.pending_events.drain(..));
         let (level, _) = self.shared.level();

@@ -17,9 +17,11 @@ use crate::dbus::{
     self, Cockpit, Diagnostics, DiagnosticsSource, HmiRequest, HmiRunner, Published, Vehicle,
 };
 use crate::notify::Notifier;
-use crate::pipeline::{Command, MonitoringState, Pipeline, PipelineConfig, Shared, Update};
+use crate::pipeline::{Command, Pipeline, PipelineConfig, Shared, Update};
 use crate::read_only::ReadOnly;
-use crate::stages::{Answer, FrameSource, Perception, Policy, StageError, monotonic_now};
+use crate::stages::{
+    AlertEvent, Answer, FrameSource, MonitoringState, Perception, Policy, StageError, monotonic_now,
+};
 use crate::stats::{Stage, StageSummary};
 use crate::vehicle::VehicleSignals;
 
@@ -305,10 +307,11 @@ where
                         last_monitoring = Some(snap.monitoring);
                     }
                     for event in &snap.events {
+                        let alert = event.alert();
                         match event {
-                            crate::stages::AlertEvent::Raised { alert, .. } =>
+                            AlertEvent::Raised { .. } | AlertEvent::Escalated { .. } =>
                                 warn!("alert raised: {} (level {}): {}", alert.id, alert.level, alert.message),
-                            crate::stages::AlertEvent::Cleared { id, .. } => info!("alert cleared: {id}"),
+                            AlertEvent::Cleared { .. } => info!("alert cleared: {}", alert.id),
                         }
                     }
                 }
@@ -369,9 +372,9 @@ where
 
 fn status_line(m: MonitoringState, reason: &str) -> String {
     if reason.is_empty() {
-        format!("Monitoring {}", m.name())
+        format!("Monitoring {}", m.as_str())
     } else {
-        format!("Monitoring {}: {reason}", m.name())
+        format!("Monitoring {}: {reason}", m.as_str())
     }
 }
 
@@ -461,10 +464,11 @@ mod tests {
     use crate::client::{self, WatchEvent, error_name};
     use crate::config::{Bounded, BusKind};
     use crate::stages::{
-        Alert, AlertEvent, Captured, DriverState, Observation, Perceived, ProbeAnswer, SourceEvent,
+        Alert, AlertId, Captured, DriverState, Observation, Perceived, ProbeAnswer, SourceEvent,
     };
     use crate::testbus::PrivateBus;
     use crate::vehicle::VehicleState;
+    use autoneural_policies::ClearReason;
     use std::path::Path;
     use std::sync::atomic::AtomicBool;
 
@@ -544,47 +548,50 @@ mod tests {
         active: bool,
     }
 
+    impl Rules {
+        fn alert(&self, cleared_at: Option<Duration>) -> Alert {
+            Alert {
+                id: AlertId::PhoneUse,
+                level: 2,
+                message: "Phone in use".into(),
+                raised_at: self.since.unwrap_or_default(),
+                cleared_at,
+            }
+        }
+    }
+
     impl Policy for Rules {
         fn update(&mut self, o: &Observation) -> (DriverState, Vec<AlertEvent>) {
-            let phone = o
-                .answers
-                .iter()
-                .any(|a| a.field == "phone_in_use" && a.positive > 0.5);
+            let phone = o.probabilities.phone_in_use.is_some_and(|p| p > 0.5);
             let mut events = vec![];
             if phone {
                 let since = *self.since.get_or_insert(o.timestamp);
                 if !self.active && o.timestamp - since >= Duration::from_millis(200) {
                     self.active = true;
                     events.push(AlertEvent::Raised {
-                        alert: self.active_alerts()[0].clone(),
-                        at: o.timestamp,
+                        alert: self.alert(None),
                     });
                 }
             } else {
-                self.since = None;
                 if self.active {
                     self.active = false;
                     events.push(AlertEvent::Cleared {
-                        id: "phone_use".into(),
-                        at: o.timestamp,
+                        alert: self.alert(Some(o.timestamp)),
+                        reason: ClearReason::ConditionEnded,
                     });
                 }
+                self.since = None;
             }
             let state = DriverState {
-                phone_in_use: phone,
-                face_visible: o.invalid.is_none(),
+                phone_in_use: Some(phone),
+                face_visible: Some(o.is_valid()),
                 ..DriverState::default()
             };
             (state, events)
         }
         fn active_alerts(&self) -> Vec<Alert> {
             if self.active {
-                vec![Alert {
-                    id: "phone_use".into(),
-                    level: 2,
-                    message: "Phone in use".into(),
-                    since: self.since.unwrap_or_default(),
-                }]
+                vec![self.alert(None)]
             } else {
                 vec![]
             }
@@ -778,7 +785,7 @@ mod tests {
 
     impl Policy for SpeedRules {
         fn update(&mut self, o: &Observation) -> (DriverState, Vec<AlertEvent>) {
-            self.0.lock().unwrap().push(o.vehicle.speed_kmh);
+            self.0.lock().unwrap().push(o.vehicle_speed_kmh);
             self.1.update(o)
         }
         fn active_alerts(&self) -> Vec<Alert> {

@@ -1,6 +1,8 @@
 //! The pipeline's stages as the daemon sees them: a frame source, a perception stage (the model)
-//! and a policy stage. `adapters.rs` implements them with the camera, inference and policies
-//! crates; the scheduler and the D-Bus side only know these traits, which keeps them testable.
+//! and a policy stage. `adapters/` implements them with the camera, inference and policies
+//! crates; the scheduler and the D-Bus side only know these traits, which keeps them testable
+//! with test doubles. The traits are seams, not a vocabulary: what crosses them is the crates' own
+//! types (the policies' observations, driver state and alerts, re-exported below).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -139,62 +141,44 @@ pub trait Perception: Send + Sync + 'static {
     fn execution_providers(&self) -> Vec<(String, String)>;
 }
 
-/// A timestamped observation: the probe answers of one frame, or why there is none.
-#[derive(Debug, Clone)]
-pub struct Observation {
-    pub timestamp: Duration,
-    pub answers: Vec<ProbeAnswer>,
-    /// What the vehicle reported as of this observation (the speed gates some rules).
-    pub vehicle: VehicleState,
-    /// Set when there is no valid data (camera failed, inference error).
-    pub invalid: Option<String>,
+/// The policies' vocabulary, declared once in autoneural-policies: the policy stage takes their
+/// [`Observation`] and gives their [`DriverState`] and [`AlertEvent`]s, which the publisher maps
+/// onto D-Bus (`dbus.rs`) without an intermediate copy.
+pub use autoneural_policies::{
+    Alert, AlertEvent, AlertId, DriverState, Field, MonitoringState, Observation, Probabilities,
+};
+
+/// The observation of one frame's answers: each answer's `positive` probability feeds its field
+/// (clamped to 0..=1; an answer for a field the policies do not know is left out — the model's
+/// start-up check refuses such probes), with the vehicle's speed as of the frame.
+pub fn valid_observation(
+    timestamp: Duration,
+    answers: &[ProbeAnswer],
+    vehicle: VehicleState,
+) -> Observation {
+    let mut p = Probabilities::default();
+    for a in answers {
+        if let Some(f) = Field::from_name(&a.field) {
+            p.set(f, Some(a.positive.clamp(0.0, 1.0)));
+        }
+    }
+    with_vehicle(Observation::valid(timestamp, p), vehicle)
 }
 
-/// How well the policies can see the driver (their view of the monitoring state).
-#[derive(Debug, Clone, PartialEq, Default)]
-pub enum Sensing {
-    #[default]
-    Ok,
-    /// Data missing or the face not visible, not yet for the monitoring-unavailable time.
-    Degraded(String),
-    /// The monitoring-unavailable alert is active.
-    Unavailable(String),
+/// An observation saying that nothing could be observed at `timestamp`, and why.
+pub fn invalid_observation(
+    timestamp: Duration,
+    reason: impl Into<String>,
+    vehicle: VehicleState,
+) -> Observation {
+    with_vehicle(Observation::invalid(timestamp, reason), vehicle)
 }
 
-/// The driver state as published (COVESA VSS `Vehicle.Driver.*` where one exists).
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct DriverState {
-    pub is_eyes_on_road: bool,
-    pub attentive_probability: f64,
-    pub distraction_level: f64,
-    pub fatigue_level: f64,
-    pub is_hands_on_wheel: bool,
-    pub phone_in_use: bool,
-    pub eyes_closed: bool,
-    pub face_visible: bool,
-    pub sensing: Sensing,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Alert {
-    pub id: String,
-    pub level: u8,
-    pub message: String,
-    /// When its condition started to count (CLOCK_MONOTONIC, from the observations).
-    pub since: Duration,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum AlertEvent {
-    /// Raised, or escalated to a new level.
-    Raised {
-        alert: Alert,
-        at: Duration,
-    },
-    Cleared {
-        id: String,
-        at: Duration,
-    },
+fn with_vehicle(observation: Observation, vehicle: VehicleState) -> Observation {
+    match vehicle.speed_kmh {
+        Some(kmh) => observation.with_speed(kmh),
+        None => observation,
+    }
 }
 
 /// The policy engine: observations in, state and alert events out. Time comes only from the

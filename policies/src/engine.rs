@@ -93,7 +93,7 @@ impl PolicyEngine {
             perclos: None,
             active: Default::default(),
             last_cleared: [None; 8],
-            state: DriverState::starting(),
+            state: DriverState::default(),
             stats: EngineStats::default(),
         }
     }

@@ -51,6 +51,11 @@ impl Field {
         }
     }
 
+    /// The field with this name (the probe contract's `field`), if it is one.
+    pub fn from_name(name: &str) -> Option<Field> {
+        Field::ALL.into_iter().find(|f| f.as_str() == name)
+    }
+
     /// Whether the field is read from the driver's face; such fields are unknown while the face
     /// is not visible, whatever the probe answered.
     pub fn needs_face(self) -> bool {

@@ -69,8 +69,9 @@ pub struct DriverState {
     pub short_distraction_time: Duration,
 }
 
-impl DriverState {
-    pub(crate) fn starting() -> Self {
+impl Default for DriverState {
+    /// The state before the first observation: monitoring `Starting`, everything unknown.
+    fn default() -> Self {
         DriverState {
             timestamp: None,
             monitoring: MonitoringState::Starting,

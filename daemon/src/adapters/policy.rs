@@ -3,9 +3,9 @@
 use std::path::PathBuf;
 
 use autoneural_policies as policies;
-use policies::{Field, PolicyEngine, Probabilities, Rules};
+use policies::{PolicyEngine, Rules};
 
-use crate::stages::{Alert, AlertEvent, DriverState, Observation, Policy, Sensing, StageError};
+use crate::stages::{Alert, AlertEvent, DriverState, Observation, Policy, StageError};
 
 pub struct Rulebook {
     engine: PolicyEngine,
@@ -33,81 +33,14 @@ impl Rulebook {
     }
 }
 
-fn field(name: &str) -> Option<Field> {
-    Field::ALL.into_iter().find(|f| f.as_str() == name)
-}
-
-fn alert(a: &policies::Alert) -> Alert {
-    Alert {
-        id: a.id.as_str().to_string(),
-        level: a.level,
-        message: a.message.clone(),
-        since: a.raised_at,
-    }
-}
-
-fn events(list: Vec<policies::AlertEvent>, now: std::time::Duration) -> Vec<AlertEvent> {
-    list.into_iter()
-        .map(|e| match &e {
-            policies::AlertEvent::Raised { alert: a }
-            | policies::AlertEvent::Escalated { alert: a, .. } => AlertEvent::Raised {
-                alert: alert(a),
-                at: e.at(now),
-            },
-            policies::AlertEvent::Cleared { alert: a, .. } => AlertEvent::Cleared {
-                id: a.id.as_str().to_string(),
-                at: e.at(now),
-            },
-        })
-        .collect()
-}
-
 impl Policy for Rulebook {
-    fn update(&mut self, o: &Observation) -> (DriverState, Vec<AlertEvent>) {
-        let obs = match &o.invalid {
-            Some(reason) => policies::Observation::invalid(o.timestamp, reason.clone()),
-            None => {
-                let mut p = Probabilities::default();
-                for a in &o.answers {
-                    if let Some(f) = field(&a.field) {
-                        p.set(f, Some(a.positive.clamp(0.0, 1.0)));
-                    }
-                }
-                policies::Observation::valid(o.timestamp, p)
-            }
-        };
-        let obs = match o.vehicle.speed_kmh {
-            Some(kmh) => obs.with_speed(kmh),
-            None => obs,
-        };
-        let evs = events(self.engine.observe(&obs), o.timestamp);
-        let s = self.engine.state();
-        let sensing = match s.monitoring {
-            policies::MonitoringState::Unavailable => Sensing::Unavailable(
-                "no valid observation of the driver for the monitoring-unavailable time".into(),
-            ),
-            policies::MonitoringState::Degraded => match &o.invalid {
-                Some(reason) => Sensing::Degraded(reason.clone()),
-                None => Sensing::Degraded("the driver's face is not visible".into()),
-            },
-            _ => Sensing::Ok,
-        };
-        let state = DriverState {
-            is_eyes_on_road: s.is_eyes_on_road.unwrap_or(false),
-            attentive_probability: s.attentive_probability as f64,
-            distraction_level: s.distraction_level as f64,
-            fatigue_level: s.fatigue_level as f64,
-            is_hands_on_wheel: s.is_hands_on_wheel.unwrap_or(false),
-            phone_in_use: s.phone_in_use.unwrap_or(false),
-            eyes_closed: s.eyes_closed.unwrap_or(false),
-            face_visible: s.face_visible.unwrap_or(false),
-            sensing,
-        };
-        (state, evs)
+    fn update(&mut self, observation: &Observation) -> (DriverState, Vec<AlertEvent>) {
+        let events = self.engine.observe(observation);
+        (self.engine.state().clone(), events)
     }
 
     fn active_alerts(&self) -> Vec<Alert> {
-        self.engine.active_alerts().iter().map(alert).collect()
+        self.engine.active_alerts()
     }
 
     fn reload(&mut self) -> Result<(String, Vec<AlertEvent>), StageError> {
@@ -118,19 +51,18 @@ impl Policy for Rulebook {
             ));
         };
         let rules = Rules::from_file(path).map_err(|e| StageError::new(e.to_string()))?;
-        let now = self.engine.state().timestamp.unwrap_or_default();
-        let evs = self
+        let events = self
             .engine
             .replace_rules(rules)
             .map_err(|e| StageError::new(e.to_string()))?;
-        Ok((format!("rules from {}", self.origin()), events(evs, now)))
+        Ok((format!("rules from {}", self.origin()), events))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stages::ProbeAnswer;
+    use crate::stages::{AlertId, ProbeAnswer, valid_observation};
     use crate::vehicle::VehicleState;
     use std::time::Duration;
 
@@ -146,17 +78,16 @@ mod tests {
             probabilities: vec![],
             positive,
         };
-        Observation {
-            timestamp: Duration::from_millis(t_ms),
-            answers: vec![
+        valid_observation(
+            Duration::from_millis(t_ms),
+            &[
                 answer("phone_in_use", p),
                 answer("face_visible", 1.0),
                 answer("eyes_on_road", 1.0),
                 answer("eyes_closed", 0.0),
             ],
-            vehicle: VehicleState { speed_kmh },
-            invalid: None,
-        }
+            VehicleState { speed_kmh },
+        )
     }
 
     #[test]
@@ -168,15 +99,14 @@ mod tests {
             let p = if (10..60).contains(&i) { 1.0 } else { 0.0 };
             let (state, evs) = r.update(&phone(i * 100, p));
             if i == 30 {
-                assert!(state.phone_in_use);
+                assert_eq!(state.phone_in_use, Some(true));
             }
-            for e in evs {
+            let now = Duration::from_millis(i * 100);
+            for e in evs.iter().filter(|e| e.alert().id == AlertId::PhoneUse) {
                 match e {
-                    AlertEvent::Raised { alert, at } if alert.id == "phone_use" => {
-                        raised = Some(at)
-                    }
-                    AlertEvent::Cleared { id, at } if id == "phone_use" => cleared = Some(at),
-                    _ => {}
+                    AlertEvent::Raised { .. } => raised = Some(e.at(now)),
+                    AlertEvent::Cleared { .. } => cleared = Some(e.at(now)),
+                    AlertEvent::Escalated { .. } => {}
                 }
             }
         }
@@ -197,7 +127,7 @@ mod tests {
             (0..60u64).any(|i| {
                 let (_, evs) = r.update(&phone_at(i * 100, 1.0, speed));
                 evs.iter().any(
-                    |e| matches!(e, AlertEvent::Raised { alert, .. } if alert.id == "phone_use"),
+                    |e| matches!(e, AlertEvent::Raised { alert } if alert.id == AlertId::PhoneUse),
                 )
             })
         };
