@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::budget::{Governor, Level};
 use crate::stages::{
-    Alert, AlertEvent, Captured, DriverState, FrameSource, MonitoringState, Perception, Policy,
+    Alert, AlertEvent, Captured, DriverState, FrameFeed, MonitoringState, Perception, Policy,
     SourceEvent, invalid_observation, monotonic_now, valid_observation,
 };
 use crate::stats::{LatencyStats, Stage};
@@ -159,7 +159,7 @@ pub struct PipelineConfig {
     pub exit_at_end: bool,
 }
 
-pub struct Pipeline<S: FrameSource, P: Perception<Frame = S::Frame>, L: Policy> {
+pub struct Pipeline<S: FrameFeed, P: Perception<Frame = S::Frame>, L: Policy> {
     pub source: S,
     pub perception: Arc<P>,
     pub policy: L,
@@ -171,7 +171,7 @@ pub struct Pipeline<S: FrameSource, P: Perception<Frame = S::Frame>, L: Policy> 
     pub pending_events: Vec<AlertEvent>,
 }
 
-impl<S: FrameSource, P: Perception<Frame = S::Frame>, L: Policy> Pipeline<S, P, L> {
+impl<S: FrameFeed, P: Perception<Frame = S::Frame>, L: Policy> Pipeline<S, P, L> {
     /// Runs until `shared.stop` is set, the updates channel closes, or a finite source ends; then
     /// closes the camera (the source is dropped with the pipeline).
     pub fn run(mut self) {

@@ -20,7 +20,7 @@ use crate::notify::Notifier;
 use crate::pipeline::{Command, Pipeline, PipelineConfig, Shared, Update};
 use crate::read_only::ReadOnly;
 use crate::stages::{
-    AlertEvent, Answer, FrameSource, MonitoringState, Perception, Policy, StageError, monotonic_now,
+    AlertEvent, Answer, FrameFeed, MonitoringState, Perception, Policy, StageError, monotonic_now,
 };
 use crate::stats::{Stage, StageSummary};
 use crate::vehicle::VehicleSignals;
@@ -152,7 +152,7 @@ pub async fn run<S, P, L>(
     notifier: Arc<Notifier>,
 ) -> anyhow::Result<Exit>
 where
-    S: FrameSource,
+    S: FrameFeed,
     P: Perception<Frame = S::Frame>,
     L: Policy,
 {
@@ -479,7 +479,7 @@ mod tests {
         next_at: Duration,
     }
 
-    impl FrameSource for Frames {
+    impl FrameFeed for Frames {
         type Frame = u64;
         fn next(&mut self, timeout: Duration) -> SourceEvent<u64> {
             if self.fail.load(Ordering::Relaxed) {

@@ -1,4 +1,4 @@
-//! The pipeline's stages as the daemon sees them: a frame source, a perception stage (the model)
+//! The pipeline's stages as the daemon sees them: a frame feed, a perception stage (the model)
 //! and a policy stage. `adapters/` implements them with the camera, inference and policies
 //! crates; the scheduler and the D-Bus side only know these traits, which keeps them testable
 //! with test doubles. The traits are seams, not a vocabulary: what crosses them is the crates' own
@@ -84,7 +84,14 @@ pub enum SourceEvent<F> {
 }
 
 /// A camera as the scheduler sees it: the newest frame wins, older ones are dropped (and counted).
-pub trait FrameSource: Send + 'static {
+///
+/// Not `autoneural_camera::FrameSource`, which is the producer's side (a blocking `next_frame`,
+/// `reconnect`, `recycle`). A feed is the consumer's side of a running capture: it waits with a
+/// timeout (so the pipeline can send invalid observations while blind), says why there is no frame
+/// (failed, ended), counts the frames it dropped, and yields frames already converted for the model
+/// (`adapters::camera::CameraStage`: a camera source on its capture thread plus the converter).
+/// Test doubles implement it without a camera.
+pub trait FrameFeed: Send + 'static {
     type Frame: Send + Sync + 'static;
     /// Waits at most `timeout` for a frame newer than the last one returned.
     fn next(&mut self, timeout: Duration) -> SourceEvent<Self::Frame>;

@@ -15,7 +15,7 @@ use camera::{
 use log::{error, info, warn};
 
 use crate::config::{CameraConfig, SourceKind};
-use crate::stages::{Captured, FrameSource, SourceEvent};
+use crate::stages::{Captured, FrameFeed, SourceEvent};
 
 /// A frame converted into the model's input: packed RGB (or mono), `size` x `size`.
 #[derive(Debug, Clone)]
@@ -300,7 +300,7 @@ impl CameraStage {
     }
 }
 
-impl FrameSource for CameraStage {
+impl FrameFeed for CameraStage {
     type Frame = ModelInput;
 
     fn next(&mut self, timeout: Duration) -> SourceEvent<ModelInput> {
