@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use autoneural_inference::{
-    CpuOptions, Engine, EngineConfig, Frame, GenerateParams, PixelFormat, Provider, QnnOptions,
+    CpuOptions, Engine, EngineConfig, Frame, GenerateParams, PixelLayout, Provider, QnnOptions,
     Timings,
 };
 
@@ -101,7 +101,7 @@ fn main() -> Result<()> {
                     id,
                     img.width(),
                     img.height(),
-                    PixelFormat::Rgb8,
+                    PixelLayout::Rgb8,
                     img.into_raw(),
                 )
             }
@@ -111,7 +111,7 @@ fn main() -> Result<()> {
                 let data: Vec<u8> = (0..w * h * 3)
                     .map(|i| ((i * 2654435761u32) >> 24) as u8)
                     .collect();
-                Frame::new(id, w, h, PixelFormat::Rgb8, data)
+                Frame::new(id, w, h, PixelLayout::Rgb8, data)
             }
         })
     };

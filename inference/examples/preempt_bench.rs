@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use autoneural_inference::{
-    CpuOptions, EngineConfig, Frame, GenerateParams, PixelFormat, Provider, QueueLimits, Worker,
+    CpuOptions, EngineConfig, Frame, GenerateParams, PixelLayout, Provider, QueueLimits, Worker,
 };
 
 fn ms(d: Duration) -> f64 {
@@ -47,7 +47,7 @@ fn frame(id: u64, shift: u32) -> Frame {
             })
         })
         .collect();
-    Frame::new(id, w, h, PixelFormat::Rgb8, data)
+    Frame::new(id, w, h, PixelLayout::Rgb8, data)
 }
 
 /// CPU time of the whole machine and of this process, to tell what others used meanwhile.

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use autoneural_inference::{
-    CpuOptions, Engine, EngineConfig, Frame, GenerateParams, PixelFormat, Provider,
+    CpuOptions, Engine, EngineConfig, Frame, GenerateParams, PixelLayout, Provider,
 };
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -38,7 +38,7 @@ fn frame(image: Option<&PathBuf>, id: u64) -> Result<Frame> {
             .flat_map(|y| (0..w).flat_map(move |x| [(x % 256) as u8, (y % 256) as u8, 128]))
             .collect(),
     };
-    Ok(Frame::new(id, w, h, PixelFormat::Rgb8, data))
+    Ok(Frame::new(id, w, h, PixelLayout::Rgb8, data))
 }
 
 fn main() -> Result<()> {

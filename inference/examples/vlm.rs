@@ -10,7 +10,7 @@ use std::sync::atomic::AtomicBool;
 
 use anyhow::{Context, Result, bail};
 use autoneural_inference::{
-    CpuOptions, Engine, EngineConfig, Frame, GenerateParams, PixelFormat, ProbeSet, Provider,
+    CpuOptions, Engine, EngineConfig, Frame, GenerateParams, PixelLayout, ProbeSet, Provider,
     QnnOptions,
 };
 
@@ -79,7 +79,7 @@ fn main() -> Result<()> {
         1,
         img.width(),
         img.height(),
-        PixelFormat::Rgb8,
+        PixelLayout::Rgb8,
         img.into_raw(),
     );
 

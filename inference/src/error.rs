@@ -172,7 +172,7 @@ pub enum FrameError {
     SizeMismatch {
         width: u32,
         height: u32,
-        format: crate::PixelFormat,
+        format: crate::PixelLayout,
         expected: usize,
         actual: usize,
     },

@@ -37,7 +37,7 @@ pub use engine::{Engine, ModelFormat, input_size};
 pub use error::{BundleError, Error, FrameError, LibraryError, Result};
 pub use job::{JobClass, QueueLimits};
 pub use libraries::LibraryPaths;
-pub use preprocess::{FrameRef, PixelFormat, Preprocessor};
+pub use preprocess::{FrameRef, PixelLayout, Preprocessor};
 pub use probes::{Probe, ProbeSet};
 pub use providers::{ModelSource, SessionReport, cpu_graph_session};
 pub use request::{Preempt, Preemption};

@@ -7,20 +7,26 @@ use fast_image_resize as fr;
 
 use crate::error::FrameError;
 
-/// Pixel layout of a frame.
+/// How the pixels of a frame the model takes are packed: 8 bits per channel, rows tightly packed.
+///
+/// Not `autoneural_camera::PixelFormat`, which names what sources produce (YUYV, NV12, MJPEG, ...):
+/// camera's `Converter` turns any of those into one of these two (its `Channels::Rgb` /
+/// `Channels::Mono`). This crate must not depend on the camera crate (frames flow camera ->
+/// inference), so it owns the layout it accepts, and the daemon maps the converter's channels onto
+/// it in one place (`daemon/src/adapters/camera.rs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum PixelFormat {
+pub enum PixelLayout {
     /// 3 bytes per pixel, R G B.
     Rgb8,
     /// 1 byte per pixel (near-infrared cameras); replicated to the 3 channels the graph takes.
     Mono8,
 }
 
-impl PixelFormat {
+impl PixelLayout {
     pub fn bytes_per_pixel(self) -> usize {
         match self {
-            PixelFormat::Rgb8 => 3,
-            PixelFormat::Mono8 => 1,
+            PixelLayout::Rgb8 => 3,
+            PixelLayout::Mono8 => 1,
         }
     }
 }
@@ -30,7 +36,7 @@ impl PixelFormat {
 pub struct FrameRef<'a> {
     pub width: u32,
     pub height: u32,
-    pub format: PixelFormat,
+    pub format: PixelLayout,
     pub data: &'a [u8],
 }
 
@@ -98,7 +104,7 @@ impl Preprocessor {
         let plane = s * s;
         debug_assert_eq!(out.len(), 3 * plane);
         match frame.format {
-            PixelFormat::Rgb8 => {
+            PixelLayout::Rgb8 => {
                 let src = at_size(
                     &mut self.resizer,
                     frame,
@@ -114,7 +120,7 @@ impl Preprocessor {
                     b[i] = self.lut[2][px[2] as usize];
                 }
             }
-            PixelFormat::Mono8 => {
+            PixelLayout::Mono8 => {
                 let src = at_size(
                     &mut self.resizer,
                     frame,
@@ -181,7 +187,7 @@ mod tests {
             &FrameRef {
                 width: 2,
                 height: 2,
-                format: PixelFormat::Rgb8,
+                format: PixelLayout::Rgb8,
                 data: &data,
             },
             &mut out,
@@ -202,7 +208,7 @@ mod tests {
             &FrameRef {
                 width: 8,
                 height: 6,
-                format: PixelFormat::Mono8,
+                format: PixelLayout::Mono8,
                 data: &data,
             },
             &mut out,
@@ -218,7 +224,7 @@ mod tests {
         let short = FrameRef {
             width: 4,
             height: 4,
-            format: PixelFormat::Rgb8,
+            format: PixelLayout::Rgb8,
             data: &[0u8; 47],
         };
         assert!(matches!(
@@ -232,7 +238,7 @@ mod tests {
         let empty = FrameRef {
             width: 0,
             height: 4,
-            format: PixelFormat::Mono8,
+            format: PixelLayout::Mono8,
             data: &[],
         };
         assert!(matches!(

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::preprocess::{FrameRef, PixelFormat};
+use crate::preprocess::{FrameRef, PixelLayout};
 
 /// An owned camera frame; cloning is cheap (shared pixels).
 ///
@@ -15,7 +15,7 @@ pub struct Frame {
     pub id: u64,
     pub width: u32,
     pub height: u32,
-    pub format: PixelFormat,
+    pub format: PixelLayout,
     pub data: Arc<[u8]>,
 }
 
@@ -24,7 +24,7 @@ impl Frame {
         id: u64,
         width: u32,
         height: u32,
-        format: PixelFormat,
+        format: PixelLayout,
         data: impl Into<Arc<[u8]>>,
     ) -> Frame {
         Frame {

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use autoneural_inference::{
     Bundle, BundleError, CpuOptions, Detokenizer, Engine, EngineConfig, Error, FinishReason, Frame,
-    FrameError, GenerateParams, JobClass, JobHandle, ModelSource, PixelFormat, ProbeOutcome,
+    FrameError, GenerateParams, JobClass, JobHandle, ModelSource, PixelLayout, ProbeOutcome,
     Provider, QnnOptions, QueueLimits, Verify, Worker,
 };
 
@@ -72,7 +72,7 @@ fn load_frame(bundle: &Path, rel: &str, id: u64) -> Frame {
         id,
         img.width(),
         img.height(),
-        PixelFormat::Rgb8,
+        PixelLayout::Rgb8,
         img.into_raw(),
     )
 }
@@ -540,20 +540,20 @@ fn over_long_prompt_bad_frames_and_bad_questions_are_typed_errors() {
             .is_ok()
     );
 
-    let short = Frame::new(2, 64, 64, PixelFormat::Rgb8, vec![0u8; 64 * 64 * 3 - 1]);
+    let short = Frame::new(2, 64, 64, PixelLayout::Rgb8, vec![0u8; 64 * 64 * 3 - 1]);
     match engine.probe(&short, &engine.probes().probes.clone()) {
         Err(Error::Frame(FrameError::SizeMismatch {
             expected, actual, ..
         })) => assert_eq!(expected, actual + 1),
         other => panic!("expected a frame size error, got {other:?}"),
     }
-    let empty = Frame::new(3, 0, 10, PixelFormat::Mono8, Vec::new());
+    let empty = Frame::new(3, 0, 10, PixelLayout::Mono8, Vec::new());
     assert!(matches!(
         engine.encode_frame(&empty),
         Err(Error::Frame(FrameError::Empty { .. }))
     ));
     // Any size and mono frames are fine.
-    let mono = Frame::new(4, 97, 61, PixelFormat::Mono8, vec![128u8; 97 * 61]);
+    let mono = Frame::new(4, 97, 61, PixelLayout::Mono8, vec![128u8; 97 * 61]);
     let one = engine.probes().probes[..1].to_vec();
     assert!(engine.probe(&mono, &one).is_ok());
 

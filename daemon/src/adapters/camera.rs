@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use autoneural_camera as camera;
+use autoneural_inference::PixelLayout;
 use autoneural_scenes as scenes;
 use camera::{
     CameraError, Capture, CaptureOptions, Channels, Converter, Health, LatestFrame, OutputSpec,
@@ -25,10 +26,21 @@ pub struct ModelInput {
     pub timestamp: Duration,
     pub width: u32,
     pub height: u32,
-    pub mono: bool,
+    /// How `pixels` are packed, in the model's terms ([`layout`] of the converter's channels).
+    pub layout: PixelLayout,
     pub pixels: Arc<[u8]>,
     /// The same frame for the face pipeline (None when it is off).
     pub face: Option<FaceInput>,
+}
+
+/// The model's pixel layout for what camera's `Converter` writes: the one place where the camera's
+/// and the inference crate's words for "packed RGB or mono" meet (neither crate depends on the
+/// other).
+pub fn layout(channels: Channels) -> PixelLayout {
+    match channels {
+        Channels::Rgb => PixelLayout::Rgb8,
+        Channels::Mono => PixelLayout::Mono8,
+    }
 }
 
 /// A frame as packed RGB (mono cameras replicated to three channels) at the camera's size.
@@ -212,20 +224,19 @@ pub struct CameraStage {
     frames: LatestFrame,
     converter: Converter,
     face_converter: Option<Converter>,
-    mono: bool,
     epoch: Option<Duration>,
     name: String,
 }
 
 impl CameraStage {
-    /// Starts the capture thread. `input_size`/`mono`: what the model takes (width, height);
+    /// Starts the capture thread. `input_size`/`channels`: what the model takes (width, height);
     /// `face_size`: the RGB image the face pipeline takes, when it is on.
     #[allow(clippy::too_many_arguments)]
     pub fn start(
         source: Box<dyn camera::FrameSource>,
         epoch: Option<Duration>,
         input_size: (u32, u32),
-        mono: bool,
+        channels: Channels,
         face_size: Option<(u32, u32)>,
         frame_timeout: Duration,
         backoff: (Duration, Duration),
@@ -235,7 +246,7 @@ impl CameraStage {
         let converter = Converter::new(OutputSpec {
             width: w,
             height: h,
-            ..OutputSpec::square(w, if mono { Channels::Mono } else { Channels::Rgb })
+            ..OutputSpec::square(w, channels)
         })
         .map_err(|e| anyhow::anyhow!("model input {w}x{h}: {e}"))?;
         let face_converter = face_size
@@ -283,7 +294,6 @@ impl CameraStage {
             frames,
             converter,
             face_converter,
-            mono,
             epoch,
             name,
         })
@@ -330,7 +340,7 @@ impl FrameFeed for CameraStage {
                                 timestamp,
                                 width: spec.width,
                                 height: spec.height,
-                                mono: self.mono,
+                                layout: layout(spec.channels),
                                 pixels,
                                 face,
                             }),
@@ -426,7 +436,7 @@ pub fn still(
         timestamp,
         width: out_w,
         height: out_h,
-        mono: false,
+        layout: layout(converter.spec().channels),
         pixels,
         face,
     })

@@ -43,7 +43,7 @@ pub async fn run(cfg: Config, notifier: Arc<Notifier>) -> anyhow::Result<Exit> {
         source,
         epoch,
         size,
-        false,
+        autoneural_camera::Channels::Rgb,
         face_size,
         cfg.camera.frame_timeout_ms.ms(),
         (

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use autoneural_inference as inference;
 use inference::{
-    ContextUse, CpuOptions, EngineConfig, GenerateParams, LibraryPaths, PixelFormat, Provider,
-    QnnOptions, QueueLimits, Worker,
+    ContextUse, CpuOptions, EngineConfig, GenerateParams, LibraryPaths, Provider, QnnOptions,
+    QueueLimits, Worker,
 };
 
 use autoneural_policies::Field;
@@ -202,12 +202,13 @@ pub fn check_prompts_fit(
 }
 
 fn frame(f: &ModelInput) -> inference::Frame {
-    let format = if f.mono {
-        PixelFormat::Mono8
-    } else {
-        PixelFormat::Rgb8
-    };
-    inference::Frame::new(f.sequence, f.width, f.height, format, Arc::clone(&f.pixels))
+    inference::Frame::new(
+        f.sequence,
+        f.width,
+        f.height,
+        f.layout,
+        Arc::clone(&f.pixels),
+    )
 }
 
 /// Every observation field the policies read needs a source — a probe the model runs or the face

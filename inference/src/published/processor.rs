@@ -12,7 +12,7 @@ use fast_image_resize as fr;
 use serde_json::Value;
 
 use crate::error::FrameError;
-use crate::preprocess::{FrameRef, PixelFormat};
+use crate::preprocess::{FrameRef, PixelLayout};
 
 /// The processor's settings; every key of `preprocessor_config.json` that matters, with
 /// transformers' defaults.
@@ -387,8 +387,8 @@ impl ImageProcessor {
     ) -> Result<ProcessedImage, FrameError> {
         frame.validate()?;
         let rgb: std::borrow::Cow<'_, [u8]> = match frame.format {
-            PixelFormat::Rgb8 => frame.data.into(),
-            PixelFormat::Mono8 => frame.data.iter().flat_map(|&v| [v, v, v]).collect(),
+            PixelLayout::Rgb8 => frame.data.into(),
+            PixelLayout::Mono8 => frame.data.iter().flat_map(|&v| [v, v, v]).collect(),
         };
         let (w, h) = (frame.width as usize, frame.height as usize);
         let c = self.config.clone();
@@ -520,7 +520,7 @@ mod tests {
         let frame = FrameRef {
             width: 1280,
             height: 720,
-            format: PixelFormat::Rgb8,
+            format: PixelLayout::Rgb8,
             data: &data,
         };
         let out = p.process(&frame, true).unwrap();

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use super::*;
-use crate::preprocess::PixelFormat;
+use crate::preprocess::PixelLayout;
 
 pub(crate) fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/lfm2-vl-tiny-onnx")
@@ -56,7 +56,7 @@ pub(crate) fn npy_f32(path: &Path) -> (Vec<usize>, Vec<f32>) {
 pub(crate) fn load_frame(path: &Path, id: u64) -> Frame {
     let img = image::open(path).unwrap().to_rgb8();
     let (w, h) = img.dimensions();
-    Frame::new(id, w, h, PixelFormat::Rgb8, img.into_raw())
+    Frame::new(id, w, h, PixelLayout::Rgb8, img.into_raw())
 }
 
 fn model(system: Option<&str>, splitting: bool) -> PublishedModel {

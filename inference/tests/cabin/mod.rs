@@ -8,11 +8,11 @@
 
 use std::collections::BTreeMap;
 
-use autoneural_camera::PixelFormat as CameraFormat;
+use autoneural_camera::PixelFormat;
 use autoneural_scenes::{Scene, Variation};
 use std::sync::atomic::AtomicBool;
 
-use autoneural_inference::{Engine, Frame, GenerateParams, PixelFormat};
+use autoneural_inference::{Engine, Frame, GenerateParams, PixelLayout};
 
 use super::{cpu_config, models};
 
@@ -62,8 +62,8 @@ fn cabin_model_reproduces_its_model_card() {
         let scene = Scene::sample(seed, index, Variation::Train);
         let image = scene.render(size, size);
         let format = match image.format {
-            CameraFormat::Grey => PixelFormat::Mono8,
-            _ => PixelFormat::Rgb8,
+            PixelFormat::Grey => PixelLayout::Mono8,
+            _ => PixelLayout::Rgb8,
         };
         let frame = Frame::new(index, size, size, format, image.data);
         if index < describe_count {

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
 use autoneural_inference::{
-    BundleError, Engine, EngineConfig, Error, Frame, GenerateParams, ModelFormat, PixelFormat,
+    BundleError, Engine, EngineConfig, Error, Frame, GenerateParams, ModelFormat, PixelLayout,
     Probe,
 };
 use serde_json::Value;
@@ -26,7 +26,7 @@ fn reference() -> Value {
 fn frame(rel: &str, id: u64) -> Frame {
     let img = image::open(fixture().join(rel)).unwrap().to_rgb8();
     let (w, h) = img.dimensions();
-    Frame::new(id, w, h, PixelFormat::Rgb8, img.into_raw())
+    Frame::new(id, w, h, PixelLayout::Rgb8, img.into_raw())
 }
 
 fn config(dir: &Path, variant: &str, splitting: bool) -> EngineConfig {
