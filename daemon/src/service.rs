@@ -514,11 +514,11 @@ mod tests {
             let phone = (10..30).contains(frame);
             Ok(Perceived {
                 answers: vec![ProbeAnswer {
-                    probe: "phone".into(),
+                    id: "phone".into(),
                     field: "phone_in_use".into(),
                     answer: if phone { "in hand" } else { "none" }.into(),
                     probabilities: vec![],
-                    positive: if phone { 0.9 } else { 0.1 },
+                    field_probability: if phone { 0.9 } else { 0.1 },
                 }],
                 vision: Some(Duration::from_millis(1)),
                 probes: Some(Duration::from_millis(1)),

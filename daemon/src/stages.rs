@@ -2,7 +2,8 @@
 //! and a policy stage. `adapters/` implements them with the camera, inference and policies
 //! crates; the scheduler and the D-Bus side only know these traits, which keeps them testable
 //! with test doubles. The traits are seams, not a vocabulary: what crosses them is the crates' own
-//! types (the policies' observations, driver state and alerts, re-exported below).
+//! types (inference's probe answers; the policies' observations, driver state and alerts),
+//! re-exported below.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -106,18 +107,9 @@ pub trait FrameFeed: Send + 'static {
     fn describe(&self) -> String;
 }
 
-/// One probe's answer on one frame.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ProbeAnswer {
-    pub probe: String,
-    /// The observation field it feeds (`eyes_on_road`, `phone_in_use`, ...).
-    pub field: String,
-    /// The most likely answer and every answer's probability.
-    pub answer: String,
-    pub probabilities: Vec<(String, f32)>,
-    /// Probability that the field is true (sum over the probe's positive answers).
-    pub positive: f32,
-}
+/// One probe's answer on one frame: the inference crate's (the face pipeline's answers take the same
+/// shape, with `id` = `adapters::fusion::FACE_SOURCE`).
+pub use autoneural_inference::ProbeAnswer;
 
 /// The safety probes of one frame.
 #[derive(Debug, Clone)]
@@ -155,7 +147,7 @@ pub use autoneural_policies::{
     Alert, AlertEvent, AlertId, DriverState, Field, MonitoringState, Observation, Probabilities,
 };
 
-/// The observation of one frame's answers: each answer's `positive` probability feeds its field
+/// The observation of one frame's answers: each answer's `field_probability` feeds its field
 /// (clamped to 0..=1; an answer for a field the policies do not know is left out — the model's
 /// start-up check refuses such probes), with the vehicle's speed as of the frame.
 pub fn valid_observation(
@@ -166,7 +158,7 @@ pub fn valid_observation(
     let mut p = Probabilities::default();
     for a in answers {
         if let Some(f) = Field::from_name(&a.field) {
-            p.set(f, Some(a.positive.clamp(0.0, 1.0)));
+            p.set(f, Some(a.field_probability.clamp(0.0, 1.0)));
         }
     }
     with_vehicle(Observation::valid(timestamp, p), vehicle)

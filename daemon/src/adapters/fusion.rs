@@ -18,7 +18,7 @@ use crate::config::{Config, FaceConfig};
 use crate::stages::{Answer, Perceived, Perception, ProbeAnswer, StageError};
 use crate::vehicle::VehicleState;
 
-/// The `probe` name the face pipeline's answers carry (the model's carry their probe ids).
+/// The `id` the face pipeline's answers carry (the model's carry their probe ids).
 pub const FACE_SOURCE: &str = "face";
 
 struct FaceStage {
@@ -147,11 +147,11 @@ impl Fused {
 fn face_answer(field: &str, p: f32) -> ProbeAnswer {
     let p = p.clamp(0.0, 1.0);
     ProbeAnswer {
-        probe: FACE_SOURCE.into(),
+        id: FACE_SOURCE.into(),
         field: field.into(),
         answer: if p >= 0.5 { "yes" } else { "no" }.into(),
         probabilities: vec![("yes".into(), p), ("no".into(), 1.0 - p)],
-        positive: p,
+        field_probability: p,
     }
 }
 

@@ -13,7 +13,7 @@ use autoneural_policies::Field;
 
 use crate::adapters::camera::ModelInput;
 use crate::config::{Config, ExecutionProvider};
-use crate::stages::{Answer, Perceived, Perception, ProbeAnswer, StageError};
+use crate::stages::{Answer, Perceived, Perception, StageError};
 use crate::vehicle::VehicleState;
 
 /// The engine configuration the daemon's config asks for.
@@ -268,17 +268,7 @@ impl Perception for Model {
             .map_err(err)?;
         let t = &outcome.timings;
         Ok(Perceived {
-            answers: outcome
-                .answers
-                .into_iter()
-                .map(|a| ProbeAnswer {
-                    probe: a.id,
-                    field: a.field,
-                    answer: a.answer,
-                    probabilities: a.probabilities,
-                    positive: a.field_probability,
-                })
-                .collect(),
+            answers: outcome.answers,
             vision: Some(t.preprocess + t.vision),
             probes: Some(t.prefix_prefill + t.probe),
             face: None,

@@ -72,11 +72,11 @@ mod tests {
 
     fn phone_at(t_ms: u64, p: f32, speed_kmh: Option<f32>) -> Observation {
         let answer = |field: &str, positive: f32| ProbeAnswer {
-            probe: field.into(),
+            id: field.into(),
             field: field.into(),
             answer: String::new(),
             probabilities: vec![],
-            positive,
+            field_probability: positive,
         };
         valid_observation(
             Duration::from_millis(t_ms),

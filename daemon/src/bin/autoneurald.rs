@@ -168,8 +168,8 @@ fn observe(path: &std::path::Path, images: &[PathBuf], json: bool) -> anyhow::Re
                     (
                         a.field.clone(),
                         serde_json::json!({
-                            "probability": a.positive,
-                            "source": a.probe,
+                            "probability": a.field_probability,
+                            "source": a.id,
                             "answer": a.answer,
                             "answers": a.probabilities.iter().map(|(k, p)| (k.clone(), serde_json::json!(p))).collect::<serde_json::Map<_, _>>(),
                         }),
@@ -191,12 +191,12 @@ fn observe(path: &std::path::Path, images: &[PathBuf], json: bool) -> anyhow::Re
                 println!(
                     "  {:<18} {:>5.1} %  {:<10} source {}",
                     a.field,
-                    a.positive * 100.0,
+                    a.field_probability * 100.0,
                     a.answer,
-                    if a.probe == adapters::fusion::FACE_SOURCE {
+                    if a.id == adapters::fusion::FACE_SOURCE {
                         "face pipeline".to_string()
                     } else {
-                        format!("model probe `{}`", a.probe)
+                        format!("model probe `{}`", a.id)
                     }
                 );
             }
