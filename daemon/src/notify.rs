@@ -6,6 +6,15 @@ use std::io;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
 use std::time::Duration;
 
+/// The sending socket, non-blocking: the notifier is called from the async runtime's threads,
+/// and a service manager that does not read (busy, or a test harness) must not stall them — a
+/// full datagram queue would otherwise block `send` until it drains.
+fn nonblocking_socket() -> io::Result<UnixDatagram> {
+    let sock = UnixDatagram::unbound()?;
+    sock.set_nonblocking(true)?;
+    Ok(sock)
+}
+
 /// Sends notify messages to the service manager, if there is one.
 #[derive(Debug)]
 pub struct Notifier {
@@ -24,7 +33,7 @@ impl Notifier {
             Some(s) => {
                 let s = s.to_string_lossy().into_owned();
                 let addr = parse_address(&s)?;
-                Some((UnixDatagram::unbound()?, addr))
+                Some((nonblocking_socket()?, addr))
             }
         };
         Ok(Self {
@@ -46,7 +55,7 @@ impl Notifier {
     pub(crate) fn for_test(path: &std::path::Path, watchdog: Duration) -> Self {
         Self {
             target: Some((
-                UnixDatagram::unbound().expect("socket"),
+                nonblocking_socket().expect("socket"),
                 SocketAddr::from_pathname(path).expect("path"),
             )),
             watchdog: Some(watchdog),
@@ -62,7 +71,9 @@ impl Notifier {
         self.watchdog
     }
 
-    /// Sends one message (newline-separated `KEY=VALUE` assignments).
+    /// Sends one message (newline-separated `KEY=VALUE` assignments). Never blocks: when the
+    /// service manager's queue is full the message is dropped with `WouldBlock` (a watchdog ping
+    /// comes again at half the interval; a status is superseded by the next one).
     pub fn send(&self, state: &str) -> io::Result<()> {
         match &self.target {
             Some((sock, addr)) => sock.send_to_addr(state.as_bytes(), addr).map(|_| ()),
@@ -130,9 +141,30 @@ mod tests {
 
     fn notifier_for(addr: SocketAddr) -> Notifier {
         Notifier {
-            target: Some((UnixDatagram::unbound().unwrap(), addr)),
+            target: Some((nonblocking_socket().unwrap(), addr)),
             watchdog: None,
         }
+    }
+
+    /// A service manager that never reads: the datagram queue fills (about 10 messages) and every
+    /// later send fails at once with WouldBlock instead of blocking the async runtime's thread
+    /// (which once hung the daemon's shutdown in a long test: its notify socket was never read).
+    #[test]
+    fn a_full_queue_drops_messages_instead_of_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify");
+        let _server = UnixDatagram::bind(&path).unwrap();
+        let n = notifier_for(parse_address(path.to_str().unwrap()).unwrap());
+        let mut dropped = 0;
+        for _ in 0..1000 {
+            match n.watchdog_ping() {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => dropped += 1,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        // A blocking socket would hang here instead of reporting WouldBlock.
+        assert!(dropped > 0, "the queue never filled");
     }
 
     fn recv(sock: &UnixDatagram) -> String {
