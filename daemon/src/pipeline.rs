@@ -7,7 +7,7 @@
 //! policies' clock keeps running (monitoring-unavailable after 10 s) and the watchdog sees a
 //! pipeline that is alive but blind — which is different from a stalled pipeline.
 
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,6 +16,7 @@ use log::{debug, info, warn};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::budget::{Governor, Level};
+use crate::shutdown::{Done, ShutdownSignal};
 use crate::stages::{
     Alert, AlertEvent, Captured, DriverState, FrameFeed, MonitoringState, Perception, Policy,
     SourceEvent, invalid_observation, monotonic_now, valid_observation,
@@ -99,7 +100,6 @@ pub struct Shared<F> {
     pub latest: Mutex<Option<Captured<F>>>,
     pub stats: Mutex<LatencyStats>,
     pub governor: Mutex<Governor>,
-    pub stop: AtomicBool,
     pub frames_processed: AtomicU64,
     pub frames_skipped: AtomicU64,
     pub source_dropped: AtomicU64,
@@ -114,7 +114,6 @@ impl<F> Shared<F> {
             latest: Mutex::new(None),
             stats: Mutex::new(LatencyStats::new(stats_window)),
             governor: Mutex::new(governor),
-            stop: AtomicBool::new(false),
             frames_processed: AtomicU64::new(0),
             frames_skipped: AtomicU64::new(0),
             source_dropped: AtomicU64::new(0),
@@ -169,17 +168,21 @@ pub struct Pipeline<S: FrameFeed, P: Perception<Frame = S::Frame>, L: Policy> {
     pub commands: std_mpsc::Receiver<Command>,
     /// Events of a rules reload, published with the next observation.
     pub pending_events: Vec<AlertEvent>,
+    /// The daemon's shutdown, checked between frames (at least every `TICK`).
+    pub shutdown: ShutdownSignal,
 }
 
 impl<S: FrameFeed, P: Perception<Frame = S::Frame>, L: Policy> Pipeline<S, P, L> {
-    /// Runs until `shared.stop` is set, the updates channel closes, or a finite source ends; then
-    /// closes the camera (the source is dropped with the pipeline).
-    pub fn run(mut self) {
+    /// Runs until the shutdown is triggered, the updates channel closes, or a finite source ends;
+    /// then closes the camera (the source is dropped with the pipeline) and drops `done`, which
+    /// tells the service's shutdown join that this thread has ended.
+    pub fn run(mut self, done: Done) {
         self.run_frames();
         self.shared.set_activity(Activity::ClosingCamera);
         let shared = Arc::clone(&self.shared);
         drop(self);
         shared.set_activity(Activity::Stopped);
+        drop(done);
     }
 
     fn run_frames(&mut self) {
@@ -189,7 +192,7 @@ impl<S: FrameFeed, P: Perception<Frame = S::Frame>, L: Policy> Pipeline<S, P, L>
         let mut first_valid = false;
         let mut ended = false;
         info!("pipeline: started ({} fps requested)", self.config.fps);
-        while !self.shared.stop.load(Ordering::Relaxed) {
+        while !self.shutdown.is_triggered() {
             self.handle_commands();
             let (level, _) = self.shared.level();
             // Reduced rate: wait out the rest of the longer period; the source keeps only the

@@ -1,7 +1,7 @@
 //! Runs the daemon: the pipeline thread, the D-Bus connection and its publisher, the description
 //! refresh, the systemd watchdog, and the signals (SIGHUP reloads the rules, SIGTERM/SIGINT stop).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -17,8 +17,9 @@ use crate::dbus::{
     self, Cockpit, Diagnostics, DiagnosticsSource, HmiRequest, HmiRunner, Published, Vehicle,
 };
 use crate::notify::Notifier;
-use crate::pipeline::{Command, Pipeline, PipelineConfig, Shared, Update};
+use crate::pipeline::{Command, Pipeline, PipelineConfig, Shared, Snapshot, Update};
 use crate::read_only::ReadOnly;
+use crate::shutdown::{Done, Shutdown, ShutdownSignal};
 use crate::stages::{
     AlertEvent, Answer, FrameFeed, MonitoringState, Perception, Policy, StageError, monotonic_now,
 };
@@ -143,7 +144,9 @@ async fn connect(
         })
 }
 
-/// Runs the daemon until a signal or the end of a finite source.
+/// Runs the daemon until a signal, the end of a finite source or a lost bus: `start` wires the
+/// stages, the bus and the tasks; `Service::serve` publishes and answers signals; `Service::stop`
+/// triggers the one shutdown and joins every task and thread (bounded).
 pub async fn run<S, P, L>(
     cfg: Config,
     source: S,
@@ -151,6 +154,46 @@ pub async fn run<S, P, L>(
     policy: L,
     notifier: Arc<Notifier>,
 ) -> anyhow::Result<Exit>
+where
+    S: FrameFeed,
+    P: Perception<Frame = S::Frame>,
+    L: Policy,
+{
+    let mut service = start(cfg, source, perception, policy, notifier).await?;
+    let exit = service.serve().await;
+    service.stop(exit.as_ref().ok().copied()).await;
+    exit
+}
+
+/// The running daemon: what serving and stopping need.
+struct Service<F> {
+    conn: zbus::Connection,
+    /// The bus daemon itself, pinged to notice a lost connection while nothing is published.
+    bus: zbus::fdo::PeerProxy<'static>,
+    shared: Arc<Shared<F>>,
+    published: Arc<Mutex<Published>>,
+    notifier: Arc<Notifier>,
+    /// Every task and thread below holds its signal and guard.
+    shutdown: Shutdown,
+    updates: mpsc::Receiver<Update>,
+    commands: std_mpsc::Sender<Command>,
+    /// CLOCK_MONOTONIC ms of the last observation that reached the bus (the watchdog's food).
+    last_progress: Arc<AtomicU64>,
+    rules_path: Option<std::path::PathBuf>,
+    ready: bool,
+    last_degradation: (String, String),
+    last_monitoring: Option<MonitoringState>,
+}
+
+/// Wiring: the shared state, the D-Bus objects and connection, the pipeline thread, the watchdog
+/// and description tasks, each with its part of the one shutdown.
+async fn start<S, P, L>(
+    cfg: Config,
+    source: S,
+    perception: Arc<P>,
+    policy: L,
+    notifier: Arc<Notifier>,
+) -> anyhow::Result<Service<S::Frame>>
 where
     S: FrameFeed,
     P: Perception<Frame = S::Frame>,
@@ -193,10 +236,19 @@ where
         dbus::OBJECT_PATH,
         cfg.bus.kind
     );
+    let bus = zbus::fdo::PeerProxy::builder(&conn)
+        .destination("org.freedesktop.DBus")
+        .path("/org/freedesktop/DBus")
+        .build()
+        .await
+        .context("D-Bus peer proxy")?;
+
+    let shutdown = Shutdown::new();
 
     // The pipeline thread.
-    let (updates_tx, mut updates) = mpsc::channel::<Update>(4);
-    let (commands_tx, commands_rx) = std_mpsc::channel::<Command>();
+    let (updates_tx, updates) = mpsc::channel::<Update>(4);
+    let (commands, commands_rx) = std_mpsc::channel::<Command>();
+    let (signal, done) = shutdown.subscribe();
     let pipeline = Pipeline {
         source,
         perception: Arc::clone(&perception),
@@ -210,164 +262,220 @@ where
         updates: updates_tx,
         commands: commands_rx,
         pending_events: vec![],
+        shutdown: signal,
     };
-    let pipeline_thread = std::thread::Builder::new()
+    std::thread::Builder::new()
         .name("pipeline".into())
-        .spawn(move || pipeline.run())
+        .spawn(move || pipeline.run(done))
         .context("cannot start the pipeline thread")?;
 
-    // Progress for the watchdog: CLOCK_MONOTONIC ms of the last published observation.
     let last_progress = Arc::new(AtomicU64::new(0));
-    let watchdog = notifier.watchdog_interval().map(|interval| {
+    if let Some(interval) = notifier.watchdog_interval() {
         let notifier = Arc::clone(&notifier);
         let last_progress = Arc::clone(&last_progress);
-        tokio::spawn(async move { feed_watchdog(notifier, interval, last_progress).await })
-    });
+        let (signal, done) = shutdown.subscribe();
+        tokio::spawn(feed_watchdog(
+            notifier,
+            interval,
+            last_progress,
+            signal,
+            done,
+        ));
+    }
+    if cfg.description.interval_ms.get() > 0 {
+        let refresh = DescriptionRefresh {
+            conn: conn.clone(),
+            published: Arc::clone(&published),
+            shared: Arc::clone(&shared),
+            perception: Arc::clone(&perception),
+            interval: cfg.description.interval_ms.ms(),
+            max_tokens: cfg.description.max_tokens.get() as usize,
+        };
+        let (signal, done) = shutdown.subscribe();
+        tokio::spawn(refresh.run(signal, done));
+    }
 
-    let describing = Arc::new(AtomicBool::new(false));
-    let description = (cfg.description.interval_ms.get() > 0).then(|| {
-        let conn = conn.clone();
-        let published = Arc::clone(&published);
-        let shared = Arc::clone(&shared);
-        let perception = Arc::clone(&perception);
-        let interval = cfg.description.interval_ms.ms();
-        let max_tokens = cfg.description.max_tokens.get() as usize;
-        let describing = Arc::clone(&describing);
-        tokio::spawn(async move {
-            refresh_description(
-                conn, published, shared, perception, interval, max_tokens, describing,
-            )
-            .await
-        })
-    });
+    Ok(Service {
+        conn,
+        bus,
+        shared,
+        published,
+        notifier,
+        shutdown,
+        updates,
+        commands,
+        last_progress,
+        rules_path: cfg.policies.rules.clone(),
+        ready: false,
+        last_degradation: (Level::Full.name().to_string(), String::new()),
+        last_monitoring: None,
+    })
+}
 
-    let mut sighup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
-    let mut sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;
-    let mut sigint = signal(SignalKind::interrupt()).context("SIGINT handler")?;
-    let rules_path = cfg.policies.rules.clone();
-    let mut ready = false;
-    let mut last_degradation = (Level::Full.name().to_string(), String::new());
-    let mut last_monitoring: Option<MonitoringState> = None;
-
-    let mut bus_check = tokio::time::interval(BUS_CHECK);
-    bus_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let bus = zbus::fdo::PeerProxy::builder(&conn)
-        .destination("org.freedesktop.DBus")
-        .path("/org/freedesktop/DBus")
-        .build()
-        .await
-        .context("D-Bus peer proxy")?;
-
-    let exit = loop {
-        tokio::select! {
-            _ = bus_check.tick() => {
-                // A lost bus is seen within a second even when no property changes.
-                match tokio::time::timeout(BUS_CHECK * 2, bus.ping()).await {
-                    Ok(Err(e)) if connection_lost(&e) => {
-                        error!("D-Bus: the connection to the bus is lost; exiting so the service manager restarts the daemon on the new bus");
-                        break Exit::BusLost;
+impl<F: Send + Sync + 'static> Service<F> {
+    /// Serving: publishes every snapshot, checks the bus, reloads the rules on SIGHUP; returns why
+    /// it ended.
+    async fn serve(&mut self) -> anyhow::Result<Exit> {
+        let mut sighup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
+        let mut sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+        let mut sigint = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+        let mut bus_check = tokio::time::interval(BUS_CHECK);
+        bus_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = bus_check.tick() => {
+                    if let Some(exit) = self.check_bus().await {
+                        return Ok(exit);
                     }
-                    Ok(_) => {}
-                    Err(_) => warn!("D-Bus: the bus daemon did not answer a ping within {} s", (BUS_CHECK * 2).as_secs()),
                 }
+                update = self.updates.recv() => match update {
+                    Some(Update::Snapshot(snap)) => {
+                        if let Some(exit) = self.publish(&snap).await {
+                            return Ok(exit);
+                        }
+                    }
+                    Some(Update::Ended) => return Ok(Exit::SourceEnded),
+                    None => {
+                        error!("pipeline: stopped unexpectedly");
+                        anyhow::bail!("the pipeline thread stopped");
+                    }
+                },
+                _ = sighup.recv() => self.reload_rules().await,
+                _ = sigterm.recv() => return Ok(Exit::Signal),
+                _ = sigint.recv() => return Ok(Exit::Signal),
             }
-            update = updates.recv() => match update {
-                Some(Update::Snapshot(snap)) => {
-                    let degradation = {
-                        let (l, r) = shared.level();
-                        (l.name().to_string(), r)
-                    };
-                    match dbus::publish(&conn, &published, &mut last_degradation, degradation, &snap).await {
-                        Ok(()) => {
-                            // The watchdog is fed only while observations reach the bus.
-                            last_progress.store(monotonic_now().as_millis() as u64, Ordering::Relaxed);
-                        }
-                        Err(e) if connection_lost(&e) => {
-                            error!("D-Bus: the connection to the bus is lost ({e}); exiting so the service manager restarts the daemon on the new bus");
-                            break Exit::BusLost;
-                        }
-                        Err(e) => warn!("D-Bus: cannot publish: {e}"),
-                    }
-                    if let Some(captured) = snap.captured_at {
-                        shared.record(Stage::CaptureToObservation, monotonic_now().saturating_sub(captured));
-                    }
-                    if last_monitoring != Some(snap.monitoring) {
-                        let status = status_line(snap.monitoring, &snap.reason);
-                        if snap.monitoring == MonitoringState::Active || snap.monitoring == MonitoringState::Starting {
-                            info!("monitoring: {status}");
-                        } else {
-                            warn!("monitoring: {status}");
-                        }
-                        if !ready {
-                            ready = true;
-                            let _ = notifier.ready(&status);
-                        } else {
-                            let _ = notifier.status(&status);
-                        }
-                        last_monitoring = Some(snap.monitoring);
-                    }
-                    for event in &snap.events {
-                        let alert = event.alert();
-                        match event {
-                            AlertEvent::Raised { .. } | AlertEvent::Escalated { .. } =>
-                                warn!("alert raised: {} (level {}): {}", alert.id, alert.level, alert.message),
-                            AlertEvent::Cleared { .. } => info!("alert cleared: {}", alert.id),
-                        }
-                    }
-                }
-                Some(Update::Ended) => break Exit::SourceEnded,
-                None => {
-                    error!("pipeline: stopped unexpectedly");
-                    anyhow::bail!("the pipeline thread stopped");
-                }
-            },
-            _ = sighup.recv() => {
-                let _ = notifier.reloading();
-                let (tx, rx) = oneshot::channel();
-                let result = if commands_tx.send(Command::ReloadRules(tx)).is_ok() {
-                    rx.await.unwrap_or_else(|_| Err("the pipeline is gone".into()))
-                } else {
-                    Err("the pipeline is gone".into())
-                };
-                match (&result, &rules_path) {
-                    (Ok(summary), _) => info!("SIGHUP: rules reloaded: {summary}"),
-                    (Err(e), Some(p)) => error!("SIGHUP: keeping the running rules; {} is invalid: {e}", p.display()),
-                    (Err(e), None) => error!("SIGHUP: keeping the running rules: {e}"),
-                }
-                let status = last_monitoring.map(|m| status_line(m, "")).unwrap_or_else(|| "starting".into());
-                let _ = notifier.send(&format!("READY=1\nSTATUS={status}"));
-            }
-            _ = sigterm.recv() => break Exit::Signal,
-            _ = sigint.recv() => break Exit::Signal,
         }
-    };
+    }
 
-    info!("stopping ({exit:?})");
-    let _ = notifier.stopping();
-    shared.stop.store(true, Ordering::Relaxed);
-    if let Some(w) = watchdog {
-        w.abort();
+    /// A lost bus is seen within a second even when no property changes.
+    async fn check_bus(&self) -> Option<Exit> {
+        match tokio::time::timeout(BUS_CHECK * 2, self.bus.ping()).await {
+            Ok(Err(e)) if connection_lost(&e) => {
+                error!(
+                    "D-Bus: the connection to the bus is lost; exiting so the service manager restarts the daemon on the new bus"
+                );
+                Some(Exit::BusLost)
+            }
+            Ok(_) => None,
+            Err(_) => {
+                warn!(
+                    "D-Bus: the bus daemon did not answer a ping within {} s",
+                    (BUS_CHECK * 2).as_secs()
+                );
+                None
+            }
+        }
     }
-    if let Some(d) = description {
-        d.abort();
+
+    /// Publishes one snapshot: properties and alert signals, readiness and status for the service
+    /// manager, the watchdog's progress (only when the observation reached the bus).
+    async fn publish(&mut self, snap: &Snapshot) -> Option<Exit> {
+        let degradation = {
+            let (l, r) = self.shared.level();
+            (l.name().to_string(), r)
+        };
+        match dbus::publish(
+            &self.conn,
+            &self.published,
+            &mut self.last_degradation,
+            degradation,
+            snap,
+        )
+        .await
+        {
+            Ok(()) => self
+                .last_progress
+                .store(monotonic_now().as_millis() as u64, Ordering::Relaxed),
+            Err(e) if connection_lost(&e) => {
+                error!(
+                    "D-Bus: the connection to the bus is lost ({e}); exiting so the service manager restarts the daemon on the new bus"
+                );
+                return Some(Exit::BusLost);
+            }
+            Err(e) => warn!("D-Bus: cannot publish: {e}"),
+        }
+        if let Some(captured) = snap.captured_at {
+            self.shared.record(
+                Stage::CaptureToObservation,
+                monotonic_now().saturating_sub(captured),
+            );
+        }
+        if self.last_monitoring != Some(snap.monitoring) {
+            let status = status_line(snap.monitoring, &snap.reason);
+            if snap.monitoring == MonitoringState::Active
+                || snap.monitoring == MonitoringState::Starting
+            {
+                info!("monitoring: {status}");
+            } else {
+                warn!("monitoring: {status}");
+            }
+            if !self.ready {
+                self.ready = true;
+                let _ = self.notifier.ready(&status);
+            } else {
+                let _ = self.notifier.status(&status);
+            }
+            self.last_monitoring = Some(snap.monitoring);
+        }
+        for event in &snap.events {
+            let alert = event.alert();
+            match event {
+                AlertEvent::Raised { .. } | AlertEvent::Escalated { .. } => warn!(
+                    "alert raised: {} (level {}): {}",
+                    alert.id, alert.level, alert.message
+                ),
+                AlertEvent::Cleared { .. } => info!("alert cleared: {}", alert.id),
+            }
+        }
+        None
     }
-    // Let the pipeline thread see the stop flag; it never blocks longer than one model call (or
-    // the camera's bounded close).
-    drop(updates);
-    let deadline = std::time::Instant::now() + Duration::from_millis(1200);
-    while !pipeline_thread.is_finished() && std::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+
+    /// SIGHUP: the pipeline reloads the rules file; a broken file keeps the running rules.
+    async fn reload_rules(&self) {
+        let _ = self.notifier.reloading();
+        let (tx, rx) = oneshot::channel();
+        let result = if self.commands.send(Command::ReloadRules(tx)).is_ok() {
+            rx.await
+                .unwrap_or_else(|_| Err("the pipeline is gone".into()))
+        } else {
+            Err("the pipeline is gone".into())
+        };
+        match (&result, &self.rules_path) {
+            (Ok(summary), _) => info!("SIGHUP: rules reloaded: {summary}"),
+            (Err(e), Some(p)) => error!(
+                "SIGHUP: keeping the running rules; {} is invalid: {e}",
+                p.display()
+            ),
+            (Err(e), None) => error!("SIGHUP: keeping the running rules: {e}"),
+        }
+        let status = self
+            .last_monitoring
+            .map(|m| status_line(m, ""))
+            .unwrap_or_else(|| "starting".into());
+        let _ = self.notifier.send(&format!("READY=1\nSTATUS={status}"));
     }
-    if !pipeline_thread.is_finished() {
-        warn!(
-            "the pipeline thread is still {}; exiting without it",
-            shared.activity().describe()
+
+    /// Stopping: one trigger for every task and thread, joined within 1.2 s (the pipeline is never
+    /// longer than one model call or the camera's bounded close); then the name is released.
+    async fn stop(self, exit: Option<Exit>) {
+        info!(
+            "stopping ({})",
+            exit.map_or("an error".to_string(), |e| format!("{e:?}"))
         );
+        let _ = self.notifier.stopping();
+        // A pipeline waiting to hand over an update must see the channel close.
+        drop(self.updates);
+        let running = self.shutdown.join(Duration::from_millis(1200)).await;
+        if running > 0 {
+            warn!(
+                "{running} task(s) did not stop in time (the pipeline thread is {}); exiting without them",
+                self.shared.activity().describe()
+            );
+        }
+        if exit != Some(Exit::BusLost) {
+            let _ = self.conn.release_name(dbus::BUS_NAME).await;
+        }
     }
-    if exit != Exit::BusLost {
-        let _ = conn.release_name(dbus::BUS_NAME).await;
-    }
-    Ok(exit)
 }
 
 fn status_line(m: MonitoringState, reason: &str) -> String {
@@ -379,11 +487,20 @@ fn status_line(m: MonitoringState, reason: &str) -> String {
 }
 
 /// Pings the watchdog at half its interval, but only while observations keep being published.
-async fn feed_watchdog(notifier: Arc<Notifier>, interval: Duration, last_progress: Arc<AtomicU64>) {
+async fn feed_watchdog(
+    notifier: Arc<Notifier>,
+    interval: Duration,
+    last_progress: Arc<AtomicU64>,
+    mut shutdown: ShutdownSignal,
+    _done: Done,
+) {
     let mut tick = tokio::time::interval(interval / 2);
     let mut stalled = false;
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = shutdown.triggered() => return,
+            _ = tick.tick() => {}
+        }
         let last = last_progress.load(Ordering::Relaxed);
         let age = (monotonic_now().as_millis() as u64).saturating_sub(last);
         if last > 0 && age < interval.as_millis() as u64 / 2 {
@@ -399,38 +516,49 @@ async fn feed_watchdog(notifier: Arc<Notifier>, interval: Duration, last_progres
     }
 }
 
-async fn refresh_description<F: Send + Sync + 'static, P: Perception<Frame = F>>(
+/// The periodic cabin description (`description.interval_ms`), published as `Description`.
+struct DescriptionRefresh<F, P> {
     conn: zbus::Connection,
     published: Arc<Mutex<Published>>,
     shared: Arc<Shared<F>>,
     perception: Arc<P>,
     interval: Duration,
     max_tokens: usize,
-    describing: Arc<AtomicBool>,
-) {
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        if !shared.level().0.description_enabled() || describing.load(Ordering::Relaxed) {
-            continue;
-        }
-        let Some(frame) = shared.latest_frame() else {
-            continue;
-        };
-        describing.store(true, Ordering::Relaxed);
-        let p = Arc::clone(&perception);
-        let started = std::time::Instant::now();
-        let result = p.describe(&frame.frame, max_tokens).await;
-        describing.store(false, Ordering::Relaxed);
-        shared.record(Stage::Description, started.elapsed());
-        match result {
-            Ok(text) => {
-                if let Err(e) = dbus::publish_description(&conn, &published, text).await {
-                    warn!("D-Bus: cannot publish the description: {e}");
-                }
+}
+
+impl<F: Send + Sync + 'static, P: Perception<Frame = F>> DescriptionRefresh<F, P> {
+    /// One description at a time, on the newest frame, while the degradation level allows it.
+    /// The shutdown drops a description in progress (which cancels its model job).
+    async fn run(self, mut shutdown: ShutdownSignal, _done: Done) {
+        let mut tick = tokio::time::interval(self.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.triggered() => return,
+                _ = tick.tick() => {}
             }
-            Err(e) => warn!("description: {e}"),
+            if !self.shared.level().0.description_enabled() {
+                continue;
+            }
+            let Some(frame) = self.shared.latest_frame() else {
+                continue;
+            };
+            let started = std::time::Instant::now();
+            let result = tokio::select! {
+                _ = shutdown.triggered() => return,
+                r = self.perception.describe(&frame.frame, self.max_tokens) => r,
+            };
+            self.shared.record(Stage::Description, started.elapsed());
+            match result {
+                Ok(text) => {
+                    if let Err(e) =
+                        dbus::publish_description(&self.conn, &self.published, text).await
+                    {
+                        warn!("D-Bus: cannot publish the description: {e}");
+                    }
+                }
+                Err(e) => warn!("description: {e}"),
+            }
         }
     }
 }
@@ -964,7 +1092,15 @@ mod tests {
         let interval = Duration::from_millis(200);
         let notifier = Arc::new(Notifier::for_test(&path, interval));
         let progress = Arc::new(AtomicU64::new(monotonic_now().as_millis() as u64));
-        let task = tokio::spawn(feed_watchdog(notifier, interval, Arc::clone(&progress)));
+        let shutdown = Shutdown::new();
+        let (signal, done) = shutdown.subscribe();
+        let task = tokio::spawn(feed_watchdog(
+            notifier,
+            interval,
+            Arc::clone(&progress),
+            signal,
+            done,
+        ));
         let count = |sock: &std::os::unix::net::UnixDatagram| {
             let mut buf = [0u8; 64];
             let mut n = 0;
@@ -985,6 +1121,8 @@ mod tests {
         count(&sock);
         tokio::time::sleep(Duration::from_millis(600)).await;
         assert_eq!(count(&sock), 0);
-        task.abort();
+        // The shutdown ends the task by itself.
+        assert_eq!(shutdown.join(Duration::from_secs(5)).await, 0);
+        task.await.unwrap();
     }
 }

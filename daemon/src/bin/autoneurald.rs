@@ -135,7 +135,9 @@ fn run(path: &std::path::Path) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     let result = runtime.block_on(adapters::run(cfg, Arc::clone(&notifier)));
-    // A model call still running must not hold up the exit (SIGTERM: out within 2 s).
+    // The daemon's own tasks and threads were joined by its shutdown (service.rs); what is left
+    // belongs to the bus library or is a pipeline thread stuck in one model call, and must not
+    // hold up the exit (SIGTERM: out within 2 s).
     runtime.shutdown_timeout(Duration::from_millis(300));
     let exit = result?;
     if exit.is_failure() {
