@@ -126,27 +126,14 @@ def _bundle_problems(b: Path, man: dict, errors: list[str]) -> None:
     d = man.get("decoder", {})
     if any(t not in ("conv", "full_attention") for t in d.get("layer_types", [])):
         errors.append("manifest.toml: layer_types entries must be conv or full_attention")
-    variants = man.get("variants", {})
-    if "fp32" not in variants:
-        errors.append("manifest.toml: no [variants.fp32]")
-    for name, v in variants.items():
-        if not isinstance(v.get("quantization"), str):
-            errors.append(f"manifest.toml: variants.{name}.quantization missing")
-        paths = [v.get(g) for g in GRAPHS]
+    for name, v in _variants(man, errors):
+        extra = []
         ctx = v.get("qnn_context", {})
         if ctx:
             if not isinstance(ctx.get("htp_arch"), int) or not isinstance(ctx.get("soc_model"), int):
                 errors.append(f"manifest.toml: variants.{name}.qnn_context needs htp_arch and soc_model")
-            paths += [ctx.get(g) for g in GRAPHS if g in ctx]
-        for g, p in zip(GRAPHS, paths):
-            if not isinstance(p, str):
-                errors.append(f"manifest.toml: variants.{name}.{g} missing")
-        for p in paths:
-            if isinstance(p, str) and not _inside(b, p):
-                errors.append(f"manifest.toml: variants.{name}: {p} is not a file inside the bundle")
-        for k, x in v.get("sqnr_db", {}).items():
-            if k not in GRAPHS or not isinstance(x, float):
-                errors.append(f"manifest.toml: variants.{name}.sqnr_db.{k} is not a graph SQNR")
+            extra = [ctx.get(g) for g in GRAPHS if g in ctx]
+        _variant_problems(b, name, v, GRAPHS, extra, errors)
 
 
 def _face_problems(b: Path, man: dict, errors: list[str]) -> None:
@@ -158,21 +145,32 @@ def _face_problems(b: Path, man: dict, errors: list[str]) -> None:
     strides = man.get("detector", {}).get("strides")
     if not (isinstance(strides, list) and strides and all(isinstance(x, int) and x > 0 for x in strides)):
         errors.append("manifest.toml: detector.strides should be positive integers")
+    for name, v in _variants(man, errors):
+        _variant_problems(b, name, v, FACE_GRAPHS, [], errors)
+
+
+def _variants(man: dict, errors: list[str]):
+    """The [variants.*] tables; fp32 must be one of them."""
     variants = man.get("variants", {})
     if "fp32" not in variants:
         errors.append("manifest.toml: no [variants.fp32]")
-    for name, v in variants.items():
-        if not isinstance(v.get("quantization"), str):
-            errors.append(f"manifest.toml: variants.{name}.quantization missing")
-        for g in FACE_GRAPHS:
-            p = v.get(g)
-            if not isinstance(p, str):
-                errors.append(f"manifest.toml: variants.{name}.{g} missing")
-            elif not _inside(b, p):
-                errors.append(f"manifest.toml: variants.{name}: {p} is not a file inside the bundle")
-        for k, x in v.get("sqnr_db", {}).items():
-            if k not in FACE_GRAPHS or not isinstance(x, float):
-                errors.append(f"manifest.toml: variants.{name}.sqnr_db.{k} is not a graph SQNR")
+    return variants.items()
+
+
+def _variant_problems(b: Path, name: str, v: dict, graphs, extra_paths: list, errors: list[str]) -> None:
+    """A variant's quantization, one file inside the bundle per graph (and `extra_paths`), and its
+    optional per-graph SQNR."""
+    if not isinstance(v.get("quantization"), str):
+        errors.append(f"manifest.toml: variants.{name}.quantization missing")
+    for g in graphs:
+        if not isinstance(v.get(g), str):
+            errors.append(f"manifest.toml: variants.{name}.{g} missing")
+    for p in [v.get(g) for g in graphs] + extra_paths:
+        if isinstance(p, str) and not _inside(b, p):
+            errors.append(f"manifest.toml: variants.{name}: {p} is not a file inside the bundle")
+    for k, x in v.get("sqnr_db", {}).items():
+        if k not in graphs or not isinstance(x, float):
+            errors.append(f"manifest.toml: variants.{name}.sqnr_db.{k} is not a graph SQNR")
         for k, x in v.get("offload", {}).items():
             if k not in FACE_GRAPHS or not isinstance(x, str) or not (x == "full" or x.startswith("partial: ")):
                 errors.append(f"manifest.toml: variants.{name}.offload.{k} should be \"full\" or \"partial: OPS\"")
