@@ -32,6 +32,17 @@ pub struct LibraryPaths {
     pub venv: Option<PathBuf>,
 }
 
+impl LibraryPaths {
+    /// ONNX Runtime from a directory of its own (an installed package's private library
+    /// directory, e.g. /usr/lib/autoneural/onnxruntime): the file name is this crate's business.
+    pub fn in_runtime_dir(dir: &Path) -> LibraryPaths {
+        LibraryPaths {
+            onnxruntime: Some(dir.join("libonnxruntime.so")),
+            ..LibraryPaths::default()
+        }
+    }
+}
+
 /// Which library is wanted; each knows its file name, env var and place in a venv.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Library {

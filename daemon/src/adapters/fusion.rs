@@ -44,10 +44,7 @@ pub struct Fused {
 /// Opens the face pipeline of `[face]` with the ONNX Runtime library the model uses.
 pub fn open_face(cfg: &Config, face: &FaceConfig) -> anyhow::Result<FacePipeline> {
     let libraries = match &cfg.model.runtime_dir {
-        Some(dir) => LibraryPaths {
-            onnxruntime: Some(dir.join("libonnxruntime.so")),
-            ..LibraryPaths::default()
-        },
+        Some(dir) => LibraryPaths::in_runtime_dir(dir),
         None => LibraryPaths::default(),
     };
     let pipeline = PipelineConfig {

@@ -43,10 +43,7 @@ pub fn engine_config(cfg: &Config) -> EngineConfig {
     engine.require_full_offload = m.require_full_offload;
     engine.cache_dir = cfg.cache_dir();
     if let Some(dir) = &m.runtime_dir {
-        engine.libraries = LibraryPaths {
-            onnxruntime: Some(dir.join("libonnxruntime.so")),
-            ..LibraryPaths::default()
-        };
+        engine.libraries = LibraryPaths::in_runtime_dir(dir);
     }
     engine
 }

@@ -135,7 +135,9 @@ pub fn check(cfg: &Config, path: &Path) -> Result<(), ConfigError> {
     }
 
     if let Some(dir) = &m.runtime_dir {
-        let lib = dir.join("libonnxruntime.so");
+        let lib = inference::LibraryPaths::in_runtime_dir(dir)
+            .onnxruntime
+            .unwrap_or_default();
         if !lib.exists() {
             return Err(fail(
                 "model",
