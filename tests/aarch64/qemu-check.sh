@@ -15,7 +15,9 @@ repo=$(pwd)
 # LD_LIBRARY_PATH: the sysroot has no ld.so.cache (it is only unpacked), and without one the
 # loader would take the build root's, whose /usr/lib entries (libstdc++: sid's, needing
 # GLIBC_2.38) are not in the sysroot's /lib and so resolve outside it.
-q() { qemu-aarch64 -L /sysroot -E LD_LIBRARY_PATH=/lib/aarch64-linux-gnu:/usr/lib/aarch64-linux-gnu "$@"; }
+# (An array, not a function: `q ... &` must give the pid of qemu itself, which passes SIGTERM on
+# to the program, not of a subshell.)
+q=(qemu-aarch64 -L /sysroot -E LD_LIBRARY_PATH=/lib/aarch64-linux-gnu:/usr/lib/aarch64-linux-gnu)
 pass() { echo "PASS $*" | tee -a "$out/results.txt" >&2; }
 fail() { echo "FAIL $*" | tee -a "$out/results.txt" >&2; failed=1; }
 failed=0
@@ -42,19 +44,19 @@ ort=/usr/lib/autoneural/onnxruntime/libonnxruntime.so.1.31.1
 export ORT_DISABLE_TELEMETRY=1
 
 # 1. The binaries start.
-v=$(q "$pkg/usr/bin/autoneurald" --version) && pass "autoneurald --version: $v" || fail "autoneurald --version"
-q "$pkg/usr/bin/autoneuralctl" --help >/dev/null 2>&1 && pass "autoneuralctl --help" || fail "autoneuralctl --help"
+v=$("${q[@]}" "$pkg/usr/bin/autoneurald" --version) && pass "autoneurald --version: $v" || fail "autoneurald --version"
+"${q[@]}" "$pkg/usr/bin/autoneuralctl" --help >/dev/null 2>&1 && pass "autoneuralctl --help" || fail "autoneuralctl --help"
 
 # 2. The configurations: the packaged one (arm64: QNN, full offload, the packaged paths) and the
 # shipped examples.
 for c in /etc/autoneural/autoneurald.toml examples/demo.toml examples/webcam.toml; do
-  if q "$pkg/usr/bin/autoneurald" --check-config "$c" > "$out/check-config.txt" 2>&1; then
+  if "${q[@]}" "$pkg/usr/bin/autoneurald" --check-config "$c" > "$out/check-config.txt" 2>&1; then
     pass "autoneurald --check-config $c"
   else
     fail "autoneurald --check-config $c: $(cat "$out/check-config.txt")"
   fi
 done
-q "$pkg/usr/bin/autoneuralctl" check-config /etc/autoneural/autoneurald.toml >/dev/null 2>&1 \
+"${q[@]}" "$pkg/usr/bin/autoneuralctl" check-config /etc/autoneural/autoneurald.toml >/dev/null 2>&1 \
   && pass "autoneuralctl check-config (packaged config)" || fail "autoneuralctl check-config"
 
 # 3. Inference: the vlm example on the default model's golden images, both variants, on the CPU
@@ -65,9 +67,9 @@ for variant in fp32 w8a16; do
   ok=1
   for i in 0 1 2; do
     question=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]]["cases"][int(sys.argv[3])]["question"])' "$m/golden.json" "$variant" "$i")
-    AUTONEURAL_ORT_LIB=$ort q "$bin/examples/vlm" --bundle "$m" --variant "$variant" \
+    AUTONEURAL_ORT_LIB=$ort "${q[@]}" "$bin/examples/vlm" --bundle "$m" --variant "$variant" \
       --image "$m/golden/$i.png" --probe bundle > "$out/vlm-$variant-probe-$i.txt" 2>&1 || ok=0
-    AUTONEURAL_ORT_LIB=$ort q "$bin/examples/vlm" --bundle "$m" --variant "$variant" \
+    AUTONEURAL_ORT_LIB=$ort "${q[@]}" "$bin/examples/vlm" --bundle "$m" --variant "$variant" \
       --image "$m/golden/$i.png" --ask "$question" --max-tokens 64 > "$out/vlm-$variant-ask-$i.txt" 2>&1 || ok=0
   done
   [ $ok = 1 ] || { fail "vlm $variant under qemu (see $out/vlm-$variant-*.txt)"; continue; }
@@ -100,7 +102,7 @@ fields = ["face_visible", "eyes_closed", "eyes_on_road"]
 [bus]
 kind = "session"
 TOML
-if q "$pkg/usr/bin/autoneurald" --config "$tmp/observe.toml" --observe "$m"/golden/{0,1,2}.png --json \
+if "${q[@]}" "$pkg/usr/bin/autoneurald" --config "$tmp/observe.toml" --observe "$m"/golden/{0,1,2}.png --json \
      > "$out/observe.jsonl" 2> "$out/observe.log" && [ "$(grep -c '"fields"' "$out/observe.jsonl")" = 3 ]; then
   pass "autoneurald --observe (model + face networks) on 3 images"
 else
@@ -131,9 +133,9 @@ for _ in $(seq 50); do [ -S "$tmp/bus" ] && break; sleep 0.1; done
 sed -e "s|^bundle = \"../models/autoneural-cabin\"|bundle = \"$repo/$m\"\nruntime_dir = \"/usr/lib/autoneural/onnxruntime\"|" \
     -e "s|^kind = \"session\"|kind = \"address\"\naddress = \"unix:path=$tmp/bus\"|" examples/demo.toml > "$tmp/demo.toml"
 grep -q '^kind = "address"' "$tmp/demo.toml" && grep -q '^runtime_dir' "$tmp/demo.toml" || fail "could not derive the demo config"
-q "$pkg/usr/bin/autoneurald" --config "$tmp/demo.toml" > "$out/daemon.log" 2>&1 &
+"${q[@]}" "$pkg/usr/bin/autoneurald" --config "$tmp/demo.toml" > "$out/daemon.log" 2>&1 &
 daemon=$!
-q "$pkg/usr/bin/autoneuralctl" --address "unix:path=$tmp/bus" watch --wait 120 > "$out/watch.txt" 2>&1 &
+"${q[@]}" "$pkg/usr/bin/autoneuralctl" --address "unix:path=$tmp/bus" watch --wait 120 > "$out/watch.txt" 2>&1 &
 watcher=$!
 for _ in $(seq 90); do kill -0 $daemon 2>/dev/null || break; sleep 1; done
 kill -TERM $daemon 2>/dev/null || true
