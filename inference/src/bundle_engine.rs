@@ -20,6 +20,7 @@ use crate::request::{Backend, Decode};
 use crate::types::{Frame, Timings};
 
 /// The encoded image + system prefix of one frame.
+#[derive(Clone, Copy)]
 struct Prefix {
     frame_id: u64,
     pos: usize,
@@ -395,14 +396,16 @@ impl Backend for BundleEngine {
         self.q_conv = mark.0;
     }
     /// The KV buffers are bound to the graphs, so the filled rows are copied out (and back):
-    /// `pos` rows per layer and head, far less than one decoder step reads.
+    /// `pos` rows per layer and head, far less than one decoder step reads. The frame prefix stays
+    /// usable meanwhile: a probe of the same frame reuses it (it writes only above the prefix, and
+    /// those rows are restored).
     type Suspended = Suspended;
     fn suspend(&mut self) -> Suspended {
         Suspended {
             context: self.state.save_context(),
             logits: self.logits.clone(),
-            prefix: self.prefix.take(),
-            prefix_conv: std::mem::take(&mut self.prefix_conv),
+            prefix: self.prefix,
+            prefix_conv: self.prefix_conv.clone(),
             clock: self.clock,
         }
     }

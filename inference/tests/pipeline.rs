@@ -796,7 +796,10 @@ fn context_use_is_the_room_a_generation_really_has() {
 fn a_safety_probe_runs_inside_a_generation_which_then_goes_on_unchanged() {
     let frame_a = load_frame(&tiny(), "golden/0.png", 1);
     let frame_b = load_frame(&tiny(), "golden/1.png", 2);
-    check_safety_preempts_generation(cpu_config(&tiny(), "fp32"), frame_a, frame_b);
+    // A probe of another frame (its prefix is encoded in the pause), then of the question's own
+    // frame (its prefix is reused in the pause).
+    check_safety_preempts_generation(cpu_config(&tiny(), "fp32"), frame_a.clone(), frame_b);
+    check_safety_preempts_generation(cpu_config(&tiny(), "fp32"), frame_a.clone(), frame_a);
 }
 
 /// Issue 15 "safety preempts": a safety probe submitted while a question generates completes before
@@ -867,6 +870,11 @@ fn check_safety_preempts_generation(config: EngineConfig, frame_a: Frame, frame_
     assert!(*at < seen.texts, "seen at text {at} of {}", seen.texts);
     let outcome = outcome.as_ref().unwrap();
     assert_eq!(outcome.frame_id, frame_b.id);
+    assert_eq!(
+        outcome.timings.prefix_reused,
+        frame_b.id == frame_a.id,
+        "a probe of the question's own frame reuses its prefix, another frame's is encoded"
+    );
     assert_eq!(interrupted.timings.preemptions, 1);
     assert!(interrupted.timings.preempted > Duration::ZERO);
     assert_eq!(
