@@ -36,6 +36,7 @@ import torch
 
 from forge import export as fx
 from forge.config import TINY_STAGES, ModelConfig, get_config
+from forge.conv_index import upgrade_file
 from forge.images import draw, pixel_values
 from forge.model import build_model
 
@@ -151,6 +152,8 @@ def cmd_decoder(a) -> dict:
             ins, outs, example = fx.decoder_io(model, tt)
             fx.export_graph(fx.DecoderGraph(model), tuple(example), out / f"decoder_{g}.onnx", ins, outs, data,
                             params_as_inputs=a.lowmem)
+            if g == "prefill":
+                upgrade_file(out / "decoder_prefill.onnx")  # conv_index: prompts of any length prefill
         else:
             raise SystemExit(f"unknown graph {g!r}")
         done.append({"graph": g, "s": round(time.time() - t, 1)})

@@ -19,6 +19,7 @@ import onnx
 
 from forge.bundle import default_tokenizer, manifest_dict, save_manifest
 from forge.config import get_config
+from forge.conv_index import INPUT, MANIFEST_KEY
 from forge.probes import probes_toml
 
 
@@ -50,6 +51,9 @@ def main() -> int:
     man["image"]["tokens"] = tokens
     man["description"] = (f"{cfg.description} Assembled by bench/make_bundle.py: vision at {size} px, "
                           "random weights, fp32 only, no golden outputs.")
+    # graphs exported before conv_index (an older cache) keep the single-step remainder
+    prefill = onnx.load(str(dec / "decoder_prefill.onnx"), load_external_data=False)
+    man["decoder"][MANIFEST_KEY] = any(i.name == INPUT for i in prefill.graph.input)
     man["variants"]["fp32"] = {"quantization": "none", **{g: f"fp32/{g}.onnx" for g in
                                                          ("vision", "embed", "decoder_prefill", "decoder_step")}}
     save_manifest(out, man, checksums=True)

@@ -1,4 +1,4 @@
-"""python -m forge {export,compile-qnn,golden,check,parity,published-fixture,convert-vl,assemble,random-vl} ... (see forge/README.md)."""
+"""python -m forge {export,compile-qnn,golden,check,parity,published-fixture,convert-vl,assemble,random-vl,cpu-int4,upgrade-prefill} ... (see forge/README.md)."""
 
 from __future__ import annotations
 
@@ -180,6 +180,22 @@ def _assemble(a) -> int:
     return 0
 
 
+def _upgrade_prefill(a) -> int:
+    from .conv_index import upgrade_bundle
+
+    calib = held = None
+    if a.calibration_dir:
+        from .scenes import read_scenes
+
+        images = [s.load() for s in read_scenes(a.calibration_dir)[:20]]
+        if len(images) < 8:
+            raise SystemExit(f"{a.calibration_dir}: {len(images)} scenes; want at least 8 (calibration + held out)")
+        k = max(4, len(images) // 5)
+        calib, held = images[:-k], images[-k:]
+    print(json.dumps(upgrade_bundle(Path(a.dir), calib, held), indent=1))
+    return 0
+
+
 def _cpu_int4(a) -> int:
     from .cpu_int4 import add_variant
 
@@ -301,6 +317,12 @@ def main(argv=None) -> int:
     q.add_argument("--head", choices=("float", "int4"), default="float", help="the LM head (tied token "
                    "table): kept float (default) or int4")
     q.set_defaults(fn=_cpu_int4)
+    u = sub.add_parser("upgrade-prefill", help="give an older bundle's decoder_prefill the conv_index input (prompts of "
+                       "any length prefill in full-width calls); recompiles QNN contexts and rewrites golden.json")
+    u.add_argument("dir")
+    u.add_argument("--calibration-dir", help="rendered scenes (autoneural-scenes render) to calibrate the QDQ "
+                   "variants' decoder_prefill on, instead of forge's drawn images")
+    u.set_defaults(fn=_upgrade_prefill)
 
     a = p.parse_args(argv)
     return a.fn(a)

@@ -22,6 +22,7 @@ from PIL import Image
 from tokenizers import Tokenizer
 
 from .config import ModelConfig
+from .conv_index import MANIFEST_KEY
 from .export import export_float_graphs, external_data_files
 from .images import QUESTIONS, describe, draw, pixel_values
 from .manifest import FORMAT, GRAPHS
@@ -129,6 +130,7 @@ def manifest_dict(cfg: ModelConfig, tok: Tokenizer) -> dict:
             "conv_kernel": d.conv_kernel,
             "kv_capacity": cfg.kv_capacity,
             "prefill_chunk": cfg.prefill_chunk,
+            MANIFEST_KEY: True,
             "mask_value": float(cfg.mask_value),
             "rope_theta": float(d.rope_theta),
         },
@@ -156,15 +158,16 @@ def _images(opts: BuildOptions, cfg: ModelConfig, held_out: bool) -> list[Image.
     return [draw(s, cfg.vision.image_size)[0] for s in seeds]
 
 
-def record_feeds(bundle: Path, cfg: ModelConfig, images, questions, probes, gen_tokens: int = 12):
+def record_feeds(bundle: Path, images, questions, probes, gen_tokens: int = 12):
     """Runs the fp32 bundle over images x questions (prefix, question, a short greedy answer, two
     probes) and returns the feeds each graph received."""
     from .runtime import Recorder, Runner
 
     rec = Recorder()
     r = Runner(bundle, "fp32", recorder=rec, threads=1)
+    spec = r.image
     for i, img in enumerate(images):
-        pv = pixel_values(img, cfg.vision.image_size, cfg.vision.mean, cfg.vision.std)
+        pv = pixel_values(img, spec["size"], spec["mean"], spec["std"])
         prefix = r.prefix_state(pv)
         r.generate(prefix, questions[i % len(questions)], max_new=gen_tokens)
         for p in (probes[i % len(probes)], probes[(i + 3) % len(probes)]):
@@ -217,8 +220,8 @@ def build_bundle(model, out: Path, opts: BuildOptions | None = None, tokenizer: 
         from .quantize import graph_sqnr, quantize_graph
 
         t = time.time()
-        calib = record_feeds(out, cfg, _images(opts, cfg, False), opts.calibration_questions, opts.probes)
-        held = record_feeds(out, cfg, _images(opts, cfg, True), opts.calibration_questions[::-1], opts.probes[::-1])
+        calib = record_feeds(out, _images(opts, cfg, False), opts.calibration_questions, opts.probes)
+        held = record_feeds(out, _images(opts, cfg, True), opts.calibration_questions[::-1], opts.probes[::-1])
         rep["calibration_feeds"] = {g: len(v) for g, v in calib.items()}
         for scheme in opts.quant:
             v = {"quantization": scheme, "sqnr_db": {}}
@@ -267,8 +270,9 @@ def _cwd(path: Path):
         os.chdir(old)
 
 
-def compile_qnn(out: Path, man: dict, htp_arch: int, soc_model: int, log=print, context: bool = True) -> dict:
-    """For every quantized variant: check each graph runs fully on the HTP (CPU fallback disabled),
+def compile_qnn(out: Path, man: dict, htp_arch: int, soc_model: int, log=print, context: bool = True,
+                only: set[str] | None = None) -> dict:
+    """For every QDQ variant (or those named in `only`): check each graph runs fully on the HTP (CPU fallback disabled),
     compile its EP context model into <variant>/qnn/<graph>_ctx.onnx (shared files compile once) and
     record `qnn_context` in the manifest dict. Returns {graph file: {EP: {op: count}}}. Without
     `context`, only the offload check (no binaries, no `qnn_context`)."""
@@ -277,7 +281,7 @@ def compile_qnn(out: Path, man: dict, htp_arch: int, soc_model: int, log=print, 
     compiled: dict[str, str] = {}
     placement = {}
     for name, v in man["variants"].items():
-        if v["quantization"] == "none":
+        if v["quantization"] not in ("w8a16", "w4a16") or (only is not None and name not in only):
             continue
         ctx = {"htp_arch": htp_arch, "soc_model": soc_model}
         for g in GRAPHS:

@@ -113,6 +113,8 @@ def expected_io(man: dict, graph: str) -> tuple[dict, dict]:
         return {"input_ids": (6, [1, p])}, {"inputs_embeds": (1, [1, p, h])}
     t = p if graph == "decoder_prefill" else 1
     ins = {"inputs_embeds": (1, [1, t, h]), "position_ids": (6, [1, t]), "attention_mask": (1, [1, 1, t, c + t])}
+    if graph == "decoder_prefill" and d.get("prefill_conv_index", False):
+        ins["conv_index"] = (6, [d["conv_kernel"]])
     outs = {"logits": (1, [1, t, man["text"]["vocab_size"]])}
     for i, ty in enumerate(d["layer_types"]):
         if ty == "conv":

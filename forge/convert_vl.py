@@ -42,13 +42,12 @@ import math
 import shutil
 import tempfile
 import time
-import tomllib
 from pathlib import Path
 
 import numpy as np
 
 from .bundle import GRAPHS, FORMAT, load_manifest, save_manifest  # noqa: F401
-from .probes import Probe
+from .probes import Probe, read_probes
 
 REPO = Path(__file__).resolve().parent.parent
 INSTRUCT_PROBES = REPO / "inference" / "src" / "published" / "instruct_probes.toml"
@@ -60,8 +59,7 @@ MAX_NEW = 16
 
 
 def load_probes(path: Path = INSTRUCT_PROBES) -> tuple[Probe, ...]:
-    return tuple(Probe(p["id"], p["question"], tuple(p["answers"]), p["field"], tuple(p["positive"]))
-                 for p in tomllib.loads(Path(path).read_text())["probe"])
+    return read_probes(path)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -294,8 +292,8 @@ def convert(checkpoint: Path, out: Path, image_size: int = 256, quant=("w8a16",)
         t = time.time()
         calib_imgs = [draw(s, image_size)[0] for s in range(100, 116)]
         held_imgs = [draw(s, image_size)[0] for s in range(1000, 1004)]
-        calib = record_feeds(out, cfg, calib_imgs, QUESTIONS, probes)
-        held = record_feeds(out, cfg, held_imgs, QUESTIONS[::-1], probes[::-1])
+        calib = record_feeds(out, calib_imgs, QUESTIONS, probes)
+        held = record_feeds(out, held_imgs, QUESTIONS[::-1], probes[::-1])
         rep["calibration_feeds"] = {g: len(v) for g, v in calib.items()}
         rep["htp"] = {}
         with tempfile.TemporaryDirectory() as td:

@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 from onnx import numpy_helper
 
+from .conv_index import upgrade_file
 from .model import AutoNeural
 
 OPSET = 17
@@ -269,7 +270,8 @@ def compact_names(g: onnx.GraphProto) -> None:
 
 
 def export_float_graphs(model: AutoNeural, out: Path, shared_decoder_weights: bool = False) -> dict[str, Path]:
-    """Writes out/{vision,embed,decoder_prefill,decoder_step}.onnx; returns their paths by graph.
+    """Writes out/{vision,embed,decoder_prefill,decoder_step}.onnx (decoder_prefill with `conv_index`,
+    forge/conv_index.py); returns their paths by graph.
     Models over EXTERNAL_DATA_BYTES keep weights outside the graphs: vision.onnx.data,
     embed.onnx.data, and decoder.onnx.data shared by both decoder graphs. `shared_decoder_weights`:
     the decoder graphs share decoder.onnx.data whatever the size (one copy of the weights on disk)."""
@@ -300,6 +302,7 @@ def export_float_graphs(model: AutoNeural, out: Path, shared_decoder_weights: bo
         ins, outs, example = decoder_io(model, t)
         paths[name] = out / f"{name}.onnx"
         export_graph(DecoderGraph(model), tuple(example), paths[name], ins, outs, shared)
+    upgrade_file(paths["decoder_prefill"])  # any number of valid rows per prefill call
     return paths
 
 

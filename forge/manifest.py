@@ -126,6 +126,8 @@ def _bundle_problems(b: Path, man: dict, errors: list[str]) -> None:
     d = man.get("decoder", {})
     if any(t not in ("conv", "full_attention") for t in d.get("layer_types", [])):
         errors.append("manifest.toml: layer_types entries must be conv or full_attention")
+    if not isinstance(d.get("prefill_conv_index", False), bool):
+        errors.append("manifest.toml: decoder.prefill_conv_index should be true or false")
     for name, v in _variants(man, errors):
         extra = []
         ctx = v.get("qnn_context", {})

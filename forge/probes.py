@@ -50,3 +50,14 @@ def probes_toml(probes: tuple[Probe, ...] = DEFAULT_PROBES) -> str:
             "",
         ]
     return "\n".join(lines)
+
+
+def read_probes(path) -> tuple[Probe, ...]:
+    """A probes.toml file (a bundle's own probe set), in file order."""
+    import tomllib
+    from pathlib import Path
+
+    return tuple(
+        Probe(p["id"], p["question"], tuple(p["answers"]), p["field"], tuple(p["positive"]))
+        for p in tomllib.loads(Path(path).read_text())["probe"]
+    )

@@ -155,7 +155,9 @@ def sqnr_db(ref: np.ndarray, x: np.ndarray) -> float:
 
 def graph_sqnr(fp32: Path, qdq: Path, held_out: list[dict[str, np.ndarray]], session=None) -> float:
     """SQNR (dB) of the first output (image_embeds / inputs_embeds / logits), all held-out feeds
-    pooled, QDQ graph (on CPU, or `session`) vs the fp32 graph on CPU."""
+    pooled, QDQ graph (on CPU, or `session`) vs the fp32 graph on CPU. Of a partial prefill chunk
+    (`conv_index` starts below the chunk width) only the valid rows count: the padded rows' logits
+    are never read."""
     from .runtime import cpu_session
 
     a, b = cpu_session(fp32), session or cpu_session(qdq)
@@ -163,8 +165,9 @@ def graph_sqnr(fp32: Path, qdq: Path, held_out: list[dict[str, np.ndarray]], ses
     names_b = {i.name for i in b.get_inputs()}
     ref, out = [], []
     for f in held_out:
-        ref.append(a.run(None, {k: v for k, v in f.items() if k in names_a})[0])
-        out.append(b.run(None, {k: v for k, v in f.items() if k in names_b})[0])
+        valid = int(f["conv_index"][0]) if "conv_index" in f else None
+        ref.append(a.run(None, {k: v for k, v in f.items() if k in names_a})[0][:, :valid])
+        out.append(b.run(None, {k: v for k, v in f.items() if k in names_b})[0][:, :valid])
     return sqnr_db(np.concatenate([r.ravel() for r in ref]), np.concatenate([o.ravel() for o in out]))
 
 

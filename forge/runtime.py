@@ -2,8 +2,12 @@
 runtime does, in the same order, so its outputs are the golden ones.
 
 Sequence handling (forge/README.md, "decoder contract"):
-- every `feed` of n embedding rows goes through decoder_prefill in full chunks of prefill_chunk rows,
-  the remainder through decoder_step one row at a time;
+- every `feed` of n embedding rows goes through decoder_prefill in full chunks of prefill_chunk rows;
+  a remainder of r >= 2 rows is one more decoder_prefill call, right-padded with copies of its last
+  row (zero rows are out of distribution and would widen a QDQ graph's calibrated ranges) and
+  `conv_index` = [r, r+k) (forge/conv_index.py), of which only the r valid K/V rows are kept and
+  the position advances by r; a remainder of 1 row, and every remainder of a bundle whose manifest
+  lacks `decoder.prefill_conv_index`, goes through decoder_step one row at a time;
 - the caller's KV buffers have kv_capacity slots; each graph returns the T new K/V rows, written into
   slots [pos, pos+T); conv states are replaced by the graph's present_conv outputs;
 - attention_mask [1,1,T,C+T]: columns < C are buffer slots (0 if slot < pos, else mask_value), the
@@ -37,6 +41,7 @@ class DecoderSpec:
     kv_capacity: int
     prefill_chunk: int
     mask_value: float
+    prefill_conv_index: bool = False
 
     @property
     def conv_layers(self):
@@ -105,7 +110,7 @@ class Runner:
         d = man["decoder"]
         self.spec = DecoderSpec(
             d["hidden"], d["layer_types"], d["num_kv_heads"], d["head_dim"], d["conv_kernel"], d["kv_capacity"],
-            d["prefill_chunk"], d["mask_value"],
+            d["prefill_chunk"], d["mask_value"], d.get("prefill_conv_index", False),
         )
         t = man["text"]
         self.text = TextConfig(system_prompt=t["system_prompt"], template=t["template"], image_token=t["image_token"])
@@ -156,14 +161,24 @@ class Runner:
         )
 
     def _step(self, state: State, rows: np.ndarray, graph: str) -> np.ndarray:
-        s, t = self.spec, rows.shape[0]
-        if state.pos + t > s.kv_capacity:
-            raise ContextFull(f"{state.pos + t} positions > kv_capacity {s.kv_capacity}")
+        """Runs `rows` (n <= T valid rows; fewer than T only for a prefill graph with conv_index)
+        at the state's position; returns the n rows' logits."""
+        s, n = self.spec, rows.shape[0]
+        t = s.prefill_chunk if graph == "decoder_prefill" else 1
+        if state.pos + n > s.kv_capacity:
+            raise ContextFull(f"{state.pos + n} positions > kv_capacity {s.kv_capacity}")
+        padded = np.empty((t, s.hidden), np.float32)
+        padded[:n] = rows
+        padded[n:] = rows[n - 1]  # in-distribution padding: zero rows widen a QDQ graph's activation ranges
         feed = {
-            "inputs_embeds": rows[None].astype(np.float32),
+            "inputs_embeds": padded[None],
             "position_ids": np.arange(state.pos, state.pos + t, dtype=np.int32)[None],
             "attention_mask": causal_mask(s, state.pos, t),
         }
+        if graph == "decoder_prefill" and s.prefill_conv_index:
+            feed["conv_index"] = np.arange(n, n + s.conv_kernel, dtype=np.int32)
+        elif n != t:
+            raise ValueError(f"{graph}: {n} rows for a graph of width {t} without conv_index")
         for i in s.conv_layers:
             feed[f"past_conv.{i}"] = state.conv[i]
         for i in s.attention_layers:
@@ -175,11 +190,11 @@ class Runner:
             j += 1
         for i in s.attention_layers:
             k, v = state.kv[i]
-            k[:, :, state.pos : state.pos + t] = out[j]
-            v[:, :, state.pos : state.pos + t] = out[j + 1]
+            k[:, :, state.pos : state.pos + n] = out[j][:, :, :n]
+            v[:, :, state.pos : state.pos + n] = out[j + 1][:, :, :n]
             j += 2
-        state.pos += t
-        return out[0][0]
+        state.pos += n
+        return out[0][0][:n]
 
     def feed(self, state: State, rows: np.ndarray) -> np.ndarray:
         """Feeds embedding rows [n,H]; returns the logits of every row [n,V]."""
@@ -188,8 +203,11 @@ class Runner:
         full = n - n % p
         for i in range(0, full, p):
             logits.append(self._step(state, rows[i : i + p], "decoder_prefill"))
-        for i in range(full, n):
-            logits.append(self._step(state, rows[i : i + 1], "decoder_step"))
+        if n - full >= 2 and self.spec.prefill_conv_index:
+            logits.append(self._step(state, rows[full:], "decoder_prefill"))
+        else:
+            for i in range(full, n):
+                logits.append(self._step(state, rows[i : i + 1], "decoder_step"))
         return np.concatenate(logits, 0)
 
     # --- pipeline -------------------------------------------------------------------------------

@@ -78,6 +78,10 @@ pub struct DecoderSpec {
     pub prefill_chunk: usize,
     pub mask_value: f32,
     pub rope_theta: f64,
+    /// decoder_prefill takes `conv_index` (contract 1): a chunk may hold fewer than
+    /// `prefill_chunk` valid rows. Bundles made before it run a prompt's remainder as single steps.
+    #[serde(default)]
+    pub prefill_conv_index: bool,
 }
 
 impl DecoderSpec {

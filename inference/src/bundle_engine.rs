@@ -115,6 +115,14 @@ impl BundleEngine {
         else {
             return Err(Error::Config("internal: four graphs expected".into()));
         };
+        if !m.decoder.prefill_conv_index {
+            log::info!(
+                "{}: decoder_prefill has no `conv_index` input: the part of each prompt past the \
+                 last full chunk runs one token at a time (`python -m forge upgrade-prefill` \
+                 upgrades the bundle for a faster first token)",
+                bundle.dir.display()
+            );
+        }
         let state = DecoderState::new(m)?;
         let vision = VisionGraph::new(vg, m)?;
         let embed = EmbedGraph::new(eg, m)?;
@@ -230,8 +238,10 @@ impl BundleEngine {
         Ok(())
     }
 
-    /// Feeds embedding rows at the current position: full chunks through decoder_prefill, the rest
-    /// through decoder_step (padding never enters the conv state). Leaves the last logits.
+    /// Feeds embedding rows at the current position: full chunks through decoder_prefill, then a
+    /// remainder of two or more rows as one more, partial, prefill call when the graph takes
+    /// `conv_index`; otherwise the remainder goes through decoder_step row by row (padding never
+    /// enters the conv state). Leaves the last logits.
     fn feed(&mut self, rows: &[f32]) -> Result<()> {
         let h = self.bundle.manifest.decoder.hidden;
         let n = rows.len() / h;
@@ -253,6 +263,15 @@ impl BundleEngine {
                     &mut self.clock,
                 )?;
                 i += t;
+            }
+            if n - i >= 2 && self.prefill.takes(n - i) {
+                self.prefill.run(
+                    &rows[i * h..],
+                    &mut self.state,
+                    &mut self.logits,
+                    &mut self.clock,
+                )?;
+                i = n;
             }
         }
         while i < n {

@@ -6,7 +6,10 @@
 //!   the graph's `present_conv` is copied over them (3*H floats per layer);
 //! - KV buffers `[1,KV,C,D]` (per attention layer, key and value) are shared too; after a run only the
 //!   T new rows (`present` `[1,KV,T,D]`) are written into slots [pos, pos+T) — never a whole-cache copy;
-//! - positions and the additive attention mask are computed here (Range/Trilu do not offload).
+//! - positions and the additive attention mask are computed here (Range/Trilu do not offload);
+//! - a prefill graph with `conv_index` runs a chunk of n < T valid rows padded with copies of the last one; the
+//!   conv states become window columns [n, n+3), only n K/V rows are kept and `pos` advances by n
+//!   (the padded rows come after the valid ones, so causal attention hides them).
 
 use std::time::{Duration, Instant};
 
@@ -204,6 +207,8 @@ pub(crate) struct DecoderGraph {
     logits: Tensor<f32>,
     present_conv: Vec<Tensor<f32>>,
     present_kv: Vec<Tensor<f32>>,
+    /// Some for a prefill graph that takes partial chunks.
+    conv_index: Option<Tensor<i32>>,
     hidden: usize,
     vocab: usize,
     mask_value: f32,
@@ -235,11 +240,19 @@ impl DecoderGraph {
                 .flat_map(|_| [0, 1])
                 .map(|_| zeros_f32(kind, &[1, d.num_kv_heads, t, d.head_dim]))
                 .collect::<Result<_, _>>()?,
+            conv_index: if kind == GraphKind::DecoderPrefill && d.prefill_conv_index {
+                Some(zeros_i32(kind, &[3])?)
+            } else {
+                None
+            },
             hidden: h,
             vocab: v,
             mask_value: d.mask_value,
         };
         let gr = &mut g.graph;
+        if let Some(ci) = &g.conv_index {
+            gr.bind_input(crate::graphs::CONV_INDEX, ci)?;
+        }
         gr.bind_input("inputs_embeds", &g.embeds)?;
         gr.bind_input("position_ids", &g.positions)?;
         gr.bind_input("attention_mask", &g.mask)?;
@@ -258,8 +271,13 @@ impl DecoderGraph {
         Ok(g)
     }
 
-    /// Runs `rows` (exactly T embedding rows) at the state's position, updates the state in place,
-    /// and leaves the last row's logits in `last_logits`.
+    /// How many valid rows one run takes: at most T, and fewer than T only with `conv_index`.
+    pub fn takes(&self, rows: usize) -> bool {
+        rows == self.t || (rows >= 1 && rows < self.t && self.conv_index.is_some())
+    }
+
+    /// Runs `rows` (n embedding rows, `takes(n)`) at the state's position, updates the state in
+    /// place (n positions), and leaves the last valid row's logits in `last_logits`.
     pub fn run(
         &mut self,
         rows: &[f32],
@@ -268,15 +286,27 @@ impl DecoderGraph {
         clock: &mut RunClock,
     ) -> Result<(), Error> {
         let (t, h, c) = (self.t, self.hidden, state.capacity);
-        debug_assert_eq!(rows.len(), t * h);
+        let n = rows.len() / h;
+        debug_assert!(rows.len() == n * h && self.takes(n));
         let pos = state.pos;
-        if pos + t > c {
+        if pos + n > c {
             return Err(Error::ContextFull {
-                needed: pos + t,
+                needed: pos + n,
                 capacity: c,
             });
         }
-        self.embeds.extract_tensor_mut().1.copy_from_slice(rows);
+        let embeds = self.embeds.extract_tensor_mut().1;
+        embeds[..n * h].copy_from_slice(rows);
+        // padding: copies of the last valid row (the rows a QDQ graph was calibrated on look like
+        // real tokens; zero rows would not)
+        for pad in embeds[n * h..].chunks_exact_mut(h) {
+            pad.copy_from_slice(&rows[(n - 1) * h..]);
+        }
+        if let Some(ci) = &mut self.conv_index {
+            for (j, v) in ci.extract_tensor_mut().1.iter_mut().enumerate() {
+                *v = (n + j) as i32;
+            }
+        }
         for (j, p) in self.positions.extract_tensor_mut().1.iter_mut().enumerate() {
             *p = (pos + j) as i32;
         }
@@ -300,14 +330,14 @@ impl DecoderGraph {
             let dst = dst.extract_tensor_mut().1;
             let src = src.extract_tensor().1;
             for head in 0..kvh {
-                let from = &src[head * t * d..(head + 1) * t * d];
+                let from = &src[head * t * d..head * t * d + n * d];
                 let at = head * c * d + pos * d;
-                dst[at..at + t * d].copy_from_slice(from);
+                dst[at..at + n * d].copy_from_slice(from);
             }
         }
-        state.pos += t;
+        state.pos += n;
         let logits = self.logits.extract_tensor().1;
-        last_logits.copy_from_slice(&logits[(t - 1) * self.vocab..t * self.vocab]);
+        last_logits.copy_from_slice(&logits[(n - 1) * self.vocab..n * self.vocab]);
         Ok(())
     }
 }

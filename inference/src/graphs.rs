@@ -35,6 +35,10 @@ fn spec(name: impl Into<String>, elem: Elem, shape: &[usize]) -> TensorSpec {
     }
 }
 
+/// decoder_prefill's input naming the window columns that become the new conv states
+/// (`[n, n+3)` for n valid rows; forge/conv_index.py).
+pub const CONV_INDEX: &str = "conv_index";
+
 /// The I/O a graph of this kind must have for this manifest.
 pub fn expected(m: &Manifest, kind: GraphKind) -> Signature {
     let d = &m.decoder;
@@ -60,6 +64,9 @@ pub fn expected(m: &Manifest, kind: GraphKind) -> Signature {
                 spec("position_ids", Elem::I32, &[1, t]),
                 spec("attention_mask", Elem::F32, &[1, 1, t, c + t]),
             ];
+            if kind == GraphKind::DecoderPrefill && d.prefill_conv_index {
+                inputs.push(spec(CONV_INDEX, Elem::I32, &[3]));
+            }
             let mut outputs = vec![spec("logits", Elem::F32, &[1, t, m.text.vocab_size])];
             for i in d.conv_layers() {
                 inputs.push(spec(format!("past_conv.{i}"), Elem::F32, &[1, h, 3]));

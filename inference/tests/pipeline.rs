@@ -283,6 +283,41 @@ fn prefix_reuse_gives_the_same_probes_as_re_encoding() {
     );
 }
 
+/// A prompt of any length goes through decoder_prefill calls of full width: the part past the last
+/// full chunk is one padded call (`conv_index`), not one decoder_step per token. Counted in
+/// `Session::run` calls for questions of every length from 1 to 2T+1 tokens after a reused prefix.
+#[test]
+fn a_prompt_of_any_length_is_prefilled_in_full_width_calls() {
+    let bundle = Bundle::load(&tiny(), None, Verify::Presence).unwrap();
+    assert!(bundle.manifest.decoder.prefill_conv_index);
+    let t = bundle.manifest.decoder.prefill_chunk;
+    let mut engine = Engine::load(&cpu_config(&tiny(), "fp32")).unwrap();
+    let frame = load_frame(&tiny(), "golden/0.png", 1);
+    let params = GenerateParams {
+        max_tokens: 1,
+        use_bundle_stop_tokens: false,
+        ..Default::default()
+    };
+    let ask = |engine: &mut Engine, question: &str| {
+        engine
+            .generate(&frame, question, &params, &mut |_| {}, &no_cancel())
+            .unwrap()
+    };
+    ask(&mut engine, "encode the frame's prefix");
+    let mut seen = std::collections::BTreeSet::new();
+    for words in 1..=2 * t + 1 {
+        let g = ask(&mut engine, &"a".repeat(words));
+        let q = g.timings.prefill_tokens;
+        assert!(g.timings.prefix_reused);
+        // embed: ceil(q/T) calls; decoder: ceil(q/T) prefill calls, or one decoder_step for a
+        // remainder of exactly one token (a step is a one-row prefill)
+        let calls = q.div_ceil(t);
+        assert_eq!(g.timings.session_runs, 2 * calls, "{q} tokens");
+        seen.insert(q % t);
+    }
+    assert!(seen.len() > t / 2, "remainders covered: {seen:?}");
+}
+
 #[test]
 fn streaming_sampling_stops_and_cancellation() {
     let mut engine = Engine::load(&cpu_config(&tiny(), "fp32")).unwrap();
