@@ -89,7 +89,7 @@ def add_variant(bundle: Path, block: int = 32, head: str = "float") -> dict:
     """Writes `cpu-int4/` graphs, the variant in manifest.toml (with its accuracy) and its golden
     cases; returns the report."""
     from .golden import run_cases
-    from .probes import DEFAULT_PROBES
+    from .probes import read_probes
 
     if head not in ("float", "int4"):
         raise ValueError(f"head must be float or int4, not {head!r}")
@@ -111,10 +111,11 @@ def add_variant(bundle: Path, block: int = 32, head: str = "float") -> dict:
     golden_path = bundle / "golden.json"
     golden = json.loads(golden_path.read_text())
     images = [c["image"] for c in golden["fp32"]["cases"]]
-    ids = {p.id for p in DEFAULT_PROBES}
+    probes = read_probes(bundle / "probes.toml")
+    ids = {p.id for p in probes}
     if any(set(c["probes"]) != ids for c in golden["fp32"]["cases"]):
-        raise ValueError(f"{golden_path}: its probes are not forge's default set; rewrite it with `forge golden`")
-    golden[VARIANT] = {"cases": run_cases(bundle, VARIANT, images, DEFAULT_PROBES)}
+        raise ValueError(f"{golden_path}: its probes are not the bundle's probes.toml; rewrite it with `forge golden`")
+    golden[VARIANT] = {"cases": run_cases(bundle, VARIANT, images, probes)}
     golden_path.write_text(json.dumps(golden, indent=1) + "\n")
     variant["accuracy"] = accuracy(bundle, golden)
     man["variants"][VARIANT] = variant
