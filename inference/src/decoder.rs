@@ -7,9 +7,9 @@
 //! - KV buffers `[1,KV,C,D]` (per attention layer, key and value) are shared too; after a run only the
 //!   T new rows (`present` `[1,KV,T,D]`) are written into slots [pos, pos+T) — never a whole-cache copy;
 //! - positions and the additive attention mask are computed here (Range/Trilu do not offload);
-//! - a prefill graph with `conv_index` runs a chunk of n < T valid rows padded with copies of the last one; the
-//!   conv states become window columns [n, n+3), only n K/V rows are kept and `pos` advances by n
-//!   (the padded rows come after the valid ones, so causal attention hides them).
+//! - a prefill graph with `conv_index` runs a chunk of n < T valid rows, padded with copies of the
+//!   last one: the conv states become window columns [n, n+3), only n K/V rows are kept and `pos`
+//!   advances by n (the padded rows come after the valid ones, so causal attention hides them).
 
 use std::time::{Duration, Instant};
 
