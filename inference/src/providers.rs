@@ -433,9 +433,21 @@ impl SessionFactory<'_> {
             .devices()
             .any(|d| d.ep().is_ok_and(|n| n == QNN_EP_NAME))
         {
-            return Err(Attempt::Unavailable(
-                "the QNN EP library registered no device".into(),
-            ));
+            let seen: Vec<String> = self
+                .rt
+                .env
+                .devices()
+                .map(|d| {
+                    let hw = d.hardware_device();
+                    format!(
+                        "{} on {:?} ({})",
+                        d.ep().unwrap_or("?"),
+                        hw.ty(),
+                        hw.vendor().unwrap_or("?")
+                    )
+                })
+                .collect();
+            return Err(Attempt::Unavailable(no_htp_device(&ep_lib, &seen)));
         }
         let options = vec![
             (
@@ -620,6 +632,22 @@ pub(crate) fn cache_key(parts: &[&str]) -> String {
     h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Why QNN is unavailable when its EP library loaded but offers no device: on a machine without a
+/// Qualcomm Hexagon NPU (an x86_64 or other aarch64 machine, qemu) the plugin registers none.
+/// `seen`: the devices ONNX Runtime does have ("CPUExecutionProvider on CPU (vendor)").
+fn no_htp_device(ep_lib: &Path, seen: &[String]) -> String {
+    format!(
+        "no QNN HTP device: the QNN EP library {} loaded but registered no device (no Qualcomm \
+         Hexagon NPU found; ONNX Runtime's devices: {})",
+        ep_lib.display(),
+        if seen.is_empty() {
+            "none".to_string()
+        } else {
+            seen.join(", ")
+        }
+    )
+}
+
 /// What every QNN session of a factory shares: the libraries and the EP's device options.
 struct QnnSetup {
     ep_lib: PathBuf,
@@ -749,6 +777,25 @@ fn assignment(session: &Session) -> Vec<(String, Vec<String>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn no_device_message_names_the_missing_htp_and_what_there_is() {
+        let msg = no_htp_device(
+            Path::new("/opt/qnn/libonnxruntime_providers_qnn.so"),
+            &["CPUExecutionProvider on CPU (ARM)".into()],
+        );
+        assert!(msg.starts_with("no QNN HTP device: "), "{msg}");
+        assert!(
+            msg.contains("/opt/qnn/libonnxruntime_providers_qnn.so"),
+            "{msg}"
+        );
+        assert!(msg.contains("Hexagon NPU"), "{msg}");
+        assert!(
+            msg.ends_with("devices: CPUExecutionProvider on CPU (ARM))"),
+            "{msg}"
+        );
+        assert!(no_htp_device(Path::new("x"), &[]).ends_with("devices: none)"));
+    }
 
     #[test]
     fn cache_key_changes_with_the_graph_checksum_and_options() {

@@ -12,9 +12,13 @@ use crate::scenario::Scenario;
 /// Frame `i` is stamped `epoch + i / fps`, where `epoch` is the monotonic time the source was created
 /// (or a fixed one, see [`ScenarioSource::with_epoch`]), so timestamps follow the scenario clock and
 /// `frame.timestamp - epoch` maps any frame back to its ground truth with [`ScenarioSource::labels_for`].
-/// With `realtime` the source sleeps until each frame's time (a live camera); without it, frames come
-/// as fast as they can be rendered (tests, benchmarks). The source ends after the last frame unless
-/// it loops; a looping source keeps the clock running (loop `k` starts at `k * duration`).
+/// With `realtime` the source behaves like a live camera: it sleeps until each frame's time and,
+/// when rendering is slower than the scenario's fps (an emulated or overloaded CPU), it skips the
+/// frames whose time has already passed and renders the one due now, so a frame's timestamp is never
+/// older than one frame period when its rendering starts (the skipped sequence numbers are a gap, as
+/// a V4L2 driver's lost frames are). Without `realtime`, every frame comes, as fast as it can be
+/// rendered (tests, benchmarks, data sets). The source ends after the last frame unless it loops; a
+/// looping source keeps the clock running (loop `k` starts at `k * duration`).
 pub struct ScenarioSource {
     scenario: Scenario,
     width: u32,
@@ -64,6 +68,13 @@ impl ScenarioSource {
         &self.scenario
     }
 
+    /// The timestamp of the frame with this sequence number (laps included).
+    fn stamp(&self, sequence: u64) -> Duration {
+        let count = self.scenario.frame_count().max(1);
+        let (lap, index) = (sequence / count, sequence % count);
+        self.epoch + self.scenario.duration() * lap as u32 + self.scenario.timestamp(index)
+    }
+
     /// The ground truth of the frame stamped `timestamp` by this source.
     pub fn labels_for(&self, timestamp: Duration) -> SceneLabels {
         let t = timestamp.saturating_sub(self.epoch).as_secs_f64();
@@ -83,10 +94,22 @@ impl FrameSource for ScenarioSource {
         if count == 0 || (!self.looping && self.next >= count) {
             return Ok(None);
         }
+        if self.realtime {
+            // A live camera does not queue the frames it could not deliver in time. Without this, a
+            // renderer slower than the fps stamps frame i with epoch + i / fps further and further
+            // in the past, and once that lag passes the consumer's maximum frame age (the daemon's
+            // frame_timeout_ms) every frame is discarded as stale: under qemu the daemon got frame 0
+            // and then only `camera: no frame for N ms`.
+            let now = monotonic_now();
+            while (self.looping || self.next + 1 < count) && self.stamp(self.next + 1) <= now {
+                self.next += 1;
+            }
+        }
         let sequence = self.next;
         let (lap, index) = (sequence / count, sequence % count);
         let rendered = self.scenario.frame(index, self.width, self.height);
         let timestamp = self.epoch + self.scenario.duration() * lap as u32 + rendered.timestamp;
+        debug_assert_eq!(timestamp, self.stamp(sequence));
         if self.realtime {
             let now = monotonic_now();
             if timestamp > now {
@@ -150,6 +173,58 @@ mod tests {
             "phone in hand 4-9 s and at the ear 9-12 s at 10 fps"
         );
         assert!(src.next_frame().expect("ended").is_none());
+    }
+
+    #[test]
+    fn a_realtime_source_that_fell_behind_renders_the_frame_due_now() {
+        // As when rendering is slower than the fps: the clock is 5 s past frame 0. The source
+        // skips frames 1-49 instead of delivering frames stamped ever further in the past.
+        let scenario = Scenario::builtin("phone-use").expect("shipped");
+        let count = scenario.frame_count();
+        let behind = Duration::from_millis(5_050);
+        let mut src = ScenarioSource::new(scenario, 32, 24)
+            .with_epoch(monotonic_now() - behind)
+            .realtime(true);
+        let first = src.next_frame().expect("ok").expect("a frame");
+        assert!(
+            first.sequence >= 50,
+            "frame {} of a clock 5 s in",
+            first.sequence
+        );
+        assert!(
+            first.age() < Duration::from_secs(1),
+            "frame {} is {:?} old",
+            first.sequence,
+            first.age()
+        );
+        assert_eq!(
+            src.labels_for(first.timestamp),
+            src.scenario().labels_at(first.timestamp - src.epoch())
+        );
+        let second = src.next_frame().expect("ok").expect("a frame");
+        assert!(second.sequence > first.sequence && second.timestamp > first.timestamp);
+        assert!(second.age() < Duration::from_secs(1));
+
+        // Looping: 30 s behind on a 12 s scenario is lap 2, ~6 s in; without looping, a source
+        // whose whole scenario is past gives its last frame, then ends.
+        let scenario = Scenario::builtin("mirror-glance").expect("shipped");
+        let count_mirror = scenario.frame_count();
+        let mut src = ScenarioSource::new(scenario, 8, 8)
+            .with_epoch(monotonic_now() - Duration::from_secs(30))
+            .realtime(true)
+            .looping(true);
+        let f = src.next_frame().expect("ok").expect("loops");
+        assert!(f.sequence / count_mirror == 2 && f.age() < Duration::from_secs(1));
+        let phone = Scenario::builtin("phone-use").expect("shipped");
+        let past_the_end = phone.duration() + Duration::from_secs(2);
+        let mut src = ScenarioSource::new(phone, 8, 8)
+            .with_epoch(monotonic_now() - past_the_end)
+            .realtime(true);
+        assert_eq!(
+            src.next_frame().expect("ok").expect("last").sequence,
+            count - 1
+        );
+        assert!(src.next_frame().expect("ok").is_none());
     }
 
     #[test]
