@@ -113,8 +113,6 @@ def upgrade_bundle(bundle: Path, calibration_images=None, held_out_images=None, 
     own (e.g. rendered cabin scenes) when it was calibrated on those. Returns what changed."""
     import json
 
-    from PIL import Image  # noqa: F401  (images are PIL images)
-
     from .bundle import _subsample, compile_qnn, record_feeds, save_manifest
     from .golden import run_cases
     from .images import QUESTIONS, draw
