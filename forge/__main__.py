@@ -196,6 +196,13 @@ def _upgrade_prefill(a) -> int:
     return 0
 
 
+def _upgrade_capacity(a) -> int:
+    from .capacity import upgrade_bundle
+
+    print(json.dumps(upgrade_bundle(Path(a.dir)), indent=1))
+    return 0
+
+
 def _cpu_int4(a) -> int:
     from .cpu_int4 import add_variant
 
@@ -323,6 +330,11 @@ def main(argv=None) -> int:
     u.add_argument("--calibration-dir", help="rendered scenes (autoneural-scenes render) to calibrate the QDQ "
                    "variants' decoder_prefill on, instead of forge's drawn images")
     u.set_defaults(fn=_upgrade_prefill)
+    u = sub.add_parser("upgrade-capacity", help="name the KV capacity dimension of an older bundle's float and int4 "
+                       "decoder graphs (the CPU then attends over the filled capacity bucket, not all of it); "
+                       "rewrites those variants' golden cases")
+    u.add_argument("dir")
+    u.set_defaults(fn=_upgrade_capacity)
 
     a = p.parse_args(argv)
     return a.fn(a)

@@ -164,7 +164,7 @@ def record_feeds(bundle: Path, images, questions, probes, gen_tokens: int = 12):
     from .runtime import Recorder, Runner
 
     rec = Recorder()
-    r = Runner(bundle, "fp32", recorder=rec, threads=1)
+    r = Runner(bundle, "fp32", recorder=rec, threads=1, kv_buckets=False)  # QDQ graphs are static at kv_capacity
     spec = r.image
     for i, img in enumerate(images):
         pv = pixel_values(img, spec["size"], spec["mean"], spec["std"])

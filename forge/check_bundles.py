@@ -4,8 +4,8 @@
 
 Needs only the runtime venv (onnx, onnxruntime, numpy; Python >= 3.11 for tomllib). Checks:
 manifest schema and types (forge.manifest, the one Python manifest reader); [files] lists exactly the bundle's other files with matching SHA-256;
-probes.toml and golden.json schemas; every graph's IR version, opset, static I/O names, shapes and
-dtypes; and replays golden case 0's greedy tokens on ONNX Runtime CPU for every variant (prompt ids
+probes.toml and golden.json schemas; every graph's IR version, opset, I/O names, shapes (static, but for the
+named KV capacity of float/int4 decoder graphs) and dtypes; and replays golden case 0's greedy tokens on ONNX Runtime CPU for every variant (prompt ids
 come from golden.json, so no tokenizer library is needed). Face bundles (`autoneural-face/1`,
 written by forge.face_bundle): manifest schema, [files], each graph's IR version and the input /
 output names and shapes the manifest names, and one run of each graph on ONNX Runtime CPU.
@@ -98,12 +98,16 @@ def check_probes(b: Path, errors: list[str]) -> dict:
     return out
 
 
-def _dims(vi) -> list[int]:
-    return [d.dim_value if d.HasField("dim_value") else -1 for d in vi.type.tensor_type.shape.dim]
+def _dims(vi) -> list:
+    """The static sizes, a named dimension's name, -1 for an unknown one."""
+    return [d.dim_value if d.HasField("dim_value") else d.dim_param or -1 for d in vi.type.tensor_type.shape.dim]
 
 
-def expected_io(man: dict, graph: str) -> tuple[dict, dict]:
-    """{name: (elem type, shape)} for inputs and outputs per the contract (1 = float, 6 = int32)."""
+def expected_io(man: dict, graph: str, growable: bool = False) -> tuple[dict, dict]:
+    """{name: (elem type, shape)} for inputs and outputs per the contract (1 = float, 6 = int32).
+    `growable`: a float/int4 decoder graph that names its KV capacity (forge/capacity.py)."""
+    from .capacity import CAPACITY_DIM, MASK_DIM
+
     d, img = man["decoder"], man["image"]
     h, c, p = d["hidden"], d["kv_capacity"], d["prefill_chunk"]
     kv, hd = d["num_kv_heads"], d["head_dim"]
@@ -112,7 +116,8 @@ def expected_io(man: dict, graph: str) -> tuple[dict, dict]:
     if graph == "embed":
         return {"input_ids": (6, [1, p])}, {"inputs_embeds": (1, [1, p, h])}
     t = p if graph == "decoder_prefill" else 1
-    ins = {"inputs_embeds": (1, [1, t, h]), "position_ids": (6, [1, t]), "attention_mask": (1, [1, 1, t, c + t])}
+    mask_width, c = (MASK_DIM, CAPACITY_DIM) if growable else (c + t, c)
+    ins = {"inputs_embeds": (1, [1, t, h]), "position_ids": (6, [1, t]), "attention_mask": (1, [1, 1, t, mask_width])}
     if graph == "decoder_prefill" and d.get("prefill_conv_index", False):
         ins["conv_index"] = (6, [d["conv_kernel"]])
     outs = {"logits": (1, [1, t, man["text"]["vocab_size"]])}
@@ -136,8 +141,10 @@ def check_graphs(b: Path, man: dict, errors: list[str]) -> None:
             m = onnx.load(str(b / rel), load_external_data=False)
             if m.ir_version > 10:
                 errors.append(f"{rel}: IR version {m.ir_version} > 10")
-            ins, outs = expected_io(man, g)
             got_in = {i.name: (i.type.tensor_type.elem_type, _dims(i)) for i in m.graph.input}
+            named = any(isinstance(x, str) for _, dims in got_in.values() for x in dims)
+            cpu_graph = v.get("quantization") in ("none", "int4") and rel == v[g] and g.startswith("decoder")
+            ins, outs = expected_io(man, g, growable=named and cpu_graph)
             got_out = {o.name: (o.type.tensor_type.elem_type, _dims(o)) for o in m.graph.output}
             if got_in != ins:
                 errors.append(f"{rel}: inputs {got_in} != contract {ins}")

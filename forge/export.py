@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 from onnx import numpy_helper
 
+from . import capacity
 from .conv_index import upgrade_file
 from .model import AutoNeural
 
@@ -271,7 +272,8 @@ def compact_names(g: onnx.GraphProto) -> None:
 
 def export_float_graphs(model: AutoNeural, out: Path, shared_decoder_weights: bool = False) -> dict[str, Path]:
     """Writes out/{vision,embed,decoder_prefill,decoder_step}.onnx (decoder_prefill with `conv_index`,
-    forge/conv_index.py); returns their paths by graph.
+    forge/conv_index.py; both decoder graphs with a named KV capacity, forge/capacity.py); returns
+    their paths by graph.
     Models over EXTERNAL_DATA_BYTES keep weights outside the graphs: vision.onnx.data,
     embed.onnx.data, and decoder.onnx.data shared by both decoder graphs. `shared_decoder_weights`:
     the decoder graphs share decoder.onnx.data whatever the size (one copy of the weights on disk)."""
@@ -303,6 +305,8 @@ def export_float_graphs(model: AutoNeural, out: Path, shared_decoder_weights: bo
         paths[name] = out / f"{name}.onnx"
         export_graph(DecoderGraph(model), tuple(example), paths[name], ins, outs, shared)
     upgrade_file(paths["decoder_prefill"])  # any number of valid rows per prefill call
+    for name in ("decoder_prefill", "decoder_step"):
+        capacity.upgrade_file(paths[name])  # the runtime picks the KV capacity (forge/capacity.py)
     return paths
 
 

@@ -22,6 +22,8 @@ import onnxruntime as ort
 from onnxruntime.quantization import QuantType, quantize
 from onnxruntime.quantization.execution_providers.qnn import get_qnn_qdq_config, qnn_preprocess_model
 
+from .capacity import make_static
+
 MAX_IR = 10
 
 SCHEMES = {
@@ -89,6 +91,12 @@ def quantize_graph(src: Path, dst: Path, scheme: str, calibration: list[dict[str
     dst.parent.mkdir(parents=True, exist_ok=True)
     pre = dst.with_suffix(".pre.onnx")
     preprocess(src, pre)
+    if calibration:
+        # a growable CPU decoder graph (forge/capacity.py) is quantized at the capacity it is
+        # calibrated on: QDQ graphs are for the NPU, which compiles static shapes only
+        m = onnx.load(str(pre), load_external_data=False)
+        if make_static(m, calibration[0]):
+            onnx.save(m, str(pre))
     overrides = None
     if s["per_channel"]:
         # get_qnn_qdq_config's per_channel covers Conv/Gemm; MatMul weights need an explicit axis

@@ -8,8 +8,12 @@ Sequence handling (forge/README.md, "decoder contract"):
   `conv_index` = [r, r+k) (forge/conv_index.py), of which only the r valid K/V rows are kept and
   the position advances by r; a remainder of 1 row, and every remainder of a bundle whose manifest
   lacks `decoder.prefill_conv_index`, goes through decoder_step one row at a time;
-- the caller's KV buffers have kv_capacity slots; each graph returns the T new K/V rows, written into
+- the caller's KV buffers have C slots; each graph returns the T new K/V rows, written into
   slots [pos, pos+T); conv states are replaced by the graph's present_conv outputs;
+- C is kv_capacity for static graphs; for growable ones (forge/capacity.py: float and int4 decoder
+  graphs with a named capacity dimension) it is the smallest capacity bucket that holds the
+  positions a call needs: the buffers move into the next bucket (filled rows copied) as the context
+  grows, and back into a smaller one when it shrinks (a new frame, a probe after a long question);
 - attention_mask [1,1,T,C+T]: columns < C are buffer slots (0 if slot < pos, else mask_value), the
   last T columns are the chunk itself (causal: 0 where column <= row).
 """
@@ -23,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from . import manifest
+from . import capacity, manifest
 from .config import TextConfig
 
 
@@ -71,8 +75,8 @@ def cpu_session(path: Path, threads: int = 2) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
-def causal_mask(spec: DecoderSpec, pos: int, t: int) -> np.ndarray:
-    c, neg = spec.kv_capacity, np.float32(spec.mask_value)
+def causal_mask(spec: DecoderSpec, pos: int, t: int, c: int) -> np.ndarray:
+    neg = np.float32(spec.mask_value)
     m = np.full((1, 1, t, c + t), neg, np.float32)
     m[..., :pos] = 0
     m[..., c:] = np.triu(np.full((t, t), neg, np.float32), 1)
@@ -91,7 +95,9 @@ class Recorder:
 
 class Runner:
     """Runs a bundle variant. `sessions` maps graph name -> anything with onnxruntime's
-    `run(None, feed)` (CPU sessions by default; QNN sessions for the HTP checks)."""
+    `run(None, feed)` (CPU sessions by default; QNN sessions for the HTP checks).
+    `kv_buckets=False` binds the whole kv_capacity even to growable graphs (calibration feeds for a
+    static QDQ graph; the comparison in the capacity tests)."""
 
     def __init__(
         self,
@@ -100,6 +106,7 @@ class Runner:
         sessions: dict | None = None,
         recorder: Recorder | None = None,
         threads: int = 2,
+        kv_buckets: bool = True,
     ):
         self.bundle = Path(bundle)
         self.manifest = manifest.read(self.bundle)
@@ -127,6 +134,13 @@ class Runner:
             g: cpu_session(self.bundle / self.variant[g], threads) for g in ("vision", "embed", "decoder_prefill", "decoder_step")
         }
         self.recorder = recorder
+        growable = {
+            g: capacity.is_growable({i.name: i.shape for i in self.sessions[g].get_inputs()})
+            for g in ("decoder_prefill", "decoder_step")
+        }
+        if len(set(growable.values())) != 1:
+            raise ValueError(f"{self.bundle}: variant {variant}: one decoder graph has a named KV capacity, the other not")
+        self.kv_buckets = kv_buckets and growable["decoder_step"]
 
     def _run(self, graph: str, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
         if self.recorder is not None:
@@ -149,16 +163,30 @@ class Runner:
 
     def new_state(self) -> State:
         s = self.spec
+        c = capacity.buckets(s.kv_capacity)[0] if self.kv_buckets else s.kv_capacity
         return State(
             conv={i: np.zeros((1, s.hidden, s.conv_kernel), np.float32) for i in s.conv_layers},
             kv={
                 i: (
-                    np.zeros((1, s.num_kv_heads, s.kv_capacity, s.head_dim), np.float32),
-                    np.zeros((1, s.num_kv_heads, s.kv_capacity, s.head_dim), np.float32),
+                    np.zeros((1, s.num_kv_heads, c, s.head_dim), np.float32),
+                    np.zeros((1, s.num_kv_heads, c, s.head_dim), np.float32),
                 )
                 for i in s.attention_layers
             },
         )
+
+    def _fit(self, state: State, needed: int) -> int:
+        """Moves the KV into the bucket for `needed` positions (the filled rows copied); returns
+        the buffers' capacity."""
+        if not self.kv_buckets:
+            return self.spec.kv_capacity
+        c = capacity.bucket_for(self.spec.kv_capacity, needed)
+        for i, (k, v) in state.kv.items():
+            if k.shape[2] != c:
+                nk, nv = (np.zeros(k.shape[:2] + (c,) + k.shape[3:], np.float32) for _ in range(2))
+                nk[:, :, : state.pos], nv[:, :, : state.pos] = k[:, :, : state.pos], v[:, :, : state.pos]
+                state.kv[i] = (nk, nv)
+        return c
 
     def _step(self, state: State, rows: np.ndarray, graph: str) -> np.ndarray:
         """Runs `rows` (n <= T valid rows; fewer than T only for a prefill graph with conv_index)
@@ -167,13 +195,14 @@ class Runner:
         t = s.prefill_chunk if graph == "decoder_prefill" else 1
         if state.pos + n > s.kv_capacity:
             raise ContextFull(f"{state.pos + n} positions > kv_capacity {s.kv_capacity}")
+        c = self._fit(state, state.pos + n)
         padded = np.empty((t, s.hidden), np.float32)
         padded[:n] = rows
         padded[n:] = rows[n - 1]  # in-distribution padding: zero rows widen a QDQ graph's activation ranges
         feed = {
             "inputs_embeds": padded[None],
             "position_ids": np.arange(state.pos, state.pos + t, dtype=np.int32)[None],
-            "attention_mask": causal_mask(s, state.pos, t),
+            "attention_mask": causal_mask(s, state.pos, t, c),
         }
         if graph == "decoder_prefill" and s.prefill_conv_index:
             feed["conv_index"] = np.arange(n, n + s.conv_kernel, dtype=np.int32)

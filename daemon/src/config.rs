@@ -152,6 +152,11 @@ pub struct ModelConfig {
     /// Every graph must run fully on the NPU, or loading fails (no silent CPU fallback).
     #[serde(default)]
     pub require_full_offload: bool,
+    /// Allocate the model's whole KV capacity at load (steady memory; every decoder step attends
+    /// over all of it) instead of capacity buckets that grow with the context (CPU graphs that
+    /// name their capacity only).
+    #[serde(default)]
+    pub preallocate_kv: bool,
     #[serde(default = "default_threads")]
     pub cpu_threads: Bounded<1, 64>,
     /// Probe ids to run on every frame; empty means every probe of the bundle.

@@ -97,15 +97,15 @@ impl BundleEngine {
         let m = &bundle.manifest;
         let mut reports = Vec::new();
         let mut graphs = Vec::new();
+        let mut growable = Vec::new();
         for kind in GraphKind::ALL {
             let (session, report) = factory.create(kind)?;
             let (ins, outs) = graphs::actual(&session);
-            graphs::check(
-                &bundle.dir.join(v.graph(kind)),
-                &graphs::expected(m, kind),
-                &ins,
-                &outs,
-            )?;
+            let file = bundle.dir.join(v.graph(kind));
+            graphs::check(&file, &graphs::expected(m, kind), &ins, &outs)?;
+            if matches!(kind, GraphKind::DecoderPrefill | GraphKind::DecoderStep) {
+                growable.push((file, graphs::growable(&ins)));
+            }
             log::info!("{report}");
             reports.push(report);
             graphs.push(Graph::new(kind, session)?);
@@ -123,7 +123,33 @@ impl BundleEngine {
                 bundle.dir.display()
             );
         }
-        let state = DecoderState::new(m)?;
+        let growable = match growable.as_slice() {
+            [(_, a), (_, b)] if a == b => *a,
+            [(prefill, a), (step, _)] => {
+                let (named, fixed) = if *a { (prefill, step) } else { (step, prefill) };
+                return Err(crate::error::BundleError::Graph {
+                    path: fixed.clone(),
+                    message: format!(
+                        "fixes the KV capacity while {} names it: both decoder graphs of a \
+                         variant must do the same",
+                        named.display()
+                    ),
+                }
+                .into());
+            }
+            _ => false,
+        };
+        if !growable && !v.is_qdq() {
+            log::info!(
+                "{}: the {variant} decoder graphs fix the KV capacity at {}: every step attends \
+                 over all of it (`python -m forge upgrade-capacity` lets the CPU attend over the \
+                 filled part)",
+                bundle.dir.display(),
+                m.decoder.kv_capacity
+            );
+        }
+        let state = DecoderState::new(m, growable && !config.preallocate_kv)?;
+        log::debug!("decoder: KV capacity buckets {:?}", state.buckets());
         let vision = VisionGraph::new(vg, m)?;
         let embed = EmbedGraph::new(eg, m)?;
         let prefill = DecoderGraph::new(pg, m, &state)?;
@@ -173,6 +199,11 @@ impl BundleEngine {
     }
     pub fn kv_capacity(&self) -> usize {
         self.state.capacity
+    }
+    /// The capacity of the KV buffers bound now (the capacity bucket the context fills, or
+    /// kv_capacity for static graphs).
+    pub fn kv_bound(&self) -> usize {
+        self.state.bound()
     }
 
     /// Drops the cached frame prefix (the next request re-encodes its frame).
@@ -428,13 +459,14 @@ impl Backend for BundleEngine {
             clock: self.clock,
         }
     }
-    fn resume(&mut self, s: Suspended) {
-        self.state.restore_context(&s.context);
+    fn resume(&mut self, s: Suspended) -> Result<()> {
+        self.state.restore_context(&s.context)?;
         self.logits.copy_from_slice(&s.logits);
         // The KV rows below the prefix are the suspended request's frame again.
         self.prefix = s.prefix;
         self.prefix_conv = s.prefix_conv;
         self.clock = s.clock;
+        Ok(())
     }
 }
 

@@ -45,6 +45,11 @@ pub struct EngineConfig {
     /// preprocessor_config.json `do_image_splitting`).
     #[serde(default)]
     pub image_splitting: Option<bool>,
+    /// Bundles whose CPU decoder graphs name their KV capacity (forge/capacity.py): bind the whole
+    /// kv_capacity from the start (all KV memory allocated at load, every step attends over all of
+    /// it) instead of capacity buckets that grow with the context (default false: buckets).
+    #[serde(default)]
+    pub preallocate_kv: bool,
 }
 
 fn yes() -> bool {
@@ -69,6 +74,7 @@ impl EngineConfig {
             verify_checksums: true,
             system_prompt: None,
             image_splitting: None,
+            preallocate_kv: false,
         }
     }
 }

@@ -9,7 +9,13 @@
 //! - positions and the additive attention mask are computed here (Range/Trilu do not offload);
 //! - a prefill graph with `conv_index` runs a chunk of n < T valid rows, padded with copies of the
 //!   last one: the conv states become window columns [n, n+3), only n K/V rows are kept and `pos`
-//!   advances by n (the padded rows come after the valid ones, so causal attention hides them).
+//!   advances by n (the padded rows come after the valid ones, so causal attention hides them);
+//! - graphs that name their KV capacity (`graphs::growable`: the CPU variants) are bound to KV
+//!   buffers of the smallest capacity bucket (`kv_buckets`: 64, 256, 1024, ... up to kv_capacity)
+//!   that the positions of the next run fit in, so a step attends over what the context fills, not
+//!   over the whole capacity; when the context moves into another bucket its filled rows are copied
+//!   once and both graphs rebind. Each bucket's buffers (and each graph's mask for it) are allocated
+//!   the first time that bucket is used and kept, so a steady state allocates nothing.
 
 use std::time::{Duration, Instant};
 
@@ -91,39 +97,124 @@ pub(crate) fn zeros_i32(kind: GraphKind, shape: &[usize]) -> Result<Tensor<i32>,
     Ok(t)
 }
 
+/// The smallest KV capacity bucket.
+const SMALLEST_BUCKET: usize = 64;
+/// Each bucket holds this many times the positions of the one below it.
+const BUCKET_GROWTH: usize = 4;
+
+/// The KV capacities a growable decoder binds, smallest first: 64, 256, 1024, ... below
+/// `capacity`, then `capacity` (forge/capacity.py `buckets` gives the same list).
+pub(crate) fn kv_buckets(capacity: usize) -> Vec<usize> {
+    let mut out: Vec<usize> =
+        std::iter::successors(Some(SMALLEST_BUCKET), |b| b.checked_mul(BUCKET_GROWTH))
+            .take_while(|&b| b < capacity)
+            .collect();
+    out.push(capacity);
+    out
+}
+
 /// Conv states and KV buffers: the decoder's memory, owned by the runtime.
 pub(crate) struct DecoderState {
     pub conv: Vec<Tensor<f32>>,
-    /// Key then value per attention layer, in layer order.
+    /// Key then value per attention layer, in layer order, of the bound bucket.
     pub kv: Vec<Tensor<f32>>,
+    /// The buffers of the other buckets, once used (index = bucket).
+    parked: Vec<Option<Vec<Tensor<f32>>>>,
+    /// The capacities the KV may be bound at: `kv_buckets`, or only kv_capacity for static graphs.
+    buckets: Vec<usize>,
+    /// Index of the bound bucket.
+    bucket: usize,
     /// Next free slot == number of positions encoded.
     pub pos: usize,
+    /// The manifest's kv_capacity: the most positions a context can have.
     pub capacity: usize,
     pub kv_heads: usize,
     pub head_dim: usize,
 }
 
 impl DecoderState {
-    pub fn new(m: &Manifest) -> Result<DecoderState, Error> {
+    /// `growable`: the decoder graphs name their capacity dimension (`graphs::growable`).
+    pub fn new(m: &Manifest, growable: bool) -> Result<DecoderState, Error> {
         let d = &m.decoder;
         let k = GraphKind::DecoderStep;
         let conv = d
             .conv_layers()
             .map(|_| zeros_f32(k, &[1, d.hidden, 3]))
             .collect::<Result<_, _>>()?;
-        let kv = d
-            .attention_layers()
-            .flat_map(|_| [0, 1])
-            .map(|_| zeros_f32(k, &[1, d.num_kv_heads, d.kv_capacity, d.head_dim]))
-            .collect::<Result<_, _>>()?;
-        Ok(DecoderState {
+        let buckets = if growable {
+            kv_buckets(d.kv_capacity)
+        } else {
+            vec![d.kv_capacity]
+        };
+        let mut state = DecoderState {
             conv,
-            kv,
+            kv: Vec::new(),
+            parked: (0..buckets.len()).map(|_| None).collect(),
+            buckets,
+            bucket: 0,
             pos: 0,
             capacity: d.kv_capacity,
             kv_heads: d.num_kv_heads,
             head_dim: d.head_dim,
-        })
+        };
+        state.kv = state.allocate(0, d.attention_layers().count())?;
+        Ok(state)
+    }
+
+    fn allocate(&self, bucket: usize, layers: usize) -> Result<Vec<Tensor<f32>>, Error> {
+        let shape = [1, self.kv_heads, self.buckets[bucket], self.head_dim];
+        (0..2 * layers)
+            .map(|_| zeros_f32(GraphKind::DecoderStep, &shape))
+            .collect()
+    }
+
+    /// The capacity of the bound KV buffers.
+    pub fn bound(&self) -> usize {
+        self.buckets[self.bucket]
+    }
+
+    /// Index of the bound bucket (graphs rebind when it changes).
+    pub fn bucket(&self) -> usize {
+        self.bucket
+    }
+
+    /// The capacity buckets the KV may be bound at.
+    pub fn buckets(&self) -> &[usize] {
+        &self.buckets
+    }
+
+    /// Binds the smallest bucket that holds `needed` positions, copying the `pos` filled rows
+    /// into it when it is not the bound one (its buffers are allocated the first time).
+    pub fn fit(&mut self, needed: usize) -> Result<(), Error> {
+        if needed > self.capacity {
+            return Err(Error::ContextFull {
+                needed,
+                capacity: self.capacity,
+            });
+        }
+        let target = self
+            .buckets
+            .iter()
+            .position(|&b| b >= needed)
+            .unwrap_or(self.buckets.len() - 1);
+        if target == self.bucket {
+            return Ok(());
+        }
+        let mut to = match self.parked[target].take() {
+            Some(kv) => kv,
+            None => self.allocate(target, self.kv.len() / 2)?,
+        };
+        let (from_c, to_c, d) = (self.bound(), self.buckets[target], self.head_dim);
+        let rows = self.pos * d;
+        for (src, dst) in self.kv.iter().zip(&mut to) {
+            let (src, dst) = (src.extract_tensor().1, dst.extract_tensor_mut().1);
+            for head in 0..self.kv_heads {
+                dst[head * to_c * d..][..rows].copy_from_slice(&src[head * from_c * d..][..rows]);
+            }
+        }
+        self.parked[self.bucket] = Some(std::mem::replace(&mut self.kv, to));
+        self.bucket = target;
+        Ok(())
     }
 
     /// Empty context: conv states to zero (KV slots past `pos` are masked, they need no clearing).
@@ -148,7 +239,7 @@ impl DecoderState {
     pub fn save_context(&self) -> SavedContext {
         let mut conv = Vec::new();
         self.save_conv(&mut conv);
-        let (c, d, rows) = (self.capacity, self.head_dim, self.pos * self.head_dim);
+        let (c, d, rows) = (self.bound(), self.head_dim, self.pos * self.head_dim);
         let mut kv = Vec::with_capacity(self.kv.len() * self.kv_heads * rows);
         for t in &self.kv {
             let src = t.extract_tensor().1;
@@ -164,9 +255,11 @@ impl DecoderState {
         }
     }
 
-    /// Puts a context saved by `save_context` back.
-    pub fn restore_context(&mut self, saved: &SavedContext) {
-        let (c, d, rows) = (self.capacity, self.head_dim, saved.pos * self.head_dim);
+    /// Puts a context saved by `save_context` back (into a bucket that holds it).
+    pub fn restore_context(&mut self, saved: &SavedContext) -> Result<(), Error> {
+        self.pos = 0; // the rows now bound are not kept
+        self.fit(saved.pos)?;
+        let (c, d, rows) = (self.bound(), self.head_dim, saved.pos * self.head_dim);
         let mut off = 0;
         for t in &mut self.kv {
             let dst = t.extract_tensor_mut().1;
@@ -177,6 +270,7 @@ impl DecoderState {
             }
         }
         self.restore(&saved.conv, saved.pos);
+        Ok(())
     }
 
     pub fn restore(&mut self, conv: &[f32], pos: usize) {
@@ -203,7 +297,12 @@ pub(crate) struct DecoderGraph {
     pub t: usize,
     embeds: Tensor<f32>,
     positions: Tensor<i32>,
-    mask: Tensor<f32>,
+    /// The attention mask `[1,1,T,c+T]` per KV bucket c, once used (index = bucket).
+    masks: Vec<Option<Tensor<f32>>>,
+    /// The state's bucket this graph's KV inputs and mask are bound to.
+    bound: usize,
+    /// The attention layers' indices in the full stack (the KV input names).
+    attention: Vec<usize>,
     logits: Tensor<f32>,
     present_conv: Vec<Tensor<f32>>,
     present_kv: Vec<Tensor<f32>>,
@@ -223,13 +322,15 @@ impl DecoderGraph {
         } else {
             d.prefill_chunk
         };
-        let (h, c, v) = (d.hidden, d.kv_capacity, m.text.vocab_size);
+        let (h, v) = (d.hidden, m.text.vocab_size);
         let mut g = DecoderGraph {
             graph,
             t,
             embeds: zeros_f32(kind, &[1, t, h])?,
             positions: zeros_i32(kind, &[1, t])?,
-            mask: zeros_f32(kind, &[1, 1, t, c + t])?,
+            masks: state.buckets().iter().map(|_| None).collect(),
+            bound: state.bucket(),
+            attention: d.attention_layers().collect(),
             logits: zeros_f32(kind, &[1, t, v])?,
             present_conv: d
                 .conv_layers()
@@ -255,20 +356,39 @@ impl DecoderGraph {
         }
         gr.bind_input("inputs_embeds", &g.embeds)?;
         gr.bind_input("position_ids", &g.positions)?;
-        gr.bind_input("attention_mask", &g.mask)?;
         gr.bind_output("logits", &mut g.logits)?;
         for ((i, past), present) in d.conv_layers().zip(&state.conv).zip(&mut g.present_conv) {
             gr.bind_input(&format!("past_conv.{i}"), past)?;
             gr.bind_output(&format!("present_conv.{i}"), present)?;
         }
-        let attn: Vec<usize> = d.attention_layers().collect();
-        for (j, i) in attn.iter().enumerate() {
+        for (j, i) in g.attention.iter().enumerate() {
             for (k, name) in ["key", "value"].iter().enumerate() {
-                gr.bind_input(&format!("past_key_values.{i}.{name}"), &state.kv[2 * j + k])?;
                 gr.bind_output(&format!("present.{i}.{name}"), &mut g.present_kv[2 * j + k])?;
             }
         }
+        g.bind_bucket(state)?;
         Ok(g)
+    }
+
+    /// Binds the state's KV buffers of its bound bucket, and this graph's mask for that capacity.
+    fn bind_bucket(&mut self, state: &DecoderState) -> Result<(), Error> {
+        let b = state.bucket();
+        let mask = match &mut self.masks[b] {
+            Some(mask) => mask,
+            empty => empty.insert(zeros_f32(
+                self.graph.kind,
+                &[1, 1, self.t, state.bound() + self.t],
+            )?),
+        };
+        self.graph.bind_input("attention_mask", mask)?;
+        for (j, i) in self.attention.iter().enumerate() {
+            for (k, name) in ["key", "value"].iter().enumerate() {
+                self.graph
+                    .bind_input(&format!("past_key_values.{i}.{name}"), &state.kv[2 * j + k])?;
+            }
+        }
+        self.bound = b;
+        Ok(())
     }
 
     /// How many valid rows one run takes: at most T, and fewer than T only with `conv_index`.
@@ -285,16 +405,15 @@ impl DecoderGraph {
         last_logits: &mut [f32],
         clock: &mut RunClock,
     ) -> Result<(), Error> {
-        let (t, h, c) = (self.t, self.hidden, state.capacity);
+        let (t, h) = (self.t, self.hidden);
         let n = rows.len() / h;
         debug_assert!(rows.len() == n * h && self.takes(n));
         let pos = state.pos;
-        if pos + n > c {
-            return Err(Error::ContextFull {
-                needed: pos + n,
-                capacity: c,
-            });
+        state.fit(pos + n)?;
+        if self.bound != state.bucket() {
+            self.bind_bucket(state)?;
         }
+        let c = state.bound();
         let embeds = self.embeds.extract_tensor_mut().1;
         embeds[..n * h].copy_from_slice(rows);
         // padding: copies of the last valid row (the rows a QDQ graph was calibrated on look like
@@ -311,7 +430,12 @@ impl DecoderGraph {
             *p = (pos + j) as i32;
         }
         let mv = self.mask_value;
-        let mask = self.mask.extract_tensor_mut().1;
+        let Some(mask) = &mut self.masks[self.bound] else {
+            return Err(Error::Config(
+                "internal: no mask bound for the KV bucket".into(),
+            ));
+        };
+        let mask = mask.extract_tensor_mut().1;
         for (i, row) in mask.chunks_exact_mut(c + t).enumerate() {
             row[..pos].fill(0.0);
             row[pos..c].fill(mv);

@@ -135,10 +135,20 @@ impl Engine {
     pub fn position(&self) -> usize {
         each!(self, m => m.position())
     }
-    /// The KV capacity of a bundle's static graphs; `None` for a release, whose KV grows.
+    /// The most positions a bundle's context holds (its kv_capacity); `None` for a release, whose
+    /// KV grows.
     pub fn kv_capacity(&self) -> Option<usize> {
         match &self.inner {
             Inner::Bundle(b) => Some(b.kv_capacity()),
+            Inner::Published(_) => None,
+        }
+    }
+    /// The capacity a bundle's decoder attends over now: the capacity bucket the context fills
+    /// when its CPU graphs name the KV capacity (forge/capacity.py), else kv_capacity; `None` for
+    /// a release.
+    pub fn kv_bound(&self) -> Option<usize> {
+        match &self.inner {
+            Inner::Bundle(b) => Some(b.kv_bound()),
             Inner::Published(_) => None,
         }
     }

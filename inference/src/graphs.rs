@@ -18,7 +18,10 @@ pub enum Elem {
 pub struct TensorSpec {
     pub name: String,
     pub elem: Elem,
+    /// The static shape (a capacity dimension at the manifest's kv_capacity).
     pub shape: Vec<i64>,
+    /// A decoder graph's KV capacity dimension: (axis, the name a growable graph gives it).
+    pub capacity_dim: Option<(usize, &'static str)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,7 +35,30 @@ fn spec(name: impl Into<String>, elem: Elem, shape: &[usize]) -> TensorSpec {
         name: name.into(),
         elem,
         shape: shape.iter().map(|&d| d as i64).collect(),
+        capacity_dim: None,
     }
+}
+
+/// The name a growable decoder graph gives the KV inputs' capacity dimension (forge/capacity.py).
+pub const CAPACITY_DIM: &str = "kv_capacity";
+/// ... and the attention mask's last dimension (capacity + T).
+pub const MASK_DIM: &str = "mask_width";
+
+fn with_capacity_dim(mut s: TensorSpec, axis: usize, name: &'static str) -> TensorSpec {
+    s.capacity_dim = Some((axis, name));
+    s
+}
+
+/// Whether a decoder graph's inputs name the KV capacity (the CPU variants of forge's exports):
+/// the runtime then binds KV buffers of any capacity up to the manifest's, and attends over the
+/// capacity bucket the context fills instead of all of it. `check` has made sure that the KV
+/// inputs and the mask agree.
+pub fn growable(inputs: &[(String, ValueType)]) -> bool {
+    inputs.iter().any(|(name, ty)| {
+        name.starts_with("past_key_values.")
+            && matches!(ty, ValueType::Tensor { dimension_symbols, .. }
+                if dimension_symbols.get(2).is_some_and(|s| s == CAPACITY_DIM))
+    })
 }
 
 /// decoder_prefill's input naming the window columns that become the new conv states
@@ -62,7 +88,11 @@ pub fn expected(m: &Manifest, kind: GraphKind) -> Signature {
             let mut inputs = vec![
                 spec("inputs_embeds", Elem::F32, &[1, t, h]),
                 spec("position_ids", Elem::I32, &[1, t]),
-                spec("attention_mask", Elem::F32, &[1, 1, t, c + t]),
+                with_capacity_dim(
+                    spec("attention_mask", Elem::F32, &[1, 1, t, c + t]),
+                    3,
+                    MASK_DIM,
+                ),
             ];
             if kind == GraphKind::DecoderPrefill && d.prefill_conv_index {
                 inputs.push(spec(CONV_INDEX, Elem::I32, &[3]));
@@ -74,10 +104,14 @@ pub fn expected(m: &Manifest, kind: GraphKind) -> Signature {
             }
             for i in d.attention_layers() {
                 for kv_name in ["key", "value"] {
-                    inputs.push(spec(
-                        format!("past_key_values.{i}.{kv_name}"),
-                        Elem::F32,
-                        &[1, kv, c, hd],
+                    inputs.push(with_capacity_dim(
+                        spec(
+                            format!("past_key_values.{i}.{kv_name}"),
+                            Elem::F32,
+                            &[1, kv, c, hd],
+                        ),
+                        2,
+                        CAPACITY_DIM,
                     ));
                     outputs.push(spec(
                         format!("present.{i}.{kv_name}"),
@@ -104,6 +138,7 @@ pub fn actual(session: &ort::session::Session) -> (Io, Io) {
 }
 
 /// Checks actual I/O against the expected signature; the error names the file and the first problem.
+/// Shapes are static, except that a decoder graph may name all its capacity dimensions (none or all).
 pub fn check(
     file: &Path,
     want: &Signature,
@@ -114,6 +149,7 @@ pub fn check(
         path: file.to_path_buf(),
         message,
     };
+    let mut named_capacity = Vec::new();
     for (side, want, got) in [
         ("input", &want.inputs, inputs),
         ("output", &want.outputs, outputs),
@@ -127,7 +163,9 @@ pub fn check(
                     names.join(", ")
                 )));
             };
-            check_one(side, w, ty).map_err(fail)?;
+            if let Some(named) = check_one(side, w, ty).map_err(fail)? {
+                named_capacity.push((w.name.as_str(), named));
+            }
         }
         if let Some((extra, _)) = got.iter().find(|(n, _)| !want.iter().any(|w| w.name == *n)) {
             return Err(fail(format!(
@@ -135,10 +173,21 @@ pub fn check(
             )));
         }
     }
+    if let (Some(named), Some(fixed)) = (
+        named_capacity.iter().find(|(_, n)| *n),
+        named_capacity.iter().find(|(_, n)| !*n),
+    ) {
+        return Err(fail(format!(
+            "input `{}` names its capacity dimension but `{}` fixes it: a decoder graph names \
+             all or none (forge/capacity.py)",
+            named.0, fixed.0
+        )));
+    }
     Ok(())
 }
 
-fn check_one(side: &str, w: &TensorSpec, ty: &ValueType) -> Result<(), String> {
+/// Checks one tensor; for one with a capacity dimension, says whether the graph names it.
+fn check_one(side: &str, w: &TensorSpec, ty: &ValueType) -> Result<Option<bool>, String> {
     let ValueType::Tensor {
         ty: elem,
         shape,
@@ -157,12 +206,29 @@ fn check_one(side: &str, w: &TensorSpec, ty: &ValueType) -> Result<(), String> {
             w.name, w.elem
         ));
     }
-    let dims: Vec<i64> = shape.iter().copied().collect();
-    if let Some(sym) = dimension_symbols.iter().find(|s| !s.is_empty()) {
-        return Err(format!(
-            "{side} `{}` has a symbolic dimension `{sym}`; graphs must have static shapes",
-            w.name
-        ));
+    let mut dims: Vec<i64> = shape.iter().copied().collect();
+    let mut named = w.capacity_dim.map(|_| false);
+    for (axis, sym) in dimension_symbols.iter().enumerate() {
+        if sym.is_empty() {
+            continue;
+        }
+        match w.capacity_dim {
+            Some((cap_axis, name)) if cap_axis == axis && sym == name => {
+                // any capacity up to the manifest's: compare the rest of the shape
+                if let (Some(d), Some(&want)) = (dims.get_mut(axis), w.shape.get(axis)) {
+                    *d = want;
+                }
+                named = Some(true);
+            }
+            _ => {
+                return Err(format!(
+                    "{side} `{}` has a symbolic dimension `{sym}`; graphs must have static shapes \
+                     (only a decoder graph's capacity dimension may be named: `{CAPACITY_DIM}` on \
+                     the KV inputs, `{MASK_DIM}` on the mask)",
+                    w.name
+                ));
+            }
+        }
     }
     if dims != w.shape {
         return Err(format!(
@@ -170,5 +236,5 @@ fn check_one(side: &str, w: &TensorSpec, ty: &ValueType) -> Result<(), String> {
             w.name, w.shape
         ));
     }
-    Ok(())
+    Ok(named)
 }

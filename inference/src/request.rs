@@ -73,8 +73,9 @@ pub(crate) trait Backend: Decode {
     /// counters), moved out so that another request can run.
     type Suspended;
     fn suspend(&mut self) -> Self::Suspended;
-    /// Puts a suspended request's decoder state back, as it was.
-    fn resume(&mut self, suspended: Self::Suspended);
+    /// Puts a suspended request's decoder state back, as it was (fails only when the buffers to
+    /// put it into cannot be allocated).
+    fn resume(&mut self, suspended: Self::Suspended) -> Result<()>;
 }
 
 pub(crate) fn encode_frame<M: Backend>(m: &mut M, frame: &Frame) -> Result<Timings> {
@@ -124,7 +125,7 @@ pub(crate) fn generate<M: Backend>(
     let q_ids = m.question_ids(question)?;
     m.ensure_prefix(frame, &mut timings)?;
     m.restore_prefix()?;
-    run_preemptions(m, &mut *preempt, &mut timings);
+    run_preemptions(m, &mut *preempt, &mut timings)?;
     let stop = Interrupts { cancel, preempt };
     prompt_and_decode(m, &q_ids, params, on_text, stop, start, timings)
 }
@@ -138,8 +139,9 @@ struct Interrupts<'a, 'p> {
 }
 
 /// Runs every waiting safety request with the current request's decoder state moved aside, then
-/// puts it back. A failing probe fails its own request, never the generation.
-fn run_preemptions<M: Backend>(m: &mut M, preempt: Preempt, timings: &mut Timings) {
+/// puts it back. A failing probe fails its own request, never the generation (which fails only if
+/// its state cannot be put back).
+fn run_preemptions<M: Backend>(m: &mut M, preempt: Preempt, timings: &mut Timings) -> Result<()> {
     let mut suspended = None;
     let t = Instant::now();
     while let Some(p) = preempt() {
@@ -151,9 +153,10 @@ fn run_preemptions<M: Backend>(m: &mut M, preempt: Preempt, timings: &mut Timing
         timings.preemptions += 1;
     }
     if let Some(s) = suspended {
-        m.resume(s);
+        m.resume(s)?;
         timings.preempted += t.elapsed();
     }
+    Ok(())
 }
 
 /// Generation from token ids alone, in an empty context (no frame, no template).
@@ -267,7 +270,7 @@ fn decode<M: Backend>(
         if stop.cancel.load(Ordering::Relaxed) {
             break FinishReason::Cancelled;
         }
-        run_preemptions(m, &mut *stop.preempt, timings);
+        run_preemptions(m, &mut *stop.preempt, timings)?;
         if tokens.len() >= params.max_tokens {
             break FinishReason::Length;
         }

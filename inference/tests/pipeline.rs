@@ -318,6 +318,85 @@ fn a_prompt_of_any_length_is_prefilled_in_full_width_calls() {
     assert!(seen.len() > t / 2, "remainders covered: {seen:?}");
 }
 
+/// Issue 15 "attend over what is filled": a bundle whose CPU decoder graphs name their KV capacity
+/// (forge/capacity.py) binds the smallest capacity bucket its context fits in — growing as a long
+/// generation fills it, shrinking back when a probe starts again after the frame's prefix — and
+/// answers exactly what the whole capacity, bound from the start, answers.
+#[test]
+fn a_growable_decoder_attends_over_the_bucket_its_context_fills() {
+    // tiny-random's graphs take any capacity: a copy whose manifest allows 2048 positions gives a
+    // 500-position context room to cross the 64 / 256 / 1024 buckets
+    let dir = scratch("kv-buckets");
+    copy_dir(&tiny(), &dir);
+    let manifest = std::fs::read_to_string(dir.join("manifest.toml")).unwrap();
+    assert!(manifest.contains("kv_capacity = 256\n"));
+    std::fs::write(
+        dir.join("manifest.toml"),
+        manifest.replace("kv_capacity = 256\n", "kv_capacity = 2048\n"),
+    )
+    .unwrap();
+    let frame = load_frame(&dir, "golden/0.png", 1);
+    let params = GenerateParams {
+        max_tokens: 400,
+        use_bundle_stop_tokens: false,
+        ..Default::default()
+    };
+    let mut preallocated = cpu_config(&dir, "fp32");
+    preallocated.preallocate_kv = true;
+    let mut runs = Vec::new();
+    for config in [cpu_config(&dir, "fp32"), preallocated] {
+        let mut engine = Engine::load(&config).unwrap();
+        assert_eq!(engine.kv_capacity(), Some(2048));
+        let probes = engine.probes().probes.clone();
+        let first = engine.probe(&frame, &probes).unwrap();
+        let after_probe = engine.kv_bound();
+        let g = engine
+            .generate(
+                &frame,
+                "Describe the driver.",
+                &params,
+                &mut |_| {},
+                &no_cancel(),
+            )
+            .unwrap();
+        assert_eq!(g.tokens.len(), 400);
+        let after_generation = (engine.position(), engine.kv_bound());
+        let again = engine.probe(&frame, &probes).unwrap();
+        assert!(again.timings.prefix_reused);
+        runs.push((
+            g.tokens,
+            first,
+            again,
+            after_probe,
+            after_generation,
+            engine.kv_bound(),
+        ));
+    }
+    let (bucketed, full) = (&runs[0], &runs[1]);
+    let (prefix_and_probe, (pos, during), after) = (bucketed.3, bucketed.4, bucketed.5);
+    assert_eq!(prefix_and_probe, Some(256), "a probe's context fits 256");
+    assert!(pos > 256 && pos <= 1024, "{pos} positions");
+    assert_eq!(
+        during,
+        Some(1024),
+        "the generation grew into the 1024 bucket"
+    );
+    assert_eq!(after, Some(256), "the next probe went back to 256");
+    assert_eq!(
+        (full.3, full.4.1, full.5),
+        (Some(2048), Some(2048), Some(2048))
+    );
+    assert_eq!(bucketed.0, full.0, "greedy tokens over 400 positions");
+    for (a, b) in [(&bucketed.1, &full.1), (&bucketed.2, &full.2)] {
+        for (x, y) in a.answers.iter().zip(&b.answers) {
+            for (p, q) in x.probabilities.iter().zip(&y.probabilities) {
+                assert!((p.1 - q.1).abs() < 1e-5, "{}: {p:?} vs {q:?}", x.id);
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn streaming_sampling_stops_and_cancellation() {
     let mut engine = Engine::load(&cpu_config(&tiny(), "fp32")).unwrap();

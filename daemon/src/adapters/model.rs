@@ -41,6 +41,7 @@ pub fn engine_config(cfg: &Config) -> EngineConfig {
     engine.system_prompt = m.system_prompt.clone();
     engine.providers = providers;
     engine.require_full_offload = m.require_full_offload;
+    engine.preallocate_kv = m.preallocate_kv;
     engine.cache_dir = cfg.cache_dir();
     if let Some(dir) = &m.runtime_dir {
         engine.libraries = LibraryPaths::in_runtime_dir(dir);

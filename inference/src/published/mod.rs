@@ -865,10 +865,11 @@ impl Backend for PublishedModel {
     fn suspend(&mut self) -> Self::Suspended {
         (self.state.clone(), self.logits.clone(), self.clock)
     }
-    fn resume(&mut self, (state, logits, clock): Self::Suspended) {
+    fn resume(&mut self, (state, logits, clock): Self::Suspended) -> Result<()> {
         self.state = state;
         self.logits = logits;
         self.clock = clock;
+        Ok(())
     }
 }
 
