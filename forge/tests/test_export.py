@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import forge.export as fx
+from forge import capacity
 from forge.conv_index import upgrade_file
 from forge.config import CONFIGS
 from forge.model import build_model
@@ -24,11 +25,13 @@ def test_external_weights_are_shared_and_exact(tmp_path, monkeypatch, committed_
     rng = np.random.default_rng(0)
     for g, p in paths.items():
         a, b = cpu_session(p), cpu_session(committed_bundle / f"fp32/{g}.onnx")
-        feed = {
-            i.name: (rng.integers(0, 300, i.shape).astype(np.int32) if "int32" in i.type
-                     else rng.standard_normal(i.shape).astype(np.float32))
-            for i in a.get_inputs()
-        }
+        t = next((i.shape[1] for i in a.get_inputs() if i.name == "inputs_embeds"), 0)
+        sizes = {capacity.CAPACITY_DIM: 256, capacity.MASK_DIM: 256 + t}  # growable decoder graphs
+        feed = {}
+        for i in a.get_inputs():
+            shape = [sizes.get(d, d) for d in i.shape]
+            feed[i.name] = (rng.integers(0, 300, shape).astype(np.int32) if "int32" in i.type
+                            else rng.standard_normal(shape).astype(np.float32))
         if "conv_index" in feed:  # window columns: a partial chunk of 5 valid rows
             feed["conv_index"] = np.arange(5, 8, dtype=np.int32)
         for x, y in zip(a.run(None, feed), b.run(None, feed)):
