@@ -74,6 +74,8 @@ struct Slot {
     health: Health,
     /// Buffers consumers gave back, for the capture thread to hand to the source.
     returned: Vec<Vec<u8>>,
+    /// CLOCK_MONOTONIC time the source last delivered a frame into the slot.
+    last_captured_at: Option<Duration>,
 }
 
 #[derive(Default)]
@@ -125,6 +127,7 @@ impl Capture {
                 closed: false,
                 health: Health::Starting,
                 returned: Vec::new(),
+                last_captured_at: None,
             }),
             changed: Condvar::new(),
             stop: AtomicBool::new(false),
@@ -253,6 +256,14 @@ impl LatestFrame {
     /// The current health.
     pub fn health(&self) -> Health {
         self.shared.lock().health.clone()
+    }
+
+    /// When (CLOCK_MONOTONIC) the source last delivered a frame to the capture, whether or not
+    /// a consumer took it (a frame later overwritten or discarded as stale counts too); None
+    /// before the first. How long the camera itself has been silent, unlike the time since a
+    /// consumer last took a frame, which includes the time the consumer was busy.
+    pub fn last_captured_at(&self) -> Option<Duration> {
+        self.shared.lock().last_captured_at
     }
 
     /// Counters since the start.
@@ -451,7 +462,11 @@ impl Worker {
     fn publish<S: FrameSource>(&self, frame: Frame, source: &mut S) {
         let counters = &self.shared.counters;
         counters.captured.fetch_add(1, Ordering::Relaxed);
-        let overwritten = self.shared.lock().frame.replace(frame);
+        let overwritten = {
+            let mut slot = self.shared.lock();
+            slot.last_captured_at = Some(monotonic_now());
+            slot.frame.replace(frame)
+        };
         self.shared.changed.notify_all();
         if let Some(old) = overwritten {
             counters.dropped.fetch_add(1, Ordering::Relaxed);
@@ -737,6 +752,7 @@ mod tests {
             max_age: Some(Duration::from_secs(1)),
             ..fast()
         };
+        let before = monotonic_now();
         let (capture, _) = run(script, options);
         assert_eq!(
             capture.take(Some(Duration::from_millis(50))).err(),
@@ -744,6 +760,9 @@ mod tests {
         );
         assert_eq!(capture.stats().stale, 1);
         assert_eq!(capture.stats().delivered, 0);
+        // The discarded frame was still delivered by the source: that is when it last spoke.
+        let at = capture.last_captured_at().expect("a delivery");
+        assert!(before <= at && at <= monotonic_now(), "{at:?}");
     }
 
     #[test]
@@ -769,6 +788,7 @@ mod tests {
             capture.take(Some(Duration::from_millis(30))).err(),
             Some(TakeError::Timeout)
         );
+        assert_eq!(capture.last_captured_at(), None, "nothing was delivered");
         capture.stop();
     }
 

@@ -3,7 +3,9 @@
 //! publisher through a small bounded channel. Frames that arrive while a frame is being processed
 //! are dropped by the source (latest frame wins); nothing here can grow without bound.
 //!
-//! Without frames the thread keeps producing *invalid* observations (every `TICK`), so the
+//! Without frames the thread keeps producing *invalid* observations (every `TICK`; for a camera
+//! that is merely quiet, once it has delivered nothing for the frame timeout, counted from its last
+//! delivery — `FrameFeed::last_delivery` — not from the last frame processed), so the
 //! policies' clock keeps running (monitoring-unavailable after 10 s) and the watchdog sees a
 //! pipeline that is alive but blind — which is different from a stalled pipeline.
 
@@ -187,7 +189,8 @@ impl<S: FrameFeed, P: Perception<Frame = S::Frame>, L: Policy> Pipeline<S, P, L>
 
     fn run_frames(&mut self) {
         let period = Duration::from_secs_f64(1.0 / self.config.fps.max(1) as f64);
-        let mut last_frame_at = monotonic_now();
+        let started = monotonic_now();
+        let mut last_frame_at = started;
         let mut last_start = Duration::ZERO;
         let mut first_valid = false;
         let mut ended = false;
@@ -224,7 +227,15 @@ impl<S: FrameFeed, P: Perception<Frame = S::Frame>, L: Policy> Pipeline<S, P, L>
                     continue;
                 }
                 SourceEvent::Timeout => {
-                    let silent = monotonic_now().saturating_sub(last_frame_at);
+                    // Silence is the camera's, since its last delivery (a frame discarded as
+                    // stale or superseded counts): not since this thread last took a frame, which
+                    // would count the time spent on that frame (probe rounds of seconds on a slow
+                    // machine) as a lost camera.
+                    let delivered = self
+                        .source
+                        .last_delivery()
+                        .map_or(started, |t| t.max(started));
+                    let silent = monotonic_now().saturating_sub(delivered);
                     if silent < self.config.frame_timeout {
                         continue;
                     }
@@ -404,5 +415,226 @@ impl<S: FrameFeed, P: Perception<Frame = S::Frame>, L: Policy> Pipeline<S, P, L>
         self.updates
             .blocking_send(Update::Snapshot(Box::new(snapshot)))
             .is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The pipeline thread alone, with test doubles for its three stages (no D-Bus; the service's
+    //! tests run it with the publisher on a private bus).
+    use std::time::Instant;
+
+    use super::*;
+    use crate::config::BudgetsConfig;
+    use crate::shutdown::Shutdown;
+    use crate::stages::{Answer, Observation, Perceived, StageError};
+    use crate::vehicle::VehicleState;
+
+    /// A camera delivering frames all the time (until `silent_after` from its start, if set), as
+    /// a capture thread fills its slot. It hands the pipeline every other frame only: the take
+    /// after a frame finds nothing fresh within its timeout, as when the frames that came while
+    /// the pipeline was busy were discarded as stale (a renderer whose stamps lag behind the
+    /// clock) — the camera is not silent for that.
+    struct Camera {
+        start: Duration,
+        silent_after: Option<Duration>,
+        stale_next: bool,
+        sequence: u64,
+    }
+
+    impl Camera {
+        fn new(silent_after: Option<Duration>) -> Self {
+            Self {
+                start: monotonic_now(),
+                silent_after,
+                stale_next: false,
+                sequence: 0,
+            }
+        }
+
+        /// How long the camera has delivered frames.
+        fn delivering_for(&self) -> Duration {
+            let running = monotonic_now().saturating_sub(self.start);
+            self.silent_after.map_or(running, |s| running.min(s))
+        }
+
+        fn silent(&self) -> bool {
+            self.silent_after
+                .is_some_and(|s| monotonic_now().saturating_sub(self.start) >= s)
+        }
+    }
+
+    impl FrameFeed for Camera {
+        type Frame = u64;
+        fn next(&mut self, timeout: Duration) -> SourceEvent<u64> {
+            if self.silent() || std::mem::take(&mut self.stale_next) {
+                std::thread::sleep(timeout);
+                return SourceEvent::Timeout;
+            }
+            self.stale_next = true;
+            self.sequence += 1;
+            SourceEvent::Frame(Captured {
+                frame: Arc::new(self.sequence),
+                timestamp: monotonic_now(),
+                sequence: self.sequence,
+            })
+        }
+        fn dropped(&self) -> u64 {
+            0
+        }
+        fn last_delivery(&self) -> Option<Duration> {
+            // A camera silent from the start never delivered anything.
+            (self.silent_after != Some(Duration::ZERO)).then(|| self.start + self.delivering_for())
+        }
+        fn describe(&self) -> String {
+            "test camera".into()
+        }
+    }
+
+    /// A model that takes `0` for the probes of a frame (a slow machine).
+    struct Slow(Duration);
+
+    impl Perception for Slow {
+        type Frame = u64;
+        fn probe(&self, _: &u64, _: VehicleState) -> Result<Perceived, StageError> {
+            std::thread::sleep(self.0);
+            Ok(Perceived {
+                answers: vec![],
+                vision: None,
+                probes: None,
+                face: None,
+            })
+        }
+        fn describe(&self, _: &u64, _: usize) -> Answer {
+            Box::pin(std::future::ready(Ok(String::new())))
+        }
+        fn ask(&self, _: &u64, _: &str, _: usize) -> Answer {
+            Box::pin(std::future::ready(Ok(String::new())))
+        }
+        fn execution_providers(&self) -> Vec<(String, String)> {
+            vec![]
+        }
+    }
+
+    struct NoRules;
+
+    impl Policy for NoRules {
+        fn update(&mut self, _: &Observation) -> (DriverState, Vec<AlertEvent>) {
+            (DriverState::default(), vec![])
+        }
+        fn active_alerts(&self) -> Vec<Alert> {
+            vec![]
+        }
+        fn reload(&mut self) -> Result<(String, Vec<AlertEvent>), StageError> {
+            Err(StageError::new("test rules cannot be reloaded"))
+        }
+    }
+
+    /// Runs the pipeline on `camera` with a model taking `busy` per frame, collecting its
+    /// snapshots until `enough` of them; then stops it.
+    fn run(
+        camera: Camera,
+        busy: Duration,
+        frame_timeout: Duration,
+        enough: impl Fn(&[Snapshot]) -> bool,
+    ) -> Vec<Snapshot> {
+        let shutdown = Shutdown::new();
+        let (signal, done) = shutdown.subscribe();
+        let (updates, mut received) = mpsc::channel(4);
+        let (_commands, commands) = std_mpsc::channel();
+        let vehicle = Arc::new(VehicleSignals::new(Duration::from_secs(1)));
+        let pipeline = Pipeline {
+            source: camera,
+            perception: Arc::new(Slow(busy)),
+            policy: NoRules,
+            shared: Arc::new(Shared::new(
+                Governor::new(&BudgetsConfig::default()),
+                16,
+                vehicle,
+            )),
+            config: PipelineConfig {
+                fps: 10,
+                frame_timeout,
+                exit_at_end: false,
+            },
+            updates,
+            commands,
+            pending_events: vec![],
+            shutdown: signal,
+        };
+        let thread = std::thread::spawn(move || pipeline.run(done));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut snapshots = vec![];
+        while !enough(&snapshots) {
+            assert!(Instant::now() < deadline, "only {snapshots:#?}");
+            match received.try_recv() {
+                Ok(Update::Snapshot(s)) => snapshots.push(*s),
+                Ok(Update::Ended) => panic!("the pipeline ended"),
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    std::thread::sleep(Duration::from_millis(10))
+                }
+                Err(mpsc::error::TryRecvError::Disconnected) => panic!("the pipeline stopped"),
+            }
+        }
+        shutdown.trigger();
+        drop(received);
+        thread.join().expect("the pipeline thread panicked");
+        snapshots
+    }
+
+    fn no_frame(s: &Snapshot) -> bool {
+        !s.valid && s.reason.starts_with("camera: no frame for ")
+    }
+
+    fn valid(snapshots: &[Snapshot]) -> usize {
+        snapshots.iter().filter(|s| s.valid).count()
+    }
+
+    #[test]
+    fn a_camera_that_keeps_delivering_is_not_silent_while_the_model_is_slower_than_the_timeout() {
+        // Each frame takes 2.5 frame timeouts; the take after it finds no fresh frame.
+        let frame_timeout = Duration::from_millis(400);
+        let snapshots = run(
+            Camera::new(None),
+            Duration::from_millis(1000),
+            frame_timeout,
+            |s| valid(s) >= 3,
+        );
+        let silent: Vec<&Snapshot> = snapshots.iter().filter(|s| no_frame(s)).collect();
+        assert!(
+            silent.is_empty(),
+            "the camera delivered all along: {silent:#?}"
+        );
+    }
+
+    #[test]
+    fn a_camera_that_goes_silent_is_reported_with_its_silence_even_while_the_model_is_slow() {
+        let frame_timeout = Duration::from_millis(400);
+        let snapshots = run(
+            Camera::new(Some(Duration::from_millis(1500))),
+            Duration::from_millis(1000),
+            frame_timeout,
+            |s| s.iter().any(no_frame),
+        );
+        assert!(valid(&snapshots) >= 1, "{snapshots:#?}");
+        let reported = snapshots.iter().find(|s| no_frame(s)).map(|s| &s.reason);
+        let silent_ms: u128 = reported
+            .and_then(|r| r.strip_prefix("camera: no frame for "))
+            .and_then(|r| r.strip_suffix(" ms"))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{reported:?}"));
+        assert!(silent_ms >= frame_timeout.as_millis(), "{reported:?}");
+    }
+
+    #[test]
+    fn a_camera_that_never_delivers_is_reported_after_the_frame_timeout() {
+        let frame_timeout = Duration::from_millis(400);
+        let snapshots = run(
+            Camera::new(Some(Duration::ZERO)),
+            Duration::from_millis(1000),
+            frame_timeout,
+            |s| s.iter().any(no_frame),
+        );
+        assert_eq!(valid(&snapshots), 0, "{snapshots:#?}");
     }
 }

@@ -605,6 +605,8 @@ mod tests {
         i: u64,
         fail: Arc<AtomicBool>,
         next_at: Duration,
+        /// When the last frame was made.
+        last: Option<Duration>,
     }
 
     impl FrameFeed for Frames {
@@ -619,6 +621,7 @@ mod tests {
                 std::thread::sleep(self.next_at - now);
             }
             self.next_at = monotonic_now() + Duration::from_millis(50);
+            self.last = Some(monotonic_now());
             self.i += 1;
             SourceEvent::Frame(Captured {
                 frame: Arc::new(self.i),
@@ -628,6 +631,9 @@ mod tests {
         }
         fn dropped(&self) -> u64 {
             0
+        }
+        fn last_delivery(&self) -> Option<Duration> {
+            self.last
         }
         fn describe(&self) -> String {
             "test frames".into()
@@ -765,6 +771,7 @@ mod tests {
             i: 0,
             fail: Arc::clone(&fail),
             next_at: Duration::ZERO,
+            last: None,
         };
         let conn = zbus::connection::Builder::address(bus.address.as_str())
             .build()
@@ -957,6 +964,7 @@ mod tests {
             i: 0,
             fail: Arc::new(AtomicBool::new(false)),
             next_at: Duration::ZERO,
+            last: None,
         };
         let conn = zbus::connection::Builder::address(bus.address.as_str())
             .build()

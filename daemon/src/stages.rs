@@ -89,15 +89,20 @@ pub enum SourceEvent<F> {
 /// Not `autoneural_camera::FrameSource`, which is the producer's side (a blocking `next_frame`,
 /// `reconnect`, `recycle`). A feed is the consumer's side of a running capture: it waits with a
 /// timeout (so the pipeline can send invalid observations while blind), says why there is no frame
-/// (failed, ended), counts the frames it dropped, and yields frames already converted for the model
-/// (`adapters::camera::CameraStage`: a camera source on its capture thread plus the converter).
-/// Test doubles implement it without a camera.
+/// (failed, ended) and when the camera last delivered one, counts the frames it dropped, and
+/// yields frames already converted for the model (`adapters::camera::CameraStage`: a camera source
+/// on its capture thread plus the converter). Test doubles implement it without a camera.
 pub trait FrameFeed: Send + 'static {
     type Frame: Send + Sync + 'static;
     /// Waits at most `timeout` for a frame newer than the last one returned.
     fn next(&mut self, timeout: Duration) -> SourceEvent<Self::Frame>;
     /// Frames the source dropped because the consumer was busy.
     fn dropped(&self) -> u64;
+    /// When (CLOCK_MONOTONIC) the camera last delivered a frame, whether or not it was returned
+    /// (one dropped as superseded or stale counts too; one that turned out to be garbage does
+    /// not); None before the first. The pipeline measures camera silence from here: the time it
+    /// spent busy with a frame is not the camera's silence.
+    fn last_delivery(&self) -> Option<Duration>;
     /// For recorded and synthetic sources: the CLOCK_MONOTONIC time of the stream's time zero,
     /// so that observation timestamps map back to scenario time. None for live cameras.
     fn epoch(&self) -> Option<Duration> {

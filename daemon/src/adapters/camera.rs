@@ -16,7 +16,7 @@ use camera::{
 use log::{error, info, warn};
 
 use crate::config::{CameraConfig, SourceKind};
-use crate::stages::{Captured, FrameFeed, SourceEvent};
+use crate::stages::{Captured, FrameFeed, SourceEvent, monotonic_now};
 
 /// A frame converted into the model's input: packed RGB (or mono), `size` x `size`.
 #[derive(Debug, Clone)]
@@ -226,6 +226,10 @@ pub struct CameraStage {
     face_converter: Option<Converter>,
     epoch: Option<Duration>,
     name: String,
+    /// Set while every frame taken since is corrupt (undecodable): the capture's last delivery
+    /// when the first of them was taken. Later deliveries do not count until a frame converts
+    /// again: a camera that sends only garbage is as silent as one that sends nothing.
+    corrupt_since: Option<Duration>,
 }
 
 impl CameraStage {
@@ -296,6 +300,7 @@ impl CameraStage {
             face_converter,
             epoch,
             name,
+            corrupt_since: None,
         })
     }
 
@@ -333,6 +338,7 @@ impl FrameFeed for CameraStage {
                 };
                 match converted {
                     Ok(pixels) => {
+                        self.corrupt_since = None;
                         let spec = self.converter.spec();
                         SourceEvent::Frame(Captured {
                             frame: Arc::new(ModelInput {
@@ -348,7 +354,13 @@ impl FrameFeed for CameraStage {
                             sequence,
                         })
                     }
-                    Err(e) if e.is_corrupt_frame() => SourceEvent::Timeout,
+                    Err(e) if e.is_corrupt_frame() => {
+                        if self.corrupt_since.is_none() {
+                            self.corrupt_since =
+                                Some(self.frames.last_captured_at().unwrap_or_else(monotonic_now));
+                        }
+                        SourceEvent::Timeout
+                    }
                     Err(e) => SourceEvent::Failed(format!("frame conversion: {e}")),
                 }
             }
@@ -372,6 +384,11 @@ impl FrameFeed for CameraStage {
     fn dropped(&self) -> u64 {
         let s = self.frames.stats();
         s.dropped + s.stale
+    }
+
+    fn last_delivery(&self) -> Option<Duration> {
+        self.corrupt_since
+            .or_else(|| self.frames.last_captured_at())
     }
 
     fn epoch(&self) -> Option<Duration> {
