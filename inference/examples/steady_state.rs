@@ -9,7 +9,8 @@
 //! else malloc'd) is read before and after. A generation of `short` tokens and one of `long`
 //! tokens after the same prompt differ only by `long - short` decode steps, so their difference,
 //! divided by that, is what one steady-state step allocates (the first run of each warms the
-//! arenas and the KV bucket). The same for a round of the bundle's probes on a frame whose prefix
+//! arenas and the KV bucket); the C heap is also compared across identical whole requests (a
+//! prefill's large temporary blocks come and go inside a request). The same for a round of the bundle's probes on a frame whose prefix
 //! is cached. Speed: decode tok/s and the prompt's prefill time per thread count, medians of 3.
 
 mod common;
@@ -21,6 +22,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use anyhow::{Context, Result, bail};
 use autoneural_inference::{CpuOptions, Engine, EngineConfig, GenerateParams, Provider};
 use common::{CpuMeter, frame, ms, quantile};
+
+/// Identical requests the C heap is followed across.
+const REQUESTS: usize = 30;
 
 struct Counting;
 static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
@@ -171,9 +175,20 @@ fn main() -> Result<()> {
                 (b.2 - a.2) / steps,
             ];
             println!(
-                "decode, per steady-state step: {:.2} Rust allocations ({:.0} bytes), C heap {:+.0} bytes",
-                per_step[0], per_step[1], per_step[2]
+                "decode, per steady-state step: {:.2} Rust allocations ({:.0} bytes)",
+                per_step[0], per_step[1]
             );
+            // the C heap across identical requests (a prefill allocates and frees large blocks
+            // inside a request, so only whole requests compare)
+            let mut heap = vec![c_heap()];
+            for _ in 0..REQUESTS {
+                run(long)?;
+                heap.push(c_heap());
+            }
+            let growth: Vec<i64> = heap.windows(2).map(|w| w[1] as i64 - w[0] as i64).collect();
+            println!("  C heap growth over each of {REQUESTS} identical {long}-token requests: {growth:?} bytes");
+            println!("  in all: {:+} bytes over {REQUESTS} requests", heap[heap.len() - 1] as i64 - heap[0] as i64);
+            doc["c_heap_growth_per_request"] = serde_json::json!(growth);
             // the streaming detokenizer's share: the same tokens through a Detokenizer alone
             let tokens = run(long)?.tokens;
             let Some(bundle) = engine.bundle() else {
@@ -216,7 +231,7 @@ fn main() -> Result<()> {
                 p.2 / rounds as f64
             );
             doc["decode_step"] = serde_json::json!({
-                "rust_allocations": per_step[0], "rust_bytes": per_step[1], "c_heap_bytes": per_step[2],
+                "rust_allocations": per_step[0], "rust_bytes": per_step[1],
                 "detokenizer_allocations": d.0 / n, "detokenizer_bytes": d.1 / n,
             });
             doc["probe_round"] = serde_json::json!({
