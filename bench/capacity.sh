@@ -2,7 +2,8 @@
 # Attend over what is filled (issue 15 item 2), side by side in one run: the inference crate's
 # capacity_bench on a random-weight LFM2-VL-450M bundle (forge convert-vl of the checkpoint
 # `forge random-vl 450m` makes; fp32, KV capacity 4096, prefill chunk 128) whose decoder graphs
-# name their KV capacity (forge/capacity.py), measured three ways: capacity buckets (the runtime's
+# name their KV capacity (forge/capacity.py), fp32 and its cpu-int4 variant (forge cpu-int4:
+# MatMulNBits), each measured three ways: capacity buckets (the runtime's
 # default), `preallocate_kv` (the whole capacity bound from the start) and, as forge exported
 # before, the same graphs with the capacity fixed (bench/cache: .onnx files copied, weights
 # hard-linked). Decode tok/s and prefill time at contexts of 256/1024/4096 positions. The bundle is
@@ -16,6 +17,7 @@ cache="${BUNDLES_CACHE:-$root/bench/cache/bundles}"
 threads="${THREADS:-2}"
 iters="${ITERS:-3}"
 contexts="${CONTEXTS:-256,1024,4096}"
+variants="${VARIANTS:-fp32,cpu-int4}"
 ./forge/setup >/dev/null
 export AUTONEURAL_VENV="$root/.venv"
 model="$cache/lfm2-vl-450m-c4096"
@@ -25,6 +27,9 @@ if [ ! -f "$model/manifest.toml" ]; then
   [ -f "$hf/config.json" ] || .venv-forge/bin/python -m forge random-vl 450m "$hf"
   .venv-forge/bin/python -m forge convert-vl --checkpoint "$hf" --out "$model" --quant none --no-qnn \
     --kv-capacity 4096 --prefill-chunk 128
+fi
+if ! grep -q '^\[variants.cpu-int4\]' "$model/manifest.toml"; then
+  .venv-forge/bin/python -m forge cpu-int4 "$model"   # MatMulNBits, block 32, float LM head
 fi
 .venv-forge/bin/python - "$model" "$fixed" <<'PY'
 import os, shutil, sys
@@ -51,35 +56,24 @@ for p in src.rglob("*"):
         os.link(p, q)
 man = read(dst)
 c, t = man["decoder"]["kv_capacity"], man["decoder"]["prefill_chunk"]
-for g, width in (("decoder_prefill", t), ("decoder_step", 1)):
-    path = dst / man["variants"]["fp32"][g]
-    m = onnx.load(str(path), load_external_data=False)
-    sizes = {capacity.CAPACITY_DIM: c, capacity.MASK_DIM: c + width}
-    example = {i.name: np.zeros([sizes.get(d.dim_param, d.dim_value) for d in i.type.tensor_type.shape.dim], np.float32)
-               for i in m.graph.input}
-    capacity.make_static(m, example)
-    onnx.save(m, str(path))
+for name, v in man["variants"].items():
+    if v["quantization"] not in ("none", "int4"):
+        continue
+    for g, width in (("decoder_prefill", t), ("decoder_step", 1)):
+        path = dst / v[g]
+        m = onnx.load(str(path), load_external_data=False)
+        sizes = {capacity.CAPACITY_DIM: c, capacity.MASK_DIM: c + width}
+        example = {i.name: np.zeros([sizes.get(d.dim_param, d.dim_value) for d in i.type.tensor_type.shape.dim],
+                                    np.float32) for i in m.graph.input}
+        capacity.make_static(m, example)
+        onnx.save(m, str(path))
+    print(f"{dst}: {name} decoder graphs fixed at kv_capacity {c}")
 save_manifest(dst, man, checksums=True)
-print(f"{dst}: fp32 decoder graphs fixed at kv_capacity {c}")
 PY
 cargo build --release -p autoneural-inference --example capacity_bench
 table=$(mktemp)
-target/release/examples/capacity_bench --model "$model" --static "$fixed" --threads "$threads" \
-  --iters "$iters" --contexts "$contexts" --json bench/capacity.json | tee "$table"
-python3 - bench/capacity.md "$table" <<'PY'
-import sys
-report, table = sys.argv[1], open(sys.argv[2]).read().splitlines()
-rows = []
-for line in table:
-    cells = [c.strip() for c in line.strip().strip("|").split("|")]
-    if line.startswith("| ") and len(cells) == 6 and cells[-1].replace(".", "").isdigit():
-        if float(cells[-1]) > 0.3:
-            line = line.rstrip(" |") + " (INVALID: other processes used more than 0.3 cores) |"
-    rows.append(line)
-text = open(report).read()
-start = text.index("<!-- rows -->") + len("<!-- rows -->\n")
-end = text.index("<!-- /rows -->")
-open(report, "w").write(text[:start] + "\n".join(rows) + "\n" + text[end:])
-PY
+target/release/examples/capacity_bench --model "$model" --static "$fixed" --variants "$variants" \
+  --threads "$threads" --iters "$iters" --contexts "$contexts" --json bench/capacity.json | tee "$table"
+python3 -m bench.md_rows bench/capacity.md "$table" 7
 rm -f "$table"
 echo "bench/capacity.md updated"

@@ -29,20 +29,6 @@ cargo build --release -p autoneural-inference --example prefill_bench
 table=$(mktemp)
 target/release/examples/prefill_bench --model "$new" --old "$old" --threads "$threads" \
   --iters "$iters" --lengths "$lengths" --json bench/prefill.json | tee "$table"
-python3 - bench/prefill.md "$table" <<'PY'
-import sys
-report, table = sys.argv[1], open(sys.argv[2]).read().splitlines()
-rows = []
-for line in table:
-    cells = [c.strip() for c in line.strip().strip("|").split("|")]
-    if line.startswith("| ") and len(cells) == 5 and cells[-1].replace(".", "").isdigit():
-        if float(cells[-1]) > 0.3:
-            line = line.rstrip(" |") + " (INVALID: other processes used more than 0.3 cores) |"
-    rows.append(line)
-text = open(report).read()
-start = text.index("<!-- rows -->") + len("<!-- rows -->\n")
-end = text.index("<!-- /rows -->")
-open(report, "w").write(text[:start] + "\n".join(rows) + "\n" + text[end:])
-PY
+python3 -m bench.md_rows bench/prefill.md "$table" 5
 rm -f "$table"
 echo "bench/prefill.md updated"

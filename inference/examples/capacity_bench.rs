@@ -2,12 +2,14 @@
 //! the whole capacity bound (issue 15, "attend over what is filled").
 //!
 //! cargo run --release -p autoneural-inference --example capacity_bench -- --model GROWABLE \
-//!     [--static STATIC] [--threads N] [--iters N] [--contexts 256,1024,4096] [--json FILE]
+//!     [--static STATIC] [--variants fp32,cpu-int4] [--threads N] [--iters N]
+//!     [--contexts 256,1024,4096] [--json FILE]
 //!
 //! GROWABLE is a bundle whose CPU decoder graphs name their KV capacity (forge/capacity.py); it is
 //! measured twice, loaded one after the other: with capacity buckets (the default) and with
 //! `preallocate_kv` (the whole kv_capacity bound from the start). STATIC, optional, is the same
-//! bundle with the capacity fixed in the graphs (what forge exported before). For each context
+//! bundle with the capacity fixed in the graphs (what forge exported before). Each of --variants
+//! (default fp32) is measured the three ways. For each context
 //! length L: a prompt of L - 16 token ids alone (no image: `generate_ids`) is prefilled, then 16
 //! tokens are decoded greedily, so the decode steps run at positions L-16..L; reported: the prefill
 //! time (to the first token), decode tok/s, the capacity bound at the end, medians of --iters, and
@@ -25,6 +27,7 @@ use common::{CpuMeter, ms, quantile};
 const DECODED: usize = 16;
 
 struct Row {
+    variant: String,
     kv: &'static str,
     context: usize,
     prefill_ms: f64,
@@ -33,7 +36,12 @@ struct Row {
     other_cores: f64,
 }
 
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one call per configuration, all spelled out"
+)]
 fn measure(
+    variant: &str,
     kv: &'static str,
     dir: &Path,
     preallocate: bool,
@@ -43,7 +51,7 @@ fn measure(
     rows: &mut Vec<Row>,
 ) -> Result<usize> {
     let mut config = EngineConfig::new(dir);
-    config.variant = Some("fp32".into());
+    config.variant = Some(variant.to_string());
     config.providers = vec![Provider::Cpu(CpuOptions { threads })];
     config.preallocate_kv = preallocate;
     let mut engine = Engine::load(&config).with_context(|| format!("loading {}", dir.display()))?;
@@ -81,6 +89,7 @@ fn measure(
             decode.push(g.timings.decode_tokens_per_s().unwrap_or(f64::NAN));
         }
         rows.push(Row {
+            variant: variant.to_string(),
             kv,
             context,
             prefill_ms: quantile(&prefill, 0.5),
@@ -95,6 +104,7 @@ fn measure(
 fn main() -> Result<()> {
     let (mut model, mut fixed, mut json) = (None, None, None);
     let (mut threads, mut iters) = (2usize, 3usize);
+    let mut variants = vec!["fp32".to_string()];
     let mut contexts = vec![256usize, 1024, 4096];
     let mut args = lexopt::Parser::from_env();
     while let Some(arg) = args.next()? {
@@ -102,16 +112,17 @@ fn main() -> Result<()> {
         match arg {
             Long("model") => model = Some(PathBuf::from(args.value()?)),
             Long("static") => fixed = Some(PathBuf::from(args.value()?)),
-            Long("threads") => threads = args.value()?.parse()?,
-            Long("iters") => iters = args.value()?.parse()?,
-            Long("contexts") => {
-                contexts = args
+            Long("variants") => {
+                variants = args
                     .value()?
                     .string()?
                     .split(',')
-                    .map(|s| s.trim().parse())
-                    .collect::<Result<_, _>>()?
+                    .map(|s| s.trim().to_string())
+                    .collect()
             }
+            Long("threads") => threads = args.value()?.parse()?,
+            Long("iters") => iters = args.value()?.parse()?,
+            Long("contexts") => contexts = common::list(args.value()?)?,
             Long("json") => json = Some(PathBuf::from(args.value()?)),
             _ => return Err(arg.unexpected().into()),
         }
@@ -119,28 +130,24 @@ fn main() -> Result<()> {
     let model = model.context("--model DIR (a bundle with growable decoder graphs) is required")?;
     let iters = iters.max(1);
     let mut rows = Vec::new();
-    let capacity = measure(
-        "buckets", &model, false, threads, iters, &contexts, &mut rows,
-    )?;
-    measure(
-        "preallocated",
-        &model,
-        true,
-        threads,
-        iters,
-        &contexts,
-        &mut rows,
-    )?;
-    if let Some(fixed) = &fixed {
-        measure(
-            "static graphs",
-            fixed,
-            false,
-            threads,
-            iters,
-            &contexts,
-            &mut rows,
-        )?;
+    let mut capacity = 0;
+    for v in &variants {
+        let mut ways = vec![("buckets", &model, false), ("preallocated", &model, true)];
+        if let Some(fixed) = &fixed {
+            ways.push(("static graphs", fixed, false));
+        }
+        for (kv, dir, preallocate) in ways {
+            capacity = measure(
+                v,
+                kv,
+                dir,
+                preallocate,
+                threads,
+                iters,
+                &contexts,
+                &mut rows,
+            )?;
+        }
     }
 
     println!(
@@ -148,13 +155,13 @@ fn main() -> Result<()> {
     );
     println!();
     println!(
-        "| KV | context | prefill to first token ms | decode tok/s | capacity attended | other cores |"
+        "| variant | KV | context | prefill to first token ms | decode tok/s | capacity attended | other cores |"
     );
-    println!("|---|---:|---:|---:|---:|---:|");
+    println!("|---|---|---:|---:|---:|---:|---:|");
     for r in &rows {
         println!(
-            "| {} | {} | {:.1} | {:.2} | {} | {:.2} |",
-            r.kv, r.context, r.prefill_ms, r.decode_tok_s, r.bound, r.other_cores
+            "| {} | {} | {} | {:.1} | {:.2} | {} | {:.2} |",
+            r.variant, r.kv, r.context, r.prefill_ms, r.decode_tok_s, r.bound, r.other_cores
         );
     }
     if let Some(path) = json {
@@ -162,6 +169,7 @@ fn main() -> Result<()> {
             .iter()
             .map(|r| {
                 serde_json::json!({
+                    "variant": r.variant,
                     "kv": r.kv,
                     "context": r.context,
                     "prefill_ms": r.prefill_ms,

@@ -110,14 +110,7 @@ fn main() -> Result<()> {
             Long("old") => old = Some(PathBuf::from(args.value()?)),
             Long("threads") => threads = args.value()?.parse()?,
             Long("iters") => iters = args.value()?.parse()?,
-            Long("lengths") => {
-                lengths = args
-                    .value()?
-                    .string()?
-                    .split(',')
-                    .map(|s| s.trim().parse())
-                    .collect::<Result<_, _>>()?
-            }
+            Long("lengths") => lengths = common::list(args.value()?)?,
             Long("json") => json = Some(PathBuf::from(args.value()?)),
             _ => return Err(arg.unexpected().into()),
         }

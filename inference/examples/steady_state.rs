@@ -114,14 +114,7 @@ fn main() -> Result<()> {
         match arg {
             Long("model") => model = Some(PathBuf::from(args.value()?)),
             Long("variant") => variant = args.value()?.string()?,
-            Long("threads") => {
-                thread_counts = args
-                    .value()?
-                    .string()?
-                    .split(',')
-                    .map(|s| s.trim().parse())
-                    .collect::<Result<_, _>>()?
-            }
+            Long("threads") => thread_counts = common::list(args.value()?)?,
             Long("json") => json = Some(PathBuf::from(args.value()?)),
             _ => return Err(arg.unexpected().into()),
         }
@@ -186,8 +179,13 @@ fn main() -> Result<()> {
                 heap.push(c_heap());
             }
             let growth: Vec<i64> = heap.windows(2).map(|w| w[1] as i64 - w[0] as i64).collect();
-            println!("  C heap growth over each of {REQUESTS} identical {long}-token requests: {growth:?} bytes");
-            println!("  in all: {:+} bytes over {REQUESTS} requests", heap[heap.len() - 1] as i64 - heap[0] as i64);
+            println!(
+                "  C heap growth over each of {REQUESTS} identical {long}-token requests: {growth:?} bytes"
+            );
+            println!(
+                "  in all: {:+} bytes over {REQUESTS} requests",
+                heap[heap.len() - 1] as i64 - heap[0] as i64
+            );
             doc["c_heap_growth_per_request"] = serde_json::json!(growth);
             // the streaming detokenizer's share: the same tokens through a Detokenizer alone
             let tokens = run(long)?.tokens;

@@ -11,6 +11,20 @@ pub fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
+/// A comma-separated list of numbers (`--lengths 8,40,100`).
+pub fn list(value: std::ffi::OsString) -> anyhow::Result<Vec<usize>> {
+    let text = value
+        .into_string()
+        .map_err(|v| anyhow::anyhow!("not UTF-8: {v:?}"))?;
+    text.split(',')
+        .map(|s| {
+            s.trim()
+                .parse()
+                .map_err(|e| anyhow::anyhow!("`{s}` in `{text}`: {e}"))
+        })
+        .collect()
+}
+
 pub fn quantile(v: &[f64], q: f64) -> f64 {
     let mut v = v.to_vec();
     v.sort_by(f64::total_cmp);
