@@ -22,12 +22,7 @@ variants="${VARIANTS:-fp32,cpu-int4}"
 export AUTONEURAL_VENV="$root/.venv"
 model="$cache/lfm2-vl-450m-c4096"
 fixed="$cache/lfm2-vl-450m-c4096-static"
-if [ ! -f "$model/manifest.toml" ]; then
-  hf="$cache/hf-450m"
-  [ -f "$hf/config.json" ] || .venv-forge/bin/python -m forge random-vl 450m "$hf"
-  .venv-forge/bin/python -m forge convert-vl --checkpoint "$hf" --out "$model" --quant none --no-qnn \
-    --kv-capacity 4096 --prefill-chunk 128
-fi
+bench/bundle_450m.sh "$cache" 4096
 if ! grep -q '^\[variants.cpu-int4\]' "$model/manifest.toml"; then
   .venv-forge/bin/python -m forge cpu-int4 "$model"   # MatMulNBits, block 32, float LM head
 fi

@@ -18,12 +18,7 @@ lengths="${LENGTHS:-8,40,100}"
 export AUTONEURAL_VENV="$root/.venv"
 new="$cache/lfm2-vl-450m-c1024"
 old="$cache/lfm2-vl-450m-c1024-single-steps"
-if [ ! -f "$new/manifest.toml" ]; then
-  hf="$cache/hf-450m"
-  [ -f "$hf/config.json" ] || .venv-forge/bin/python -m forge random-vl 450m "$hf"
-  .venv-forge/bin/python -m forge convert-vl --checkpoint "$hf" --out "$new" --quant none --no-qnn \
-    --kv-capacity 1024 --prefill-chunk 128
-fi
+bench/bundle_450m.sh "$cache" 1024
 .venv-forge/bin/python -m bench.old_prefill "$new" "$old"
 cargo build --release -p autoneural-inference --example prefill_bench
 table=$(mktemp)
