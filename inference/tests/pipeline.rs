@@ -36,14 +36,37 @@ fn tiny() -> PathBuf {
     models().join("tiny-random")
 }
 
-fn scratch(name: &str) -> PathBuf {
+/// A directory of its own for one test under the temp dir, removed when the test ends (passed or
+/// panicked), so repeated runs leave nothing behind.
+struct Scratch(PathBuf);
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for Scratch {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn scratch(name: &str) -> Scratch {
     let d = std::env::temp_dir().join(format!(
         "autoneural-inference-{name}-{}",
         std::process::id()
     ));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
-    d
+    Scratch(d)
 }
 
 fn copy_dir(from: &Path, to: &Path) {
