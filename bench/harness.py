@@ -4,7 +4,8 @@ then writes bench/REPORT.md (see report.py). Started by bench/run, which install
 Every script runs as a module from the repository root (`python -m bench.NAME`; bench/__init__.py).
 
 Steps (each writes CACHE/results/<step>.json; a step whose inputs are missing records why):
-  machine, bandwidth, export, vision, decode, ttft, genai, rust, camera, daemon, then the report.
+  machine, bandwidth, export, vision, decode, ttft, genai, rust, runtime, cabin, camera, daemon, then
+  the report.
 """
 
 from __future__ import annotations
@@ -377,6 +378,69 @@ class Harness:
         return self.bench_json("bench_rust.py", self.results / "rust_rows.json",
                                "--bundles", ",".join(str(b) for b in bundles), "--image", image, step="rust")
 
+    def runtime(self) -> dict:
+        """The side-by-side runtime benchmark (bench_runtime.py) on LFM2-1.2B random weights: makes
+        its models once into CACHE/runtime (runtime_models), builds the Rust examples, then measures
+        every runner alone; writes bench/runtime.json and bench/runtime.md."""
+        w = self.cache / "runtime"
+        self.runtime_models(w)
+        self.run("runtime", ["cargo", "build", "--release", "-p", "autoneural-inference", "--example", "runtime_bench",
+                             "--example", "preempt_bench"])
+        self.run("runtime", [self.bench_py, "-m", "bench.bench_runtime", "run", "--work", w, "--out", BENCH / "runtime.json",
+                             "--md", BENCH / "runtime.md"], log=w / "run.log")
+        doc = json.loads((BENCH / "runtime.json").read_text())
+        return {"markdown": (BENCH / "runtime.md").read_text(), "rows": doc["rows"], "failed": doc["failed"]}
+
+    def runtime_models(self, w: Path) -> None:
+        """LFM2-VL-1.6B random weights (forge random-vl: seed 1234) -> our bundle (convert-vl, fp32,
+        KV capacity 4224, prefill chunk 128, + cpu-int4 with genai's int4 recipe) and its text decoder as a Hugging Face
+        LFM2 checkpoint -> genai's builder (fp32, int4) and llama.cpp's GGUF (Q4_0). ~25 GB."""
+        w.mkdir(parents=True, exist_ok=True)
+        if not self.forge_py.exists():
+            raise RuntimeError(f"the forge venv {rel(self.a.forge_venv)} is missing (forge/setup makes it)")
+        hf, bundle, text = w / "hf-1.6b", w / "bundle", w / "lfm2-1.2b-text"
+        if not (bundle / "manifest.toml").exists() or not (text / "model.safetensors").exists():
+            if not (hf / "model.safetensors").exists():
+                self.wait_for_memory(10, "random-vl 1.6b")
+                self.run("runtime", [self.forge_py, "-m", "forge", "random-vl", "1.6b", hf], log=w / "random-vl.log")
+        if not (bundle / "manifest.toml").exists():
+            self.wait_for_memory(16, "convert-vl 1.6b")
+            self.run("runtime", [self.forge_py, "-m", "forge", "convert-vl", "--checkpoint", hf, "--out", bundle,
+                                 "--quant", "none", "--no-qnn", "--kv-capacity", "4224", "--prefill-chunk", "128"],
+                     log=w / "convert-vl.log")
+        if "[variants.cpu-int4]" not in (bundle / "manifest.toml").read_text():
+            # the recipe of genai's CPU int4 builds (int4 head, int8 activations), so the int4 rows compare runtimes
+            self.run("runtime", [self.forge_py, "-m", "forge", "cpu-int4", bundle, "--head", "int4", "--compute", "int8"],
+                     log=w / "cpu-int4.log")
+        if not (text / "model.safetensors").exists():
+            self.run("runtime", [self.forge_py, "-m", "bench.runtime_text", hf, text])
+        import sysconfig
+
+        path = w / "pythonpath"  # genai's builder: torch + transformers (forge venv) and genai + onnx_ir (bench venv)
+        path.mkdir(exist_ok=True)
+        for pkg in ("onnxruntime_genai", "onnx_ir"):
+            if not (path / pkg).exists():
+                (path / pkg).symlink_to(Path(sysconfig.get_paths()["purelib"]) / pkg)
+        for precision in ("fp32", "int4"):
+            out = w / f"genai-{precision}"
+            if not (out / "genai_config.json").exists():
+                self.wait_for_memory(14, f"genai build {precision}")
+                self.run("runtime", [self.forge_py, "-m", "onnxruntime_genai.models.builder", "-i", text, "-o", out,
+                                     "-p", precision, "-e", "cpu", "-c", w / "builder-cache"],
+                         env={"PYTHONPATH": str(path)}, log=w / f"genai-{precision}.log")
+                shutil.rmtree(w / "builder-cache", ignore_errors=True)
+        llama = w / "llama-venv"
+        req = "llama-cpp-python==0.3.36"
+        if not (llama / ".requirements").exists() or (llama / ".requirements").read_text() != req:
+            print("[bench] runtime: building llama-cpp-python from source (about 9 minutes on 2 cores)", flush=True)
+            self.run("runtime", [sys.executable, "-m", "venv", llama])
+            self.run("runtime", [llama / "bin/pip", "install", "-q", "--disable-pip-version-check", req, "numpy"],
+                     log=w / "llama-venv.log")
+            (llama / ".requirements").write_text(req)
+        if not (w / "gguf" / "model-q4_0.gguf").exists():
+            self.run("runtime", [llama / "bin/python", BENCH / "llama_gguf.py", "--checkpoint", text, "--out-dir", w / "gguf",
+                                 "--cache", w / "llama-src", "--python", self.forge_py], log=w / "gguf.log")
+
     def camera(self) -> dict:
         md = BENCH / "camera-conversions.md"
         if not md.exists():
@@ -411,6 +475,7 @@ class Harness:
         self.step("ttft", self.ttft)
         self.step("genai", self.genai)
         self.step("rust", self.rust)
+        self.step("runtime", self.runtime)
         self.step("cabin", self.cabin)
         self.step("camera", self.camera)
         self.step("daemon", self.daemon)

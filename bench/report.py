@@ -441,6 +441,17 @@ class Report:
             self.add(f"[{c['step']}, {c['s']} s, rc {c['rc']}] {c['command']}")
         self.add("```", "")
 
+    def runtime(self):
+        self.add("## 0. Side by side: our runtime, ONNX Runtime GenAI, a plain Python loop, llama.cpp", "")
+        step = load(self.r, "runtime")
+        if not step or step.get("status") != "ok":
+            self.add(not_measured(step, "runtime"))
+            return
+        self.add("Same LFM2-1.2B random weights in every runner, one runner at a time, each in its own process "
+                 "(`./bench/run --only runtime`; protocol and columns: `bench/bench_runtime.py`; figures also in "
+                 "`bench/runtime.json`). A row is INVALID if other processes used more than 0.3 cores while it ran.",
+                 "", step["markdown"], load_note(step), "")
+
     def closing(self):
         self.add("## Summary: our ratios next to the paper's", "")
         if self.summary:
@@ -456,6 +467,7 @@ class Report:
 
     def write(self):
         self.header()
+        self.runtime()
         self.vision()
         self.ttft()
         self.decode()

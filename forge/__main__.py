@@ -206,7 +206,7 @@ def _upgrade_capacity(a) -> int:
 def _cpu_int4(a) -> int:
     from .cpu_int4 import add_variant
 
-    print(json.dumps(add_variant(Path(a.dir), a.block, a.head), indent=1))
+    print(json.dumps(add_variant(Path(a.dir), a.block, a.head, a.compute), indent=1))
     return 0
 
 
@@ -323,6 +323,8 @@ def main(argv=None) -> int:
     q.add_argument("--block", type=int, default=32, help="weights per scale (default 32)")
     q.add_argument("--head", choices=("float", "int4"), default="float", help="the LM head (tied token "
                    "table): kept float (default) or int4")
+    q.add_argument("--compute", choices=("float", "int8"), default="float", help="MatMulNBits arithmetic: float "
+                   "(default) or int8 activations (accuracy_level 4: integer dot products, faster, a little less exact)")
     q.set_defaults(fn=_cpu_int4)
     u = sub.add_parser("upgrade-prefill", help="give an older bundle's decoder_prefill the conv_index input (prompts of "
                        "any length prefill in full-width calls); recompiles QNN contexts and rewrites golden.json")

@@ -31,3 +31,20 @@ def test_cpu_int4_variant_is_int4_checked_and_measured(committed_bundle, tmp_pat
     assert 0 <= agree <= total > 0
     golden = json.loads((b / "golden.json").read_text())
     assert len(golden[VARIANT]["cases"]) == len(golden["fp32"]["cases"])
+
+
+def test_int8_compute_sets_accuracy_level_4_and_an_int4_head(committed_bundle, tmp_path):
+    """`--head int4 --compute int8` (genai's CPU int4 recipe): every MatMul, the head's too, is a
+    MatMulNBits with accuracy_level 4; the recipe is in the manifest and the bundle still checks."""
+    b = tmp_path / "b"
+    shutil.copytree(committed_bundle, b)
+    add_variant(b, block=32, head="int4", compute="int8")
+    assert check_bundle(b) == []
+    v = manifest.read(b)["variants"][VARIANT]
+    assert v["int4"] == {"block": 32, "head": "int4", "compute": "int8"}
+    for g in ("decoder_prefill", "decoder_step"):
+        nodes = onnx.load(str(b / v[g])).graph.node
+        nbits = [n for n in nodes if n.op_type == "MatMulNBits"]
+        assert nbits and not [n for n in nodes if n.op_type == "MatMul" and "logits" in n.output]
+        levels = {a.i for n in nbits for a in n.attribute if a.name == "accuracy_level"}
+        assert levels == {4}, levels

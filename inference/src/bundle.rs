@@ -129,6 +129,9 @@ pub struct Int4Recipe {
     pub block: u32,
     /// The LM head: `float` (kept) or `int4`.
     pub head: String,
+    /// What MatMulNBits multiplies in: `float` (absent: the default) or `int8` (accuracy_level 4).
+    #[serde(default)]
+    pub compute: Option<String>,
 }
 
 /// A variant against fp32 on the bundle's golden cases.
