@@ -151,7 +151,7 @@ def busy_s() -> float:
     return (sum(v[:8]) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")
 
 
-def run_one(label: str, argv: list[str], env: dict | None = None) -> dict:
+def run_one(label: str, argv: list[str], env: dict | None = None, json_line: bool = True) -> dict:
     print(f"[runtime] {label}: {' '.join(map(str, argv))}", file=sys.stderr, flush=True)
     t0, b0 = time.time(), busy_s()
     p = subprocess.Popen([str(x) for x in argv], cwd=ROOT, stdout=subprocess.PIPE, text=True,
@@ -163,9 +163,9 @@ def run_one(label: str, argv: list[str], env: dict | None = None) -> dict:
     if p.returncode != 0:
         raise RuntimeError(f"{label} failed ({p.returncode}); its stderr is above")
     lines = [x for x in out.splitlines() if x.startswith("{")]
-    if not lines:
+    if json_line and not lines:
         raise RuntimeError(f"{label} printed no JSON line")
-    row = json.loads(lines[-1])
+    row = json.loads(lines[-1]) if json_line else {}
     row["peak_rss_mb"] = ru.ru_maxrss / 1024
     row["wall_s"] = wall
     row["other_cores"] = max(others, 0.0) / wall
@@ -264,14 +264,25 @@ def side_by_side(a) -> int:
     probe = None
     if not a.runners or "safety probe" in a.runners.split(","):
         probe = safety_probe(w, bundle, a)
+    if a.runners and Path(a.out).exists():  # a partial rerun keeps the other rows of the last run
+        old = json.loads(Path(a.out).read_text())
+        redone = {r["label"] for r in rows} | {f["runner"] for f in failed}
+        rows = [r for r in old["rows"] if r["label"] not in redone] + rows
+        probe = probe or old.get("safety_probe")
+        a.reruns = old.get("reruns", []) + [{"runners": a.runners, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}]
+        bw = {"best_gbs": old["bandwidth_triad_gbs"]}  # the run's figures; the reruns are listed
+        a.first_run = (old["date"], old["git"])
     doc = {
         "model": "LFM2-1.2B, random weights (the text decoder of forge random-vl 1.6b)",
         "threads": a.threads, "decoded_tokens": a.decode, "lengths": a.lengths,
-        "bandwidth_triad_gbs": bw["best_gbs"], "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "git": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip(),
+        "bandwidth_triad_gbs": bw["best_gbs"],
+        "date": getattr(a, "first_run", (time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),))[0],
+        "git": getattr(a, "first_run", (None, subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                                                             capture_output=True, text=True).stdout.strip()))[1],
         "rows": rows, "failed": failed,
         "safety_probe_wait_ms": probe["safety_probe_wait_ms"] if probe else None,
         "safety_probe": probe,
+        "reruns": getattr(a, "reruns", []),
     }
     Path(a.out).write_text(json.dumps(doc, indent=1) + "\n")
     Path(a.md).write_text(markdown(doc))
@@ -286,7 +297,7 @@ def safety_probe(w: Path, bundle: Path, a) -> dict | None:
         row = run_one("safety probe", [ROOT / "target/release/examples/preempt_bench", "--model", bundle, "--variant",
                                        "cpu-int4", "--threads", str(a.threads), "--rounds", "6", "--tokens", "48",
                                        "--label", "LFM2-VL-1.6B (random), cpu-int4", "--json", out],
-                      env={"AUTONEURAL_VENV": str(ROOT / ".venv")})
+                      env={"AUTONEURAL_VENV": str(ROOT / ".venv")}, json_line=False)
     except Exception as e:
         return {"error": str(e), "safety_probe_wait_ms": None}
     res = json.loads(out.read_text())

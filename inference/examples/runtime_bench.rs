@@ -55,7 +55,7 @@ fn main() -> Result<()> {
     let vocab = engine
         .bundle()
         .map(|b| b.manifest.text.vocab_size)
-        .context("the bundle's manifest has no vocabulary size")? as usize;
+        .context("the bundle's manifest has no vocabulary size")?;
     let low = vocab / 4;
     let prompt = |n: usize| -> Vec<u32> {
         (0..n)
