@@ -489,9 +489,16 @@ class Harness:
             earlier = old.get("reruns") or ([{"only": old["only"], "total_s": old["total_s"]}] if old.get("only") else [])
             run["reruns"] = earlier + [{"only": self.a.only, "total_s": run["total_s"]}]
         prev.write_text(json.dumps(run, indent=1))
-        subprocess.run([self.bench_py, "-m", "bench.report", "--results", self.results, "--out", BENCH / "REPORT.md"],
+        # A partial run whose cache lacks the other steps' results would turn their sections of the
+        # committed report into "not measured": it writes its report beside the cache instead.
+        missing = [s for s in ("vision", "decode", "ttft", "genai", "rust", "runtime", "daemon")
+                   if not (self.results / f"{s}.json").exists()]
+        out = BENCH / "REPORT.md" if not (self.a.only and missing) else self.cache / "REPORT.partial.md"
+        subprocess.run([self.bench_py, "-m", "bench.report", "--results", self.results, "--out", out],
                        cwd=ROOT, check=True)
-        print(f"[bench] wrote bench/REPORT.md in {run['total_s']} s", flush=True)
+        print(f"[bench] wrote {rel(out)} in {run['total_s']} s"
+              + (f" (not bench/REPORT.md: no results here for {', '.join(missing)})" if out != BENCH / "REPORT.md" else ""),
+              flush=True)
         return 0
 
 
