@@ -318,23 +318,26 @@ class Harness:
                                         step="ttft"))
         return {"rows": rows, "missing": missing}
 
+    def genai_builder_env(self, d: Path) -> dict:
+        """genai's model builder needs torch + transformers (forge venv) and onnxruntime_genai +
+        onnx_ir (bench venv): it runs with the forge's python and only those two packages added to
+        its path (links in d/pythonpath)."""
+        import sysconfig
+
+        path = d / "pythonpath"
+        path.mkdir(parents=True, exist_ok=True)
+        for pkg in ("onnxruntime_genai", "onnx_ir"):
+            if not (path / pkg).exists():
+                (path / pkg).symlink_to(Path(sysconfig.get_paths()["purelib"]) / pkg)
+        return {"PYTHONPATH": str(path)}
+
     def genai(self) -> dict:
         """Builds the genai comparison's inputs (tiny: always; LFM2-1.2B: full mode), then measures."""
         g = self.cache / "genai"
         g.mkdir(parents=True, exist_ok=True)
         if not self.forge_py.exists():
             raise RuntimeError(f"the forge venv {rel(self.a.forge_venv)} is missing (forge/setup makes it)")
-        # genai's model builder needs torch + transformers (forge venv) and onnxruntime_genai + onnx_ir
-        # (bench venv): run it with the forge's python and only those two packages added to its path
-        import sysconfig
-
-        path = g / "pythonpath"
-        path.mkdir(exist_ok=True)
-        for pkg in ("onnxruntime_genai", "onnx_ir"):
-            link = path / pkg
-            if not link.exists():
-                link.symlink_to(Path(sysconfig.get_paths()["purelib"]) / pkg)
-        env = {"PYTHONPATH": str(path)}
+        env = self.genai_builder_env(g)
         tok = ROOT / "models" / "tiny-random" / "tokenizer.json"
 
         def build(config: str, name: str):
@@ -399,7 +402,10 @@ class Harness:
         if not self.forge_py.exists():
             raise RuntimeError(f"the forge venv {rel(self.a.forge_venv)} is missing (forge/setup makes it)")
         hf, bundle, text = w / "hf-1.6b", w / "bundle", w / "lfm2-1.2b-text"
-        if not (bundle / "manifest.toml").exists() or not (text / "model.safetensors").exists():
+        genai = {p: w / f"genai-{p}" for p in ("fp32", "int4")}
+        gguf = w / "gguf" / "model-q4_0.gguf"
+        need_text = not gguf.exists() or any(not (d / "genai_config.json").exists() for d in genai.values())
+        if not (bundle / "manifest.toml").exists() or (need_text and not (text / "model.safetensors").exists()):
             if not (hf / "model.safetensors").exists():
                 self.wait_for_memory(10, "random-vl 1.6b")
                 self.run("runtime", [self.forge_py, "-m", "forge", "random-vl", "1.6b", hf], log=w / "random-vl.log")
@@ -412,22 +418,14 @@ class Harness:
             # the recipe of genai's CPU int4 builds (int4 head, int8 activations), so the int4 rows compare runtimes
             self.run("runtime", [self.forge_py, "-m", "forge", "cpu-int4", bundle, "--head", "int4", "--compute", "int8"],
                      log=w / "cpu-int4.log")
-        if not (text / "model.safetensors").exists():
+        if need_text and not (text / "model.safetensors").exists():
             self.run("runtime", [self.forge_py, "-m", "bench.runtime_text", hf, text])
-        import sysconfig
-
-        path = w / "pythonpath"  # genai's builder: torch + transformers (forge venv) and genai + onnx_ir (bench venv)
-        path.mkdir(exist_ok=True)
-        for pkg in ("onnxruntime_genai", "onnx_ir"):
-            if not (path / pkg).exists():
-                (path / pkg).symlink_to(Path(sysconfig.get_paths()["purelib"]) / pkg)
-        for precision in ("fp32", "int4"):
-            out = w / f"genai-{precision}"
+        for precision, out in genai.items():
             if not (out / "genai_config.json").exists():
                 self.wait_for_memory(14, f"genai build {precision}")
                 self.run("runtime", [self.forge_py, "-m", "onnxruntime_genai.models.builder", "-i", text, "-o", out,
                                      "-p", precision, "-e", "cpu", "-c", w / "builder-cache"],
-                         env={"PYTHONPATH": str(path)}, log=w / f"genai-{precision}.log")
+                         env=self.genai_builder_env(w), log=w / f"genai-{precision}.log")
                 shutil.rmtree(w / "builder-cache", ignore_errors=True)
         llama = w / "llama-venv"
         req = "llama-cpp-python==0.3.36"
@@ -437,7 +435,7 @@ class Harness:
             self.run("runtime", [llama / "bin/pip", "install", "-q", "--disable-pip-version-check", req, "numpy"],
                      log=w / "llama-venv.log")
             (llama / ".requirements").write_text(req)
-        if not (w / "gguf" / "model-q4_0.gguf").exists():
+        if not gguf.exists():
             self.run("runtime", [llama / "bin/python", BENCH / "llama_gguf.py", "--checkpoint", text, "--out-dir", w / "gguf",
                                  "--cache", w / "llama-src", "--python", self.forge_py], log=w / "gguf.log")
 
