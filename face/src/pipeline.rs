@@ -92,9 +92,13 @@ impl Graph {
         path: &Path,
         threads: usize,
     ) -> Result<Self, FaceError> {
-        let session =
-            autoneural_inference::cpu_graph_session(paths, name, path, &CpuOptions { threads })
-                .map_err(|e| FaceError::runtime(name, format!("{}: {e}", path.display())))?;
+        let session = autoneural_inference::cpu_graph_session(
+            paths,
+            name,
+            path,
+            &CpuOptions::with_threads(threads),
+        )
+        .map_err(|e| FaceError::runtime(name, format!("{}: {e}", path.display())))?;
         Ok(Self { name, session })
     }
 

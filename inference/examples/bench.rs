@@ -72,7 +72,7 @@ fn main() -> Result<()> {
     config.variant = variant;
     config.cache_dir = cache;
     config.providers = match ep.as_str() {
-        "cpu" => vec![Provider::Cpu(CpuOptions { threads })],
+        "cpu" => vec![Provider::Cpu(CpuOptions::with_threads(threads))],
         "qnn" => {
             config.require_full_offload = true;
             vec![Provider::Qnn(QnnOptions {

@@ -52,7 +52,7 @@ fn measure(
 ) -> Result<usize> {
     let mut config = EngineConfig::new(dir);
     config.variant = Some(variant.to_string());
-    config.providers = vec![Provider::Cpu(CpuOptions { threads })];
+    config.providers = vec![Provider::Cpu(CpuOptions::with_threads(threads))];
     config.preallocate_kv = preallocate;
     let mut engine = Engine::load(&config).with_context(|| format!("loading {}", dir.display()))?;
     let Some(capacity) = engine.kv_capacity() else {

@@ -41,7 +41,7 @@ fn measure(
     rows: &mut Vec<Row>,
 ) -> Result<(usize, usize)> {
     let mut config = EngineConfig::new(dir);
-    config.providers = vec![Provider::Cpu(CpuOptions { threads })];
+    config.providers = vec![Provider::Cpu(CpuOptions::with_threads(threads))];
     let mut engine = Engine::load(&config).with_context(|| format!("loading {}", dir.display()))?;
     let Some(b) = engine.bundle() else {
         bail!("{}: not an AutoNeural bundle", dir.display());

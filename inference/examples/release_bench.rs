@@ -67,7 +67,7 @@ fn main() -> Result<()> {
     let load_avg = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let mut config = EngineConfig::new(&model);
     config.variant = variant.clone();
-    config.providers = vec![Provider::Cpu(CpuOptions { threads })];
+    config.providers = vec![Provider::Cpu(CpuOptions::with_threads(threads))];
     let t = Instant::now();
     let mut engine =
         Engine::load(&config).with_context(|| format!("loading {}", model.display()))?;

@@ -3,7 +3,8 @@
 //! benchmark follows (bench/bench_runtime.py).
 //!
 //! cargo run --release -p autoneural-inference --example runtime_bench -- --model BUNDLE \
-//!     [--variant fp32] [--threads 2] [--lengths 64,256,1024,4096] [--decode 32] [--iters-small 3]
+//!     [--variant fp32] [--threads 2] [--spinning on|off] [--lengths 64,256,1024,4096] [--decode 32] \
+//!     [--iters-small 3]
 //!
 //! Protocol: the prompt of length n is the token ids `low + (i * 7919) % (vocab - low)`, i < n, with
 //! `low = vocab / 4` (away from the special tokens), fed as ids alone (no image: `generate_ids`).
@@ -27,6 +28,7 @@ fn main() -> Result<()> {
     let mut model = None;
     let mut variant = "fp32".to_string();
     let (mut threads, mut decode, mut iters_small) = (2usize, 32usize, 3usize);
+    let mut spinning = true;
     let mut lengths = vec![64usize, 256, 1024, 4096];
     let mut args = lexopt::Parser::from_env();
     while let Some(arg) = args.next()? {
@@ -35,6 +37,7 @@ fn main() -> Result<()> {
             Long("model") => model = Some(PathBuf::from(args.value()?)),
             Long("variant") => variant = args.value()?.string()?,
             Long("threads") => threads = args.value()?.parse()?,
+            Long("spinning") => spinning = args.value()?.string()? != "off",
             Long("decode") => decode = args.value()?.parse()?,
             Long("iters-small") => iters_small = args.value()?.parse()?,
             Long("lengths") => lengths = common::list(args.value()?)?,
@@ -44,7 +47,7 @@ fn main() -> Result<()> {
     let model = model.context("--model DIR (a bundle) is required")?;
     let mut config = EngineConfig::new(&model);
     config.variant = Some(variant.clone());
-    config.providers = vec![Provider::Cpu(CpuOptions { threads })];
+    config.providers = vec![Provider::Cpu(CpuOptions { threads, spinning })];
     let t = Instant::now();
     let mut engine =
         Engine::load(&config).with_context(|| format!("loading {}", model.display()))?;
@@ -102,6 +105,7 @@ fn main() -> Result<()> {
         "variant": variant,
         "load_s": load_s,
         "threads": threads,
+        "intra_op_spinning": spinning,
         "kv_capacity": capacity,
         "ttft_ms": ttft,
         "decode_tok_s": tok_s,

@@ -132,7 +132,7 @@ fn main() -> Result<()> {
     for (i, &threads) in thread_counts.iter().enumerate() {
         let mut config = EngineConfig::new(&model);
         config.variant = Some(variant.clone());
-        config.providers = vec![Provider::Cpu(CpuOptions { threads })];
+        config.providers = vec![Provider::Cpu(CpuOptions::with_threads(threads))];
         let mut engine =
             Engine::load(&config).with_context(|| format!("loading {}", model.display()))?;
         let Some(capacity) = engine.kv_capacity() else {

@@ -428,6 +428,10 @@ impl Backend for BundleEngine {
     fn feed_ids(&mut self, ids: &[u32]) -> Result<()> {
         BundleEngine::feed_ids(self, ids)
     }
+    /// One decoder_prefill call's rows.
+    fn prompt_piece(&self) -> usize {
+        self.bundle.manifest.decoder.prefill_chunk
+    }
     fn mark(&mut self, into: &mut Self::Mark) {
         self.state.save_conv(&mut into.0);
         into.1 = self.state.pos;

@@ -96,7 +96,7 @@ enum CpuSetup {
 }
 
 /// The CPU provider's session options: `threads` intra-op threads (0 = ONNX Runtime's default),
-/// no spinning, and the CPU device named explicitly — with no EP appended ONNX Runtime would pick
+/// spinning as configured, and the CPU device named explicitly — with no EP appended ONNX Runtime would pick
 /// devices by policy, which may put the graph on a registered NPU.
 fn cpu_builder(
     rt: &Runtime,
@@ -110,8 +110,15 @@ fn cpu_builder(
             .map_err(|e| CpuSetup::Ort(e.into()))?;
     }
     b = b
-        .with_intra_op_spinning(false)
+        .with_intra_op_spinning(o.spinning)
         .map_err(|e| CpuSetup::Ort(e.into()))?;
+    if o.spinning {
+        // Every session has its own pool: one left spinning after its run (prefill) would take a
+        // core from the next session's run (decoder_step). Spin within a run only.
+        b = b
+            .with_config_entry("session.force_spinning_stop", "1")
+            .map_err(|e| CpuSetup::Ort(e.into()))?;
+    }
     let cpu: Vec<_> = rt
         .env
         .devices()

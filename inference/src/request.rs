@@ -4,8 +4,8 @@
 //! strings, streaming). `engine` calls these; `bundle_engine` and `published` implement `Backend`.
 //!
 //! Safety first: a generation holds the engine for many decoder steps, so between two of its tokens
-//! (and between its frame prefix and its prompt) it asks its `Preempt` source for a waiting safety
-//! request. One that is waiting runs at once: the generation's decoder state is moved aside
+//! (and between its frame prefix and its prompt, and between two prefill calls of a long prompt) it
+//! asks its `Preempt` source for a waiting safety request. One that is waiting runs at once: the generation's decoder state is moved aside
 //! (`Backend::suspend`), the probes run from their own frame, and the state is put back
 //! (`Backend::resume`) before the next token, which is therefore the same as without the pause.
 
@@ -62,6 +62,10 @@ pub(crate) trait Backend: Decode {
     /// An empty context: no frame prefix, position 0 (a request of token ids alone).
     fn clear(&mut self) -> Result<()>;
     fn feed_ids(&mut self, ids: &[u32]) -> Result<()>;
+    /// How many prompt tokens are fed at a time when a generation's prompt may be paused for a
+    /// safety request between two parts: a multiple of the prefill width, so that feeding the
+    /// parts makes the same decoder calls as feeding the prompt at once.
+    fn prompt_piece(&self) -> usize;
     fn mark(&mut self, into: &mut Self::Mark);
     fn back_to(&mut self, mark: &Self::Mark);
     /// Scratch buffers reused from one probe request to the next (question logits, mark).
@@ -191,9 +195,30 @@ fn prompt_and_decode<M: Backend>(
     mut timings: Timings,
 ) -> Result<Generation> {
     let t = Instant::now();
-    m.feed_ids(ids)?;
-    timings.prefill = t.elapsed();
-    timings.prefill_tokens = ids.len();
+    let paused_before = timings.preempted;
+    let piece = m.prompt_piece().max(1);
+    let mut fed = 0;
+    for part in ids.chunks(piece) {
+        if fed > 0 {
+            if stop.cancel.load(Ordering::Relaxed) {
+                break; // decode() sees it before sampling: the generation ends `Cancelled`
+            }
+            run_preemptions(m, &mut *stop.preempt, &mut timings)?;
+        }
+        m.feed_ids(part).map_err(|e| match e {
+            // what the whole prompt needs, not just this part
+            Error::ContextFull { needed, capacity } => Error::ContextFull {
+                needed: needed + ids.len() - fed - part.len(),
+                capacity,
+            },
+            e => e,
+        })?;
+        fed += part.len();
+    }
+    timings.prefill = t
+        .elapsed()
+        .saturating_sub(timings.preempted.saturating_sub(paused_before));
+    timings.prefill_tokens = fed;
     let (text, tokens, finish) = decode(m, params, on_text, stop, start, &mut timings)?;
     m.finish(&mut timings, start);
     Ok(Generation {

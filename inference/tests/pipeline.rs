@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use autoneural_inference::{
     Bundle, BundleError, CpuOptions, Detokenizer, Engine, EngineConfig, Error, FinishReason, Frame,
-    FrameError, GenerateParams, JobClass, JobHandle, ModelSource, PixelLayout, ProbeOutcome,
-    Provider, QnnOptions, QueueLimits, Verify, Worker,
+    FrameError, GenerateParams, JobClass, JobHandle, ModelSource, PixelLayout, Preemption,
+    ProbeOutcome, Provider, QnnOptions, QueueLimits, Verify, Worker,
 };
 
 // The default cabin model's Rust-side accuracy check (issue 4) shares this binary.
@@ -85,7 +85,7 @@ fn copy_dir(from: &Path, to: &Path) {
 fn cpu_config(bundle: &Path, variant: &str) -> EngineConfig {
     let mut c = EngineConfig::new(bundle);
     c.variant = Some(variant.into());
-    c.providers = vec![Provider::Cpu(CpuOptions { threads: 1 })];
+    c.providers = vec![Provider::Cpu(CpuOptions::with_threads(1))];
     c
 }
 
@@ -253,7 +253,7 @@ fn cpu_int4_variant_matches_its_golden_and_is_the_cpu_default() {
         "{acc:?}"
     );
     let mut auto = EngineConfig::new(&cabin);
-    auto.providers = vec![Provider::Cpu(CpuOptions { threads: 1 })];
+    auto.providers = vec![Provider::Cpu(CpuOptions::with_threads(1))];
     let engine = Engine::load(&auto).unwrap();
     assert_eq!(engine.variant(), "cpu-int4");
     let step = engine
@@ -1038,6 +1038,81 @@ fn check_safety_preempts_generation(config: EngineConfig, frame_a: Frame, frame_
         .unwrap();
     assert_eq!(again.tokens, alone.tokens);
     worker.shutdown();
+}
+
+/// A safety probe waiting while a long prompt is prefilled runs between two of its prefill calls,
+/// not after the whole prompt, and the generation then goes on as without the pause.
+#[test]
+fn a_safety_probe_runs_between_the_prefill_calls_of_a_long_prompt() {
+    let mut engine = Engine::load(&cpu_config(&tiny(), "fp32")).unwrap();
+    let frame_a = load_frame(&tiny(), "golden/0.png", 1);
+    let frame_b = load_frame(&tiny(), "golden/1.png", 2);
+    let question = "look ".repeat(40);
+    let params = GenerateParams {
+        max_tokens: 8,
+        use_bundle_stop_tokens: false,
+        ..Default::default()
+    };
+    let no = AtomicBool::new(false);
+    let alone = engine
+        .generate(&frame_a, &question, &params, &mut |_| {}, &no)
+        .unwrap();
+    let probes = engine.probes().probes.clone();
+    let probe_alone = engine.probe(&frame_b, &probes).unwrap();
+    let chunk = engine.bundle().unwrap().manifest.decoder.prefill_chunk;
+    let calls = alone.timings.prefill_tokens.div_ceil(chunk);
+    assert!(calls >= 3, "the prompt needs {calls} prefill calls");
+
+    // Asked once after the frame prefix, then between every two prefill calls, then before each
+    // token: the probe is handed out on the second ask, after the prompt's first call.
+    let texts = std::cell::Cell::new(0usize);
+    let (mut asks, mut asks_before_text) = (0usize, 0usize);
+    let slot: Arc<Mutex<Option<autoneural_inference::Result<ProbeOutcome>>>> = Arc::default();
+    let done_slot = Arc::clone(&slot);
+    let mut done = Some(Box::new(move |r| *done_slot.lock().unwrap() = Some(r))
+        as Box<dyn FnOnce(autoneural_inference::Result<ProbeOutcome>) + Send>);
+    let mut preempt = || {
+        asks += 1;
+        if texts.get() == 0 {
+            asks_before_text += 1;
+        }
+        if asks != 2 {
+            return None;
+        }
+        Some(Preemption {
+            frame: frame_b.clone(),
+            probes: probes.clone(),
+            done: done.take()?,
+        })
+    };
+    let interrupted = engine
+        .generate_preemptible(
+            &frame_a,
+            &question,
+            &params,
+            &mut |_| texts.set(texts.get() + 1),
+            &no,
+            &mut preempt,
+        )
+        .unwrap();
+    // 1 after the prefix, calls - 1 between prefill calls (+1: asked again after the probe ran),
+    // 1 before the first token.
+    assert_eq!(asks_before_text, 1 + (calls - 1) + 1 + 1);
+    assert_eq!(interrupted.timings.preemptions, 1);
+    assert_eq!(
+        interrupted.timings.prefill_tokens,
+        alone.timings.prefill_tokens
+    );
+    assert_eq!(
+        interrupted.tokens, alone.tokens,
+        "the generation goes on exactly"
+    );
+    let outcome = slot.lock().unwrap().take().expect("the probe ran").unwrap();
+    assert_eq!(outcome.frame_id, frame_b.id);
+    for (a, b) in outcome.answers.iter().zip(&probe_alone.answers) {
+        assert_eq!(a.answer, b.answer, "probe {}", a.id);
+        assert!((a.field_probability - b.field_probability).abs() < 1e-5);
+    }
 }
 
 // ------------------------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ pub fn engine_config(cfg: &Config) -> EngineConfig {
             }),
             ExecutionProvider::Cpu => Provider::Cpu(CpuOptions {
                 threads: m.cpu_threads.get() as usize,
+                spinning: m.cpu_spinning,
             }),
             ExecutionProvider::Cuda => Provider::Cuda(Default::default()),
         })

@@ -38,6 +38,10 @@ pub use layout::{Layout, is_published};
 use processor::{ImageProcessor, ImageTokens, ProcessorConfig};
 use prompt::{ChatTemplate, Content, Message};
 
+/// Prompt tokens per decoder call while a generation's prompt is fed: a safety probe that arrives
+/// meanwhile waits for at most one such call (`request::prompt_and_decode`).
+const PROMPT_PIECE: usize = 256;
+
 /// The probe set used with a published instruction-tuned model unless the config names another:
 /// plain yes/no questions such a model understands (the bundle format's probes.toml).
 pub const INSTRUCT_PROBES: &str = include_str!("instruct_probes.toml");
@@ -850,6 +854,11 @@ impl Backend for PublishedModel {
     }
     fn feed_ids(&mut self, ids: &[u32]) -> Result<()> {
         PublishedModel::feed_ids(self, ids)
+    }
+    /// The decoder takes any number of rows; parts of this many bound a safety probe's wait to
+    /// one call of them while the prompt's whole cost stays about the same.
+    fn prompt_piece(&self) -> usize {
+        PROMPT_PIECE
     }
     fn mark(&mut self, into: &mut Self::Mark) {
         *into = Some(self.state.clone());
