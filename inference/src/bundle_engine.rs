@@ -93,6 +93,7 @@ impl BundleEngine {
             bundle: &bundle,
             variant_name: &variant,
             variant: &v,
+            prepacked: ort::session::builder::PrepackedWeights::new(),
         };
         let m = &bundle.manifest;
         let mut reports = Vec::new();

@@ -320,6 +320,10 @@ pub(crate) struct SessionFactory<'a> {
     pub bundle: &'a Bundle,
     pub variant_name: &'a str,
     pub variant: &'a Variant,
+    /// The CPU sessions of one bundle share their prepacked weights: decoder_prefill and
+    /// decoder_step read the same weight file, and ONNX Runtime would otherwise hold the packed
+    /// copy of every weight once per session. Each session keeps the container alive.
+    pub prepacked: ort::session::builder::PrepackedWeights,
 }
 
 impl SessionFactory<'_> {
@@ -361,7 +365,9 @@ impl SessionFactory<'_> {
     }
 
     fn cpu(&self, kind: GraphKind, o: &CpuOptions) -> Result<(Session, SessionReport), Attempt> {
-        let b = cpu_attempt(self.rt, self.builder(kind)?, o, kind.name())?;
+        let b = cpu_attempt(self.rt, self.builder(kind)?, o, kind.name())?
+            .with_prepacked_weights(&self.prepacked)
+            .map_err(|e| Attempt::Failed(ort_fail(kind, "session options", e.into())))?;
         self.commit_graph(kind, b, "cpu", "CPUExecutionProvider")
     }
 
