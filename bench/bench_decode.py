@@ -72,10 +72,15 @@ class Loop:
             m[0, 0, i, self.cap : self.cap + i + 1] = 0
         return m
 
-    def step(self, embeds: np.ndarray, pos: int) -> np.ndarray:
-        """One call: embeds [1,T,H] at positions pos..pos+T; writes the new K/V rows in place."""
+    def step(self, embeds: np.ndarray, pos: int, valid: int | None = None) -> np.ndarray:
+        """One call: embeds [1,T,H] at positions pos..pos+T, of which the first `valid` rows (default
+        all) are the prompt's (a prefill graph with `conv_index` keeps the padding out of the conv
+        state, contract 1); writes the valid rows' K/V in place."""
+        rows_valid = self.t if valid is None else valid
         feed = {"inputs_embeds": embeds, "position_ids": np.arange(pos, pos + self.t, dtype=np.int32)[None],
                 "attention_mask": self.mask(pos), **self.conv, **self.kv}
+        if "conv_index" in self.inputs:
+            feed["conv_index"] = np.arange(rows_valid, rows_valid + 3, dtype=np.int32)
         t = time.perf_counter()
         res = self.s.run(self.outputs, feed)
         self.in_run_s += time.perf_counter() - t
@@ -85,7 +90,7 @@ class Loop:
         for n, buf in self.kv.items():
             _, i, kind = n.split(".")
             rows = out[f"present.{i}.{kind}"]
-            end = min(pos + self.t, self.cap)
+            end = min(pos + rows_valid, self.cap)
             buf[:, :, pos:end, :] = rows[:, :, : end - pos, :]
         return out["logits"]
 

@@ -1,6 +1,6 @@
-"""The Rust pipeline (autoneural-inference) on the same graphs: the crate's `bench` example when it
-exists (its JSON rows are taken as they are), else its `vlm` example, whose `timings:` lines give
-vision, prefill, TTFT, decode tok/s, probe time and the time inside/outside `Session::run`."""
+"""The Rust pipeline (autoneural-inference) on the same graphs: its `vlm` example, one request per
+process, whose `timings:` lines give vision, prefill, TTFT, decode tok/s, probe time and the time
+inside/outside `Session::run` (the `bench` example prints markdown for people, not rows)."""
 
 from __future__ import annotations
 
@@ -63,17 +63,6 @@ def main() -> int:
     p.add_argument("--max-tokens", type=int, default=16)
     a = p.parse_args()
     env = {**os.environ, "AUTONEURAL_VENV": str(ROOT / ".venv")}
-    if (EXAMPLES / "bench.rs").exists():
-        rows = []
-        for b in a.bundles.split(","):
-            cmd = ["cargo", "run", "--release", "--locked", "-q", "-p", "autoneural-inference", "--example", "bench", "--",
-                   "--bundle", b, "--json"]
-            r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
-            if r.returncode != 0:
-                raise RuntimeError(f"{' '.join(cmd)}: {r.stderr.strip()[-600:]}")
-            rows.append({"bundle": Path(b).name, **json.loads(r.stdout)})
-        write_json(Path(a.out), {"status": "ok", "source": "inference/examples/bench.rs", "rows": rows})
-        return 0
     if not (EXAMPLES / "vlm.rs").exists():
         write_json(Path(a.out), {"status": "missing", "rows": [],
                                  "reason": "the inference crate's examples (vlm / bench) have not landed"})

@@ -152,8 +152,10 @@ def cmd_decoder(a) -> dict:
             ins, outs, example = fx.decoder_io(model, tt)
             fx.export_graph(fx.DecoderGraph(model), tuple(example), out / f"decoder_{g}.onnx", ins, outs, data,
                             params_as_inputs=a.lowmem)
-            if g == "prefill":
-                upgrade_file(out / "decoder_prefill.onnx")  # conv_index: prompts of any length prefill
+            if g == "prefill" and "conv" in cfg.decoder.layer_types:
+                # conv_index: prompts of any length prefill (an all-attention decoder has no conv
+                # state for padding to enter: its partial chunks only drop the padded K/V rows)
+                upgrade_file(out / "decoder_prefill.onnx")
         else:
             raise SystemExit(f"unknown graph {g!r}")
         done.append({"graph": g, "s": round(time.time() - t, 1)})
