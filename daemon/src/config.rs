@@ -160,9 +160,8 @@ pub struct ModelConfig {
     #[serde(default = "default_threads")]
     pub cpu_threads: Bounded<1, 64>,
     /// ONNX Runtime's intra-op threads busy-wait between the operators of a run instead of
-    /// sleeping (see `CpuOptions::spinning`): faster on the CPU provider, the cores stay busy for
-    /// the whole run.
-    #[serde(default = "yes")]
+    /// sleeping (see `CpuOptions::spinning`; off by default).
+    #[serde(default)]
     pub cpu_spinning: bool,
     /// Probe ids to run on every frame; empty means every probe of the bundle.
     #[serde(default)]
@@ -474,9 +473,6 @@ fn default_eps() -> Vec<ExecutionProvider> {
 }
 fn default_threads() -> Bounded<1, 64> {
     Bounded(2)
-}
-fn yes() -> bool {
-    true
 }
 fn default_htp_arch() -> Bounded<68, 81> {
     Bounded(68)

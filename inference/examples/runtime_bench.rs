@@ -28,7 +28,7 @@ fn main() -> Result<()> {
     let mut model = None;
     let mut variant = "fp32".to_string();
     let (mut threads, mut decode, mut iters_small) = (2usize, 32usize, 3usize);
-    let mut spinning = true;
+    let mut spinning = CpuOptions::default().spinning;
     let mut lengths = vec![64usize, 256, 1024, 4096];
     let mut args = lexopt::Parser::from_env();
     while let Some(arg) = args.next()? {
@@ -37,7 +37,7 @@ fn main() -> Result<()> {
             Long("model") => model = Some(PathBuf::from(args.value()?)),
             Long("variant") => variant = args.value()?.string()?,
             Long("threads") => threads = args.value()?.parse()?,
-            Long("spinning") => spinning = args.value()?.string()? != "off",
+            Long("spinning") => spinning = args.value()?.string()? == "on",
             Long("decode") => decode = args.value()?.parse()?,
             Long("iters-small") => iters_small = args.value()?.parse()?,
             Long("lengths") => lengths = common::list(args.value()?)?,

@@ -170,15 +170,15 @@ pub struct CpuOptions {
     #[serde(default)]
     pub threads: usize,
     /// Let the intra-op threads spin (busy-wait) between the operators of a run instead of
-    /// sleeping (ONNX Runtime's default); they stop spinning when the run ends. On by default:
-    /// measured 15-20 % faster prefill and decode on LFM2-1.2B (bench/runtime.md). Off, the pool
-    /// sleeps between operators, which leaves those gaps to other threads of a small SoC.
+    /// sleeping (ONNX Runtime's own default); they stop spinning when the run ends. Off by default:
+    /// one A/B on LFM2-1.2B cpu-int4 measured on 15-20 % faster, later runs on the same shared
+    /// host were too noisy to confirm it (bench/runtime.md), so the long-standing setting stays.
     #[serde(default = "spinning_default")]
     pub spinning: bool,
 }
 
 fn spinning_default() -> bool {
-    true
+    false
 }
 
 impl Default for CpuOptions {
