@@ -177,47 +177,38 @@ class Report:
         else:
             self.add(
                 "A plain Python onnxruntime loop over the bundle graphs, as contract 1 prescribes: vision, embed, "
-                "full chunks through `decoder_prefill`, the remainder one token at a time through "
-                "`decoder_step`, argmax of the last logits. InternVL2 resizes a 512x512 image to one 448x448 "
-                "tile (256 tokens after pixel shuffle); AutoNeural encodes it at 512 (16x16 = 256 tokens). "
-                "Each model uses its config's KV capacity (AutoNeural 4096, InternVL2-2B-like 1024). Phases "
-                "run one session at a time to fit the shared memory; session creation is not counted.",
+                "full chunks through `decoder_prefill`, the remainder (prompt length mod chunk) as one more, "
+                "partial, `decoder_prefill` call (padded with copies of its last row; `conv_index` keeps the "
+                "padding out of the conv state, and only the valid K/V rows are kept; an all-attention graph has "
+                "no conv state and needs no `conv_index`), argmax of the last logits. InternVL2 resizes a "
+                "512x512 image to one 448x448 tile (256 tokens after pixel shuffle); AutoNeural encodes it at 512 "
+                "(16x16 = 256 tokens). Each model uses its config's KV capacity (AutoNeural 4096, "
+                "InternVL2-2B-like 1024). Phases run one session at a time to fit the shared memory; session "
+                "creation is not counted.",
                 "",
             )
             t = []
             for x in rows:
-                alt = x.get("remainder_as_chunk_ms")
-                x["ttft_chunked_ms"] = (x["vision_ms"] + x["embed_ms"] + x["prefill_ms"] + alt) if alt else None
+                how = (f"1 partial call of {x['remainder_partial_rows']} rows" if x.get("remainder_partial_rows")
+                       else f"{x['remainder_steps']} single steps")
                 t.append([x["config"], x["image_size"], x["image_tokens"], x["prompt_tokens"], x["vision_ms"],
                           x["embed_ms"], f"{x['prefill_ms']:,.0f} ({x['prefill_chunks']} x {x['prefill_chunk']})",
-                          f"{x['remainder_ms']:,.0f} ({x['remainder_steps']} steps)", f"**{x['ttft_ms']:,.0f}**",
-                          alt, x["ttft_chunked_ms"], x["decode_tok_s"]])
+                          f"{x['remainder_ms']:,.0f} ({how})", f"**{x['ttft_ms']:,.0f}**", x["decode_tok_s"]])
             self.add(table(["model", "image px", "image tokens", "prompt tokens", "vision ms", "embed ms",
-                            "prefill ms (chunks)", "remainder ms (single steps)", "TTFT ms",
-                            "remainder as 1 padded chunk ms", "TTFT with chunked remainder ms", "decode tok/s after"], t), "")
-            self.add("The contract sends the prompt's remainder (prompt length mod chunk) through `decoder_step` one "
-                     "token at a time so that padding never enters the conv state; on a CPU each of those steps "
-                     "reads all weights, so the remainder dominates TTFT. The last two columns time the remainder as "
-                     "one padded chunk instead (timed, but not contract-correct for the conv layers: shown to size "
-                     "what a remainder-aware prefill graph, e.g. a smaller chunk or a valid-length input, would save).", "")
+                            "prefill ms (full chunks)", "remainder ms", "TTFT ms", "decode tok/s after"], t), "")
             by = {x["config"]: x for x in rows}
             if len(by) == 2:
                 a, b = by["autoneural-1.5b"], by["internvl2-2b-like"]
                 ratio = b["ttft_ms"] / a["ttft_ms"]
                 self.add(f"TTFT ratio InternVL2-2B-like / AutoNeural-1.5B: **{ratio:.2f}x** as the contract runs it"
-                         + (f", {b['ttft_chunked_ms'] / a['ttft_chunked_ms']:.2f}x with the remainder chunked"
-                            if a.get("ttft_chunked_ms") and b.get("ttft_chunked_ms") else "")
-                         + " (paper: ~1.4 s / ~100 ms = ~14x).", "")
+                         " (paper: ~1.4 s / ~100 ms = ~14x).", "")
                 self.summary.append(["TTFT, 512 px image + short prompt", f"{ratio:.2f}x", "~14x"])
-                if a.get("ttft_chunked_ms") and b.get("ttft_chunked_ms"):
-                    self.summary.append(["TTFT with the prompt remainder as one chunk",
-                                         f"{b['ttft_chunked_ms'] / a['ttft_chunked_ms']:.2f}x", "~14x"])
                 self.summary.append(["decode tok/s after the prompt, AutoNeural-1.5B / InternVL2-2B-like",
                                      f"{a['decode_tok_s'] / b['decode_tok_s']:.2f}x ({a['decode_tok_s']:.2f} vs {b['decode_tok_s']:.2f})",
                                      "~2.9x (44 vs 15 tok/s)"])
             self.add(self.plot("ttft", svg.bars("TTFT phases (ms)", [
                 (x["config"], [("vision", x["vision_ms"]), ("prefill chunks", x["prefill_ms"]),
-                               ("remainder steps", x["remainder_ms"]), ("TTFT", x["ttft_ms"])]) for x in rows], "ms")), "")
+                               ("remainder", x["remainder_ms"]), ("TTFT", x["ttft_ms"])]) for x in rows], "ms")), "")
         for m in (step or {}).get("missing", []):
             self.add(f"- not measured: {m}")
         self.add("", load_note(step), "")
