@@ -163,7 +163,7 @@ impl Default for QnnOptions {
 }
 
 /// CPU execution provider.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct CpuOptions {
     /// Intra-op threads; 0 = ONNX Runtime's default (one per physical core).
@@ -173,21 +173,8 @@ pub struct CpuOptions {
     /// sleeping (ONNX Runtime's own default); they stop spinning when the run ends. Off by default:
     /// one A/B on LFM2-1.2B cpu-int4 measured on 15-20 % faster, later runs on the same shared
     /// host were too noisy to confirm it (bench/runtime.md), so the long-standing setting stays.
-    #[serde(default = "spinning_default")]
+    #[serde(default)]
     pub spinning: bool,
-}
-
-fn spinning_default() -> bool {
-    false
-}
-
-impl Default for CpuOptions {
-    fn default() -> Self {
-        CpuOptions {
-            threads: 0,
-            spinning: spinning_default(),
-        }
-    }
 }
 
 impl CpuOptions {
