@@ -196,6 +196,16 @@ def _upgrade_prefill(a) -> int:
     return 0
 
 
+def _upgrade_width(a) -> int:
+    from .prefill_width import WidthError, upgrade_bundle
+
+    try:
+        print(json.dumps(upgrade_bundle(Path(a.dir)), indent=1))
+    except WidthError as e:
+        raise SystemExit(f"upgrade-width: {e}") from None
+    return 0
+
+
 def _upgrade_capacity(a) -> int:
     from .capacity import upgrade_bundle
 
@@ -337,6 +347,11 @@ def main(argv=None) -> int:
                        "rewrites those variants' golden cases")
     u.add_argument("dir")
     u.set_defaults(fn=_upgrade_capacity)
+    u = sub.add_parser("upgrade-width", help="name the width of an older bundle's float and int4 decoder_prefill "
+                       "(a short prompt part runs at a smaller width instead of padded to prefill_chunk); "
+                       "needs upgrade-prefill and upgrade-capacity first; rewrites those variants' golden cases")
+    u.add_argument("dir")
+    u.set_defaults(fn=_upgrade_width)
 
     a = p.parse_args(argv)
     return a.fn(a)

@@ -23,6 +23,7 @@ from tokenizers import Tokenizer
 
 from .config import ModelConfig
 from .conv_index import MANIFEST_KEY
+from . import prefill_width
 from .export import export_float_graphs, external_data_files
 from .images import QUESTIONS, describe, draw, pixel_values
 from .manifest import FORMAT, GRAPHS
@@ -211,7 +212,7 @@ def build_bundle(model, out: Path, opts: BuildOptions | None = None, tokenizer: 
     variants["fp32"] = {"quantization": "none", **{g: f"fp32/{g}.onnx" for g in GRAPHS}}
 
     t = time.time()
-    export_float_graphs(model, out / "fp32", opts.shared_decoder_weights)
+    export_float_graphs(model, out / "fp32", opts.shared_decoder_weights, width_free=not opts.quant)
     rep["export_s"] = round(time.time() - t, 1)
     opts.log(f"exported float graphs in {rep['export_s']} s")
     save_manifest(out, man, checksums=False)
@@ -240,6 +241,7 @@ def build_bundle(model, out: Path, opts: BuildOptions | None = None, tokenizer: 
         rep["quantize_s"] = round(time.time() - t, 1)
         rep["sqnr_db"] = {k: v["sqnr_db"] for k, v in variants.items() if "sqnr_db" in v}
         save_manifest(out, man, checksums=False)
+        prefill_width.upgrade_file(out / "fp32/decoder_prefill.onnx")  # the CPU graph only (QDQ made above)
 
         if opts.qnn:
             t = time.time()

@@ -82,8 +82,9 @@ def make_growable(m: onnx.ModelProto, where: str = "decoder graph") -> bool:
 
 def make_static(m: onnx.ModelProto, example: dict[str, np.ndarray]) -> bool:
     """Fixes every named dimension of the graph inputs to the shape of `example`'s arrays (the
-    calibration feeds a QDQ graph is quantized on). Returns whether anything changed."""
-    changed = False
+    calibration feeds a QDQ graph is quantized on), and the outputs' dimensions of the same names.
+    Returns whether anything changed."""
+    changed, sizes = False, {}
     for vi in m.graph.input:
         dims = vi.type.tensor_type.shape.dim
         for axis, dim in enumerate(dims):
@@ -91,6 +92,15 @@ def make_static(m: onnx.ModelProto, example: dict[str, np.ndarray]) -> bool:
                 if vi.name not in example:
                     raise ValueError(f"{vi.name} has the symbolic dimension `{dim.dim_param}` and no example feed")
                 size = int(example[vi.name].shape[axis])
+                sizes[dim.dim_param] = size
+                dim.Clear()
+                dim.dim_value = size
+                changed = True
+    # outputs named after an input dimension (the prefill width, forge/prefill_width.py) follow it
+    for vi in m.graph.output:
+        for dim in vi.type.tensor_type.shape.dim:
+            if dim.dim_param in sizes:
+                size = sizes[dim.dim_param]
                 dim.Clear()
                 dim.dim_value = size
                 changed = True
@@ -116,6 +126,13 @@ def upgrade_bundle(bundle: Path, log=print) -> dict:
     """Makes the decoder graphs of a built bundle's float and int4 variants growable, in place (same
     weights), and rewrites those variants' golden cases (the runtime now binds capacity buckets:
     the same tokens, probabilities equal up to float rounding). QDQ variants are untouched."""
+    return upgrade_cpu_graphs(bundle, ("decoder_prefill", "decoder_step"), upgrade_file, log)
+
+
+def upgrade_cpu_graphs(bundle: Path, graphs: tuple[str, ...], upgrade, log=print) -> dict:
+    """Applies `upgrade(path) -> bool` (a graph edit in place) to the `graphs` of a built bundle's
+    float and int4 variants and, when any changed, rewrites those variants' golden cases and the
+    manifest's checksums. QDQ variants are untouched (a graph file they share is refused)."""
     import json
 
     from .bundle import save_manifest
@@ -125,12 +142,12 @@ def upgrade_bundle(bundle: Path, log=print) -> dict:
 
     man = read(bundle)
     cpu = {n: v for n, v in man["variants"].items() if v["quantization"] in ("none", "int4")}
-    files = sorted({v[g] for v in cpu.values() for g in ("decoder_prefill", "decoder_step")})
-    qdq_files = {v[g] for n, v in man["variants"].items() if n not in cpu for g in ("decoder_prefill", "decoder_step")}
+    files = sorted({v[g] for v in cpu.values() for g in graphs})
+    qdq_files = {v[g] for n, v in man["variants"].items() if n not in cpu for g in graphs}
     shared = sorted(set(files) & qdq_files)
     if shared:
         raise ValueError(f"{bundle}: {shared} are shared by a float and a QDQ variant")
-    upgraded = [f for f in files if upgrade_file(bundle / f)]
+    upgraded = [f for f in files if upgrade(bundle / f)]
     if not upgraded:
         return {"upgraded": []}
     save_manifest(bundle, man, checksums=False)

@@ -103,10 +103,12 @@ def _dims(vi) -> list:
     return [d.dim_value if d.HasField("dim_value") else d.dim_param or -1 for d in vi.type.tensor_type.shape.dim]
 
 
-def expected_io(man: dict, graph: str, growable: bool = False) -> tuple[dict, dict]:
+def expected_io(man: dict, graph: str, growable: bool = False, width_free: bool = False) -> tuple[dict, dict]:
     """{name: (elem type, shape)} for inputs and outputs per the contract (1 = float, 6 = int32).
-    `growable`: a float/int4 decoder graph that names its KV capacity (forge/capacity.py)."""
+    `growable`: a float/int4 decoder graph that names its KV capacity (forge/capacity.py);
+    `width_free`: a float/int4 decoder_prefill that names its width (forge/prefill_width.py)."""
     from .capacity import CAPACITY_DIM, MASK_DIM
+    from .prefill_width import WIDTH_DIM
 
     d, img = man["decoder"], man["image"]
     h, c, p = d["hidden"], d["kv_capacity"], d["prefill_chunk"]
@@ -115,7 +117,7 @@ def expected_io(man: dict, graph: str, growable: bool = False) -> tuple[dict, di
         return {"pixel_values": (1, [1, 3, img["size"], img["size"]])}, {"image_embeds": (1, [1, img["tokens"], h])}
     if graph == "embed":
         return {"input_ids": (6, [1, p])}, {"inputs_embeds": (1, [1, p, h])}
-    t = p if graph == "decoder_prefill" else 1
+    t = (WIDTH_DIM if width_free else p) if graph == "decoder_prefill" else 1
     mask_width, c = (MASK_DIM, CAPACITY_DIM) if growable else (c + t, c)
     ins = {"inputs_embeds": (1, [1, t, h]), "position_ids": (6, [1, t]), "attention_mask": (1, [1, 1, t, mask_width])}
     if graph == "decoder_prefill" and d.get("prefill_conv_index", False):
@@ -144,7 +146,8 @@ def check_graphs(b: Path, man: dict, errors: list[str]) -> None:
             got_in = {i.name: (i.type.tensor_type.elem_type, _dims(i)) for i in m.graph.input}
             named = any(isinstance(x, str) for _, dims in got_in.values() for x in dims)
             cpu_graph = v.get("quantization") in ("none", "int4") and rel == v[g] and g.startswith("decoder")
-            ins, outs = expected_io(man, g, growable=named and cpu_graph)
+            width_free = cpu_graph and g == "decoder_prefill" and isinstance(got_in.get("inputs_embeds", (0, [0, 0]))[1][1], str)
+            ins, outs = expected_io(man, g, growable=named and cpu_graph, width_free=width_free)
             got_out = {o.name: (o.type.tensor_type.elem_type, _dims(o)) for o in m.graph.output}
             if got_in != ins:
                 errors.append(f"{rel}: inputs {got_in} != contract {ins}")

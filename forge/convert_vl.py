@@ -227,6 +227,7 @@ def convert(checkpoint: Path, out: Path, image_size: int = 256, quant=("w8a16",)
     from tokenizers import Tokenizer
     from transformers import AutoProcessor, Lfm2VlForConditionalGeneration
 
+    from . import prefill_width
     from .bundle import compile_qnn, manifest_dict, record_feeds, _subsample
     from .config import ModelConfig, TextConfig, VisionConfig
     from .export import export_float_graphs, export_graph
@@ -273,7 +274,7 @@ def convert(checkpoint: Path, out: Path, image_size: int = 256, quant=("w8a16",)
         raise SystemExit(f"tokenizer has {btok.get_vocab_size()} tokens > vocab {man['text']['vocab_size']}")
     man["variants"]["fp32"] = {"quantization": "none", **{g: f"fp32/{g}.onnx" for g in GRAPHS}}
     t = time.time()
-    export_float_graphs(model, out / "fp32", shared_decoder_weights)
+    export_float_graphs(model, out / "fp32", shared_decoder_weights, width_free=not quant)
     rep["export_s"] = round(time.time() - t, 1)
     save_manifest(out, man, checksums=False)
     log(f"exported fp32 graphs in {rep['export_s']} s (template {template!r})")
@@ -333,6 +334,7 @@ def convert(checkpoint: Path, out: Path, image_size: int = 256, quant=("w8a16",)
         rep["sqnr_db"] = {k: v["sqnr_db"] for k, v in man["variants"].items() if "sqnr_db" in v}
         rep["quantize_s"] = round(time.time() - t, 1)
         save_manifest(out, man, checksums=False)
+        prefill_width.upgrade_file(out / "fp32/decoder_prefill.onnx")  # the CPU graph only (QDQ made above)
         if qnn:
             t = time.time()
             rep["htp"]["placement"] = compile_qnn(out, man, htp_arch, soc_model, log, context)

@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 from onnx import numpy_helper
 
-from . import capacity
+from . import capacity, prefill_width
 from .conv_index import upgrade_file
 from .model import AutoNeural
 
@@ -270,10 +270,13 @@ def compact_names(g: onnx.GraphProto) -> None:
     del g.value_info[:]  # shapes are re-inferred by ONNX Runtime; stale entries only cost bytes
 
 
-def export_float_graphs(model: AutoNeural, out: Path, shared_decoder_weights: bool = False) -> dict[str, Path]:
+def export_float_graphs(model: AutoNeural, out: Path, shared_decoder_weights: bool = False,
+                        width_free: bool = True) -> dict[str, Path]:
     """Writes out/{vision,embed,decoder_prefill,decoder_step}.onnx (decoder_prefill with `conv_index`,
-    forge/conv_index.py; both decoder graphs with a named KV capacity, forge/capacity.py); returns
-    their paths by graph.
+    forge/conv_index.py, and, with `width_free`, a named width, forge/prefill_width.py; both decoder
+    graphs with a named KV capacity, forge/capacity.py); returns their paths by graph.
+    A bundle with QDQ variants passes width_free=False and applies prefill_width.upgrade_file after
+    quantizing: the NPU's graphs are quantized from the fixed-width graph (static shapes throughout).
     Models over EXTERNAL_DATA_BYTES keep weights outside the graphs: vision.onnx.data,
     embed.onnx.data, and decoder.onnx.data shared by both decoder graphs. `shared_decoder_weights`:
     the decoder graphs share decoder.onnx.data whatever the size (one copy of the weights on disk)."""
@@ -307,6 +310,8 @@ def export_float_graphs(model: AutoNeural, out: Path, shared_decoder_weights: bo
     upgrade_file(paths["decoder_prefill"])  # any number of valid rows per prefill call
     for name in ("decoder_prefill", "decoder_step"):
         capacity.upgrade_file(paths[name])  # the runtime picks the KV capacity (forge/capacity.py)
+    if width_free:
+        prefill_width.upgrade_file(paths["decoder_prefill"])  # ... and the prefill width (forge/prefill_width.py)
     return paths
 
 

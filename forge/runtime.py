@@ -14,6 +14,8 @@ Sequence handling (forge/README.md, "decoder contract"):
   graphs with a named capacity dimension) it is the smallest capacity bucket that holds the
   positions a call needs: the buffers move into the next bucket (filled rows copied) as the context
   grows, and back into a smaller one when it shrinks (a new frame, a probe after a long question);
+- a width-free prefill graph (forge/prefill_width.py: float and int4 graphs) runs each part in the
+  smallest of `prefill_width.widths(prefill_chunk)` that holds it (T below is that width);
 - attention_mask [1,1,T,C+T]: columns < C are buffer slots (0 if slot < pos, else mask_value), the
   last T columns are the chunk itself (causal: 0 where column <= row).
 """
@@ -27,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from . import capacity, manifest
+from . import capacity, manifest, prefill_width
 from .config import TextConfig
 
 
@@ -96,8 +98,8 @@ class Recorder:
 class Runner:
     """Runs a bundle variant. `sessions` maps graph name -> anything with onnxruntime's
     `run(None, feed)` (CPU sessions by default; QNN sessions for the HTP checks).
-    `kv_buckets=False` binds the whole kv_capacity even to growable graphs (calibration feeds for a
-    static QDQ graph; the comparison in the capacity tests)."""
+    `kv_buckets=False` binds the whole kv_capacity and the full prefill width even to growable and
+    width-free graphs (calibration feeds for a static QDQ graph; the comparison in the capacity tests)."""
 
     def __init__(
         self,
@@ -141,6 +143,10 @@ class Runner:
         if len(set(growable.values())) != 1:
             raise ValueError(f"{self.bundle}: variant {variant}: one decoder graph has a named KV capacity, the other not")
         self.kv_buckets = kv_buckets and growable["decoder_step"]
+        # a width-free prefill graph (forge/prefill_width.py) runs a part in the smallest width that holds it
+        self.width_free = kv_buckets and prefill_width.is_width_free(
+            {i.name: i.shape for i in self.sessions["decoder_prefill"].get_inputs()}
+        )
 
     def _run(self, graph: str, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
         if self.recorder is not None:
@@ -193,6 +199,8 @@ class Runner:
         at the state's position; returns the n rows' logits."""
         s, n = self.spec, rows.shape[0]
         t = s.prefill_chunk if graph == "decoder_prefill" else 1
+        if graph == "decoder_prefill" and self.width_free:
+            t = prefill_width.width_for(t, n)
         if state.pos + n > s.kv_capacity:
             raise ContextFull(f"{state.pos + n} positions > kv_capacity {s.kv_capacity}")
         c = self._fit(state, state.pos + n)

@@ -99,6 +99,7 @@ impl BundleEngine {
         let mut reports = Vec::new();
         let mut graphs = Vec::new();
         let mut growable = Vec::new();
+        let mut width_free = false;
         for kind in GraphKind::ALL {
             let (session, report) = factory.create(kind)?;
             let (ins, outs) = graphs::actual(&session);
@@ -106,6 +107,9 @@ impl BundleEngine {
             graphs::check(&file, &graphs::expected(m, kind), &ins, &outs)?;
             if matches!(kind, GraphKind::DecoderPrefill | GraphKind::DecoderStep) {
                 growable.push((file, graphs::growable(&ins)));
+            }
+            if kind == GraphKind::DecoderPrefill {
+                width_free = graphs::width_free(&ins);
             }
             log::info!("{report}");
             reports.push(report);
@@ -153,8 +157,12 @@ impl BundleEngine {
         log::debug!("decoder: KV capacity buckets {:?}", state.buckets());
         let vision = VisionGraph::new(vg, m)?;
         let embed = EmbedGraph::new(eg, m)?;
-        let prefill = DecoderGraph::new(pg, m, &state)?;
-        let step = DecoderGraph::new(sg, m, &state)?;
+        // a width-free prefill graph runs short parts at a smaller width; a whole-capacity KV
+        // (`preallocate_kv`) keeps the graphs' full shapes as well
+        let width_free = width_free && !config.preallocate_kv;
+        log::debug!("decoder_prefill: width free: {width_free}");
+        let prefill = DecoderGraph::new(pg, m, &state, width_free)?;
+        let step = DecoderGraph::new(sg, m, &state, false)?;
         let pre = Preprocessor::new(m.image.size, m.image.mean, m.image.std);
         let logits = vec![0.0; m.text.vocab_size];
         let mut engine = BundleEngine {
@@ -205,6 +213,12 @@ impl BundleEngine {
     /// kv_capacity for static graphs).
     pub fn kv_bound(&self) -> usize {
         self.state.bound()
+    }
+
+    /// The width decoder_prefill is bound at: its last call's width when the graph names its width
+    /// (forge/prefill_width.py), else always prefill_chunk.
+    pub fn prefill_width(&self) -> usize {
+        self.prefill.width()
     }
 
     /// Drops the cached frame prefix (the next request re-encodes its frame).

@@ -313,30 +313,93 @@ pub(crate) struct SavedContext {
     pos: usize,
 }
 
-/// A decoder graph (prefill with T = prefill_chunk, or step with T = 1) and its own I/O tensors.
-pub(crate) struct DecoderGraph {
-    pub graph: Graph,
-    pub t: usize,
+/// The smallest width a width-free prefill graph is run at.
+const MIN_WIDTH: usize = 4;
+
+/// The widths a width-free prefill graph runs at, smallest first: `chunk` halved while it stays
+/// even and >= MIN_WIDTH (forge/prefill_width.py `widths` gives the same list).
+pub(crate) fn prefill_widths(chunk: usize) -> Vec<usize> {
+    let mut out = vec![chunk];
+    let mut w = chunk;
+    while w.is_multiple_of(2) && w / 2 >= MIN_WIDTH {
+        w /= 2;
+        out.push(w);
+    }
+    out.reverse();
+    out
+}
+
+/// The sizes of a decoder graph's row tensors, apart from the width.
+#[derive(Clone, Copy)]
+struct RowShape {
+    hidden: usize,
+    vocab: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    /// Key and value per attention layer.
+    kv_tensors: usize,
+    /// The KV capacity buckets (one mask each).
+    buckets: usize,
+}
+
+/// The I/O tensors of one width T: T embedding rows in, T rows of logits and K/V out.
+struct Rows {
+    t: usize,
     embeds: Tensor<f32>,
     positions: Tensor<i32>,
     /// The attention mask `[1,1,T,c+T]` per KV bucket c, once used (index = bucket).
     masks: Vec<Option<Tensor<f32>>>,
-    /// The state's bucket this graph's KV inputs and mask are bound to.
-    bound: usize,
+    logits: Tensor<f32>,
+    present_kv: Vec<Tensor<f32>>,
+}
+
+impl Rows {
+    fn new(kind: GraphKind, t: usize, s: RowShape) -> Result<Rows, Error> {
+        Ok(Rows {
+            t,
+            embeds: zeros_f32(kind, &[1, t, s.hidden])?,
+            positions: zeros_i32(kind, &[1, t])?,
+            masks: (0..s.buckets).map(|_| None).collect(),
+            logits: zeros_f32(kind, &[1, t, s.vocab])?,
+            present_kv: (0..s.kv_tensors)
+                .map(|_| zeros_f32(kind, &[1, s.kv_heads, t, s.head_dim]))
+                .collect::<Result<_, _>>()?,
+        })
+    }
+}
+
+/// A decoder graph (prefill with T = prefill_chunk, or step with T = 1) and its own I/O tensors.
+///
+/// A width-free prefill graph (`graphs::width_free`: the CPU variants) runs a part of n rows at the
+/// smallest of `prefill_widths` that holds it; each width's tensors are allocated the first time
+/// it is used and kept, like the KV buckets.
+pub(crate) struct DecoderGraph {
+    pub graph: Graph,
+    /// The full width: prefill_chunk, or 1 for the step graph.
+    pub t: usize,
+    /// The widths this graph runs at (only `t` for a graph with a fixed width).
+    widths: Vec<usize>,
+    /// The tensors of each width, once used (index = position in `widths`).
+    rows: Vec<Option<Rows>>,
+    /// The width (index) and the state's bucket the graph's inputs and outputs are bound to.
+    bound: (usize, usize),
     /// The attention layers' indices in the full stack (the KV input names).
     attention: Vec<usize>,
-    logits: Tensor<f32>,
     present_conv: Vec<Tensor<f32>>,
-    present_kv: Vec<Tensor<f32>>,
     /// Some for a prefill graph that takes partial chunks.
     conv_index: Option<Tensor<i32>>,
-    hidden: usize,
-    vocab: usize,
+    shape: RowShape,
     mask_value: f32,
 }
 
 impl DecoderGraph {
-    pub fn new(graph: Graph, m: &Manifest, state: &DecoderState) -> Result<DecoderGraph, Error> {
+    /// `width_free`: the graph names its width (`graphs::width_free`; only a prefill graph).
+    pub fn new(
+        graph: Graph,
+        m: &Manifest,
+        state: &DecoderState,
+        width_free: bool,
+    ) -> Result<DecoderGraph, Error> {
         let d = &m.decoder;
         let kind = graph.kind;
         let t = if kind == GraphKind::DecoderStep {
@@ -344,73 +407,89 @@ impl DecoderGraph {
         } else {
             d.prefill_chunk
         };
-        let (h, v) = (d.hidden, m.text.vocab_size);
+        let widths = if width_free && t > 1 {
+            prefill_widths(t)
+        } else {
+            vec![t]
+        };
+        let full = widths.len() - 1;
+        let shape = RowShape {
+            hidden: d.hidden,
+            vocab: m.text.vocab_size,
+            kv_heads: d.num_kv_heads,
+            head_dim: d.head_dim,
+            kv_tensors: 2 * d.attention_layers().count(),
+            buckets: state.buckets().len(),
+        };
+        let mut rows: Vec<Option<Rows>> = widths.iter().map(|_| None).collect();
+        rows[full] = Some(Rows::new(kind, t, shape)?);
         let mut g = DecoderGraph {
             graph,
             t,
-            embeds: zeros_f32(kind, &[1, t, h])?,
-            positions: zeros_i32(kind, &[1, t])?,
-            masks: state.buckets().iter().map(|_| None).collect(),
-            bound: state.bucket(),
+            widths,
+            rows,
+            bound: (full, state.bucket()),
             attention: d.attention_layers().collect(),
-            logits: zeros_f32(kind, &[1, t, v])?,
             present_conv: d
                 .conv_layers()
-                .map(|_| zeros_f32(kind, &[1, h, 3]))
-                .collect::<Result<_, _>>()?,
-            present_kv: d
-                .attention_layers()
-                .flat_map(|_| [0, 1])
-                .map(|_| zeros_f32(kind, &[1, d.num_kv_heads, t, d.head_dim]))
+                .map(|_| zeros_f32(kind, &[1, d.hidden, 3]))
                 .collect::<Result<_, _>>()?,
             conv_index: if kind == GraphKind::DecoderPrefill && d.prefill_conv_index {
                 Some(zeros_i32(kind, &[3])?)
             } else {
                 None
             },
-            hidden: h,
-            vocab: v,
+            shape,
             mask_value: d.mask_value,
         };
         let gr = &mut g.graph;
         if let Some(ci) = &g.conv_index {
             gr.bind_input(crate::graphs::CONV_INDEX, ci)?;
         }
-        gr.bind_input("inputs_embeds", &g.embeds)?;
-        gr.bind_input("position_ids", &g.positions)?;
-        gr.bind_output("logits", &mut g.logits)?;
         for ((i, past), present) in d.conv_layers().zip(&state.conv).zip(&mut g.present_conv) {
             gr.bind_input(&format!("past_conv.{i}"), past)?;
             gr.bind_output(&format!("present_conv.{i}"), present)?;
         }
-        for (j, i) in g.attention.iter().enumerate() {
-            for (k, name) in ["key", "value"].iter().enumerate() {
-                gr.bind_output(&format!("present.{i}.{name}"), &mut g.present_kv[2 * j + k])?;
-            }
-        }
-        g.bind_bucket(state)?;
+        g.bind(full, state)?;
         Ok(g)
     }
 
-    /// Binds the state's KV buffers of its bound bucket, and this graph's mask for that capacity.
-    fn bind_bucket(&mut self, state: &DecoderState) -> Result<(), Error> {
+    /// Binds the tensors of width `w` (allocated the first time), the state's KV buffers of its
+    /// bound bucket, and that width's mask for that capacity.
+    fn bind(&mut self, w: usize, state: &DecoderState) -> Result<(), Error> {
+        let kind = self.graph.kind;
         let b = state.bucket();
-        let mask = match &mut self.masks[b] {
-            Some(mask) => mask,
-            empty => empty.insert(zeros_f32(
-                self.graph.kind,
-                &[1, 1, self.t, state.bound() + self.t],
-            )?),
+        let (t, shape) = (self.widths[w], self.shape);
+        let rows = match &mut self.rows[w] {
+            Some(rows) => rows,
+            empty => empty.insert(Rows::new(kind, t, shape)?),
         };
-        self.graph.bind_input("attention_mask", mask)?;
+        if rows.masks[b].is_none() {
+            rows.masks[b] = Some(zeros_f32(kind, &[1, 1, t, state.bound() + t])?);
+        }
+        let gr = &mut self.graph;
+        gr.bind_input("inputs_embeds", &rows.embeds)?;
+        gr.bind_input("position_ids", &rows.positions)?;
+        gr.bind_output("logits", &mut rows.logits)?;
+        if let Some(mask) = &rows.masks[b] {
+            gr.bind_input("attention_mask", mask)?;
+        }
         for (j, i) in self.attention.iter().enumerate() {
             for (k, name) in ["key", "value"].iter().enumerate() {
-                self.graph
-                    .bind_input(&format!("past_key_values.{i}.{name}"), &state.kv[2 * j + k])?;
+                gr.bind_input(&format!("past_key_values.{i}.{name}"), &state.kv[2 * j + k])?;
+                gr.bind_output(
+                    &format!("present.{i}.{name}"),
+                    &mut rows.present_kv[2 * j + k],
+                )?;
             }
         }
-        self.bound = b;
+        self.bound = (w, b);
         Ok(())
+    }
+
+    /// The width the graph is bound at (its last call ran at it).
+    pub fn width(&self) -> usize {
+        self.widths[self.bound.0]
     }
 
     /// How many valid rows one run takes: at most T, and fewer than T only with `conv_index`.
@@ -427,16 +506,27 @@ impl DecoderGraph {
         last_logits: &mut [f32],
         clock: &mut RunClock,
     ) -> Result<(), Error> {
-        let (t, h) = (self.t, self.hidden);
+        let h = self.shape.hidden;
         let n = rows.len() / h;
         debug_assert!(rows.len() == n * h && self.takes(n));
         let pos = state.pos;
         state.fit(pos + n)?;
-        if self.bound != state.bucket() {
-            self.bind_bucket(state)?;
+        let w = self
+            .widths
+            .iter()
+            .position(|&w| w >= n)
+            .unwrap_or(self.widths.len() - 1);
+        if self.bound != (w, state.bucket()) {
+            self.bind(w, state)?;
         }
         let c = state.bound();
-        let embeds = self.embeds.extract_tensor_mut().1;
+        let Some(bound) = self.rows[w].as_mut() else {
+            return Err(Error::Config(
+                "internal: no tensors bound for the width".into(),
+            ));
+        };
+        let t = bound.t;
+        let embeds = bound.embeds.extract_tensor_mut().1;
         embeds[..n * h].copy_from_slice(rows);
         // padding: copies of the last valid row (the rows a QDQ graph was calibrated on look like
         // real tokens; zero rows would not)
@@ -448,11 +538,17 @@ impl DecoderGraph {
                 *v = (n + j) as i32;
             }
         }
-        for (j, p) in self.positions.extract_tensor_mut().1.iter_mut().enumerate() {
+        for (j, p) in bound
+            .positions
+            .extract_tensor_mut()
+            .1
+            .iter_mut()
+            .enumerate()
+        {
             *p = (pos + j) as i32;
         }
         let mv = self.mask_value;
-        let Some(mask) = &mut self.masks[self.bound] else {
+        let Some(mask) = &mut bound.masks[state.bucket()] else {
             return Err(Error::Config(
                 "internal: no mask bound for the KV bucket".into(),
             ));
@@ -466,13 +562,18 @@ impl DecoderGraph {
             }
         }
         self.graph.run(clock)?;
+        let Some(bound) = self.rows[w].as_ref() else {
+            return Err(Error::Config(
+                "internal: no tensors bound for the width".into(),
+            ));
+        };
         for (dst, src) in state.conv.iter_mut().zip(&self.present_conv) {
             dst.extract_tensor_mut()
                 .1
                 .copy_from_slice(src.extract_tensor().1);
         }
         let (kvh, d) = (state.kv_heads, state.head_dim);
-        for (dst, src) in state.kv.iter_mut().zip(&self.present_kv) {
+        for (dst, src) in state.kv.iter_mut().zip(&bound.present_kv) {
             let dst = dst.extract_tensor_mut().1;
             let src = src.extract_tensor().1;
             for head in 0..kvh {
@@ -482,8 +583,9 @@ impl DecoderGraph {
             }
         }
         state.pos += n;
-        let logits = self.logits.extract_tensor().1;
-        last_logits.copy_from_slice(&logits[(n - 1) * self.vocab..n * self.vocab]);
+        let logits = bound.logits.extract_tensor().1;
+        let v = self.shape.vocab;
+        last_logits.copy_from_slice(&logits[(n - 1) * v..n * v]);
         Ok(())
     }
 }

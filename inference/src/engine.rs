@@ -152,6 +152,15 @@ impl Engine {
             Inner::Published(_) => None,
         }
     }
+    /// The width a bundle's decoder_prefill ran its last call at: the smallest of prefill_chunk,
+    /// its halves, ... that held the part, when its CPU graph names the width
+    /// (forge/prefill_width.py), else prefill_chunk; `None` for a release.
+    pub fn prefill_width(&self) -> Option<usize> {
+        match &self.inner {
+            Inner::Bundle(b) => Some(b.prefill_width()),
+            Inner::Published(_) => None,
+        }
+    }
     /// How much of the context a request for `question` takes before its first token; `None` for
     /// a published release, whose KV grows (and whose image takes a frame-dependent token count).
     pub fn context_use(&self, question: &str) -> Result<Option<ContextUse>> {

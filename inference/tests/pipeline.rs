@@ -341,6 +341,55 @@ fn a_prompt_of_any_length_is_prefilled_in_full_width_calls() {
     assert!(seen.len() > t / 2, "remainders covered: {seen:?}");
 }
 
+/// Issue 15 "prefill without padding": a CPU prefill graph that names its width
+/// (forge/prefill_width.py) runs the part of a prompt past the last full chunk at the smallest of
+/// T, T/2, T/4, ... (>= 4) that holds it, and answers what the same graph answers at full width
+/// (`preallocate_kv` keeps the full width and capacity), for every remainder from 1 to T.
+#[test]
+fn a_short_prompt_part_runs_at_the_smallest_width_that_holds_it() {
+    let bundle = Bundle::load(&tiny(), None, Verify::Presence).unwrap();
+    let t = bundle.manifest.decoder.prefill_chunk;
+    assert_eq!(t, 16);
+    let frame = load_frame(&tiny(), "golden/0.png", 1);
+    let params = GenerateParams {
+        max_tokens: 6,
+        use_bundle_stop_tokens: false,
+        ..Default::default()
+    };
+    let mut full_width = cpu_config(&tiny(), "fp32");
+    full_width.preallocate_kv = true;
+    let mut engines = [
+        Engine::load(&cpu_config(&tiny(), "fp32")).unwrap(),
+        Engine::load(&full_width).unwrap(),
+    ];
+    let mut widths = std::collections::BTreeMap::new();
+    for words in 1..=t + 1 {
+        let question = "a".repeat(words);
+        let mut answers = Vec::new();
+        for engine in engines.iter_mut() {
+            let g = engine
+                .generate(&frame, &question, &params, &mut |_| {}, &no_cancel())
+                .unwrap();
+            // the prefill graph's last call was the question's (the generated tokens are steps)
+            answers.push((g.tokens, g.timings.prefill_tokens, engine.prefill_width()));
+        }
+        let (free, fixed) = (&answers[0], &answers[1]);
+        assert_eq!(free.0, fixed.0, "{words} words: the same tokens");
+        assert_eq!(fixed.2, Some(t), "preallocate_kv keeps the full width");
+        let rest = free.1 % t;
+        if rest >= 2 {
+            let want = [4, 8, 16].into_iter().find(|&w| w >= rest).unwrap();
+            assert_eq!(free.2, Some(want), "{} prompt tokens", free.1);
+            widths.insert(rest, want);
+        }
+    }
+    let used: std::collections::BTreeSet<usize> = widths.values().copied().collect();
+    assert!(
+        used.len() == 3,
+        "remainders {widths:?} covered widths 4, 8 and 16"
+    );
+}
+
 /// Issue 15 "attend over what is filled": a bundle whose CPU decoder graphs name their KV capacity
 /// (forge/capacity.py) binds the smallest capacity bucket its context fits in — growing as a long
 /// generation fills it, shrinking back when a probe starts again after the frame's prefix — and
