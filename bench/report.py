@@ -109,8 +109,8 @@ class Report:
                                  f"best {bw[k]['best_gbs']:.1f} GB/s, median {bw[k]['median_gbs']:.1f} GB/s"])
             self.add(table(["", ""], rows), "")
         self.add(
-            "The machine is shared: while this report was made, other engineers built and tested on the same "
-            "2 cores. Each section states the CPU time other processes took during its step (from "
+            "The machine may be shared (other engineers build and test on the same 2 cores). Each section "
+            "states the CPU time other processes took during its step (from "
             "/proc/stat minus the benchmark's own CPU time); numbers taken under load are slower than "
             "on an idle machine and say so.",
             "",
@@ -454,7 +454,25 @@ class Report:
             "fp32 every gap keeps its direction, but the compute-bound ones (vision, TTFT) are far smaller. "
             "Decode is memory-bound: per token AutoNeural-1.5B reads ~4.8 GB, InternVL2-2B-like ~7.0 GB "
             "(1.5x, C = 4096 vs 1024 included); a measured ratio well above that reflects the varying load between the two runs. "
-            "Every number here was taken on a shared, loaded machine (see each section's note).", "")
+            + self.load_summary(), "")
+
+    def load_summary(self) -> str:
+        """One sentence on the load under which the report's steps ran (from each step's note)."""
+        idle, loaded = [], []
+        for name in ("vision", "ttft", "decode", "rust", "genai", "bandwidth", "cabin", "daemon", "runtime"):
+            m = (load(self.r, name) or {}).get("machine_during_step")
+            if m:
+                if m["other_cpu_cores"] < 0.15:
+                    idle.append(name)
+                else:
+                    loaded.append(f"{name} ({m['other_cpu_cores']:.2f})")
+        if not idle and not loaded:
+            return "No step recorded the machine's load."
+        if not loaded:
+            return (f"Every step ran on an otherwise idle machine (other processes below 0.15 cores: "
+                    f"{', '.join(idle)}; see each section's note).")
+        return (f"Steps measured under load (other processes' cores): {', '.join(loaded)}; otherwise idle: "
+                f"{', '.join(idle) or 'none'} (see each section's note).")
 
     def write(self):
         self.header()
