@@ -316,9 +316,15 @@ def targets(doc: dict) -> list[str]:
     """The issue's targets as ratios of this run's rows (decode: ours / peer, >= 1.0 wanted; TTFT:
     ours / peer, <= 1.0 wanted)."""
     by: dict = {}
-    for r in doc["rows"]:  # of two settings of one runner (llama.cpp with and without flash attention), its faster
+    for r in doc["rows"]:
         key = (r["runner"], r["precision"])
-        if r["valid"] and (key not in by or r["decode_tok_s"].get("1024", 0) > by[key]["decode_tok_s"].get("1024", 0)):
+        if not r["valid"]:
+            continue
+        if r["runner"] == "ours":  # ours as the daemon ships it: the spinning rows are an A/B of a setting
+            if not r.get("intra_op_spinning"):
+                by[key] = r
+        # of a peer's two settings (llama.cpp with and without flash attention), its faster
+        elif key not in by or r["decode_tok_s"].get("1024", 0) > by[key]["decode_tok_s"].get("1024", 0):
             by[key] = r
     pairs = [(("ours", "fp32"), ("onnxruntime-genai", "fp32")), (("ours", "int4"), ("onnxruntime-genai", "int4")),
              (("ours", "int4"), ("llama.cpp", "q4_0")), (("ours", "fp32"), ("python-loop", "fp32"))]
@@ -338,7 +344,7 @@ def targets(doc: dict) -> list[str]:
                      + " | " + " | ".join(ratio("ttft_ms", n) for n in ("64", "256", "1024")) + " |")
     for r in doc["rows"]:
         if r["runner"] == "ours" and "outside_session_run_share" in r:
-            lines.append(f"\nOurs {r['precision']}: {100 * r['outside_session_run_share']:.2f} % of the measured time "
+            lines.append(f"\n{r['label']}: {100 * r['outside_session_run_share']:.2f} % of the measured time "
                          "outside `Session::run` (target < 2 %).")
     return lines
 
