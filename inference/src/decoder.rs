@@ -562,11 +562,6 @@ impl DecoderGraph {
             }
         }
         self.graph.run(clock)?;
-        let Some(bound) = self.rows[w].as_ref() else {
-            return Err(Error::Config(
-                "internal: no tensors bound for the width".into(),
-            ));
-        };
         for (dst, src) in state.conv.iter_mut().zip(&self.present_conv) {
             dst.extract_tensor_mut()
                 .1
